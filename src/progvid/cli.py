@@ -1,0 +1,180 @@
+"""Command line: argument parsing only. Each subcommand calls one library function.
+
+Exit codes: 0 success; 2 bad usage, config or input (one line naming the field or file);
+1 runtime failure. `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import ProgvidError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# --------------------------------------------------------------------------------------------
+# handlers (imports are local so `progvid --help` stays fast)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .data.synthetic import write_dataset
+
+    s = write_dataset(
+        args.out, train=args.train, val=args.val, size=args.size, frames=args.frames,
+        classes=args.classes, seed=args.seed, fmt=args.format, workers=args.workers,
+        progress=sys.stderr.isatty(),
+    )
+    print(f"wrote {s.train} train + {s.val} val clips, {s.classes} classes, to {s.out} "
+          f"in {s.seconds:.1f} s")
+    return 0
+
+
+def cmd_data_probe(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from .data.video import probe
+
+    info = probe(args.video, threads=args.threads)
+    if args.json:
+        _print_json(asdict(info))
+    else:
+        print(f"{args.video}: {info.frames} frames, {info.fps:.3f} fps, {info.width}x{info.height}, "
+              f"{info.duration:.2f} s")
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from .data.check import check_list
+
+    report = check_list(args.list, root=args.root, fmt=args.format, labels=args.labels,
+                        workers=args.workers, progress=sys.stderr.isatty() and not args.json)
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        for bad in report.bad:
+            where = f"{bad.source}:{bad.line}: " if bad.line is not None else ""
+            print(f"BAD {where}{bad.path}: {bad.reason}")
+        print(f"{report.ok} readable, {len(report.bad)} unreadable, of {report.ok + len(report.bad)}")
+    return 0 if not report.bad else 2
+
+
+def cmd_config_validate(args: argparse.Namespace) -> int:
+    from .config import load_config, to_plain
+
+    cfg = load_config(args.file, args.set)
+    if args.print:
+        import yaml
+
+        print(yaml.safe_dump(to_plain(cfg), sort_keys=False), end="")
+    else:
+        print(f"{args.file}: ok ({type(cfg).__name__})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(out=args.out, quick=args.quick)
+
+
+# --------------------------------------------------------------------------------------------
+# parser
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="progvid",
+        description="Compute-efficient self-supervised video pre-training and action recognition.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("synth", help="write the synthetic motion dataset (real video files)")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--train", type=int, default=200, help="training clips (default 200)")
+    p.add_argument("--val", type=int, default=50, help="validation clips (default 50)")
+    p.add_argument("--size", type=int, default=64, help="frame size in pixels (default 64)")
+    p.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
+    p.add_argument("--classes", type=int, default=None, help="number of motion classes (default all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", choices=["mp4", "webm"], default="mp4")
+    p.add_argument("--workers", type=int, default=2, help="encoding processes (default 2)")
+    p.set_defaults(func=cmd_synth)
+
+    data = sub.add_parser("data", help="inspect videos and datasets")
+    dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    dsub.required = True
+    p = dsub.add_parser("probe", help="frames, fps, size and duration of one video")
+    p.add_argument("video")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.add_argument("--threads", type=int, default=1, help="decoder threads")
+    p.set_defaults(func=cmd_data_probe)
+    p = dsub.add_parser("check", help="decode every entry of a dataset and report unreadable ones")
+    p.add_argument("list", help="list file ('path [label]' lines), SSv2 split json, or folder")
+    p.add_argument("--root", default=None, help="folder the paths are relative to (default: the list's)")
+    p.add_argument("--format", choices=["list", "ssv2", "folder", "unlabeled"], default=None,
+                   help="dataset layout (default: from the file type)")
+    p.add_argument("--labels", default=None, help="SSv2 labels json or classes.txt")
+    p.add_argument("--workers", type=int, default=2, help="parallel checks (default 2)")
+    p.add_argument("--json", action="store_true", help='print {"ok": N, "bad": [...]}')
+    p.set_defaults(func=cmd_data_check)
+
+    cfg = sub.add_parser("config", help="work with config files")
+    csub = cfg.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
+    csub.required = True
+    p = csub.add_parser("validate", help="check a config file (and overrides) without running it")
+    p.add_argument("file")
+    _add_run_options(p)
+    p.add_argument("--print", action="store_true", help="print the fully resolved config")
+    p.set_defaults(func=cmd_config_validate)
+
+    p = sub.add_parser("demo", help="the end-to-end demo on the synthetic dataset")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--quick", action="store_true", help="a smoke run of about two minutes")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on bad usage, with argparse's message
+    try:
+        return int(args.func(args) or 0)
+    except ProgvidError as exc:
+        if args.debug:
+            raise
+        print(f"progvid: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("progvid: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns failures into exit 1
+        if args.debug:
+            raise
+        print(f"progvid: runtime failure: {type(exc).__name__}: {exc} (rerun with --debug for "
+              "the traceback)", file=sys.stderr)
+        return 1
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

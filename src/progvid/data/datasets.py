@@ -1,0 +1,272 @@
+"""Dataset layouts (list file, SSv2, folder per class, unlabeled folder) and the clip dataset.
+
+Every sample draws its randomness from a generator seeded by (seed, epoch, index), so a clip is
+the same whatever worker decodes it and whenever it is decoded: resumed runs see the same data.
+Bad files follow the `on_error` policy: `raise` stops with a one-line error naming the file;
+`skip` substitutes another sample, reports what was skipped, and never returns garbage.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import DataError
+from .sampling import TemporalSampler
+from .video import VideoReader
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv")
+
+# How many substitutes `skip` tries before giving up on a sample.
+MAX_SUBSTITUTES = 20
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One video: its path, its label (-1 when unlabeled) and where it was listed."""
+
+    path: Path
+    label: int = -1
+    source: str | None = None  # list file (or json) the entry came from
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    samples: list[Sample]
+    class_names: list[str] | None
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """One class name per line (blank lines ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "class list not found")
+    names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    if not names:
+        raise DataError(path, "class list is empty")
+    return names
+
+
+def read_list(
+    list_path: str | Path, root: str | Path | None = None, num_classes: int | None = None
+) -> list[Sample]:
+    """Parse "path label" lines (space or comma separated; label optional for pre-training).
+
+    Paths are relative to `root` (default: the list file's folder). A malformed line or a label
+    out of range raises `DataError` naming the list file and line.
+    """
+    list_path = Path(list_path)
+    if not list_path.is_file():
+        raise DataError(list_path, "list file not found")
+    base = Path(root) if root is not None else list_path.parent
+    samples: list[Sample] = []
+    for lineno, raw in enumerate(list_path.read_text().splitlines(), start=1):
+        text = raw.strip()
+        if not text or text.startswith("#"):
+            continue
+        parts = [p for p in text.replace(",", " ").split() if p]
+        if len(parts) > 2 and parts[-1].lstrip("-").isdigit() and parts[-2].lstrip("-").isdigit():
+            # Kinetics lists sometimes carry "path num_frames label"; keep path and label
+            parts = [parts[0], parts[-1]]
+        if len(parts) == 1:
+            label = -1
+        elif len(parts) == 2:
+            try:
+                label = int(parts[1])
+            except ValueError:
+                raise DataError(list_path, f"label {parts[1]!r} is not an integer", lineno) from None
+        else:
+            raise DataError(list_path, f"expected 'path [label]', got {text!r}", lineno)
+        if label < -1 or (num_classes is not None and label >= num_classes):
+            limit = f" [0, {num_classes})" if num_classes is not None else ""
+            raise DataError(list_path, f"label {label} out of range{limit}", lineno)
+        path = Path(parts[0])
+        samples.append(Sample(path if path.is_absolute() else base / path, label, str(list_path), lineno))
+    if not samples:
+        raise DataError(list_path, "list file has no entries")
+    return samples
+
+
+def _ssv2_name(template: str) -> str:
+    return template.replace("[", "").replace("]", "")
+
+
+def read_ssv2(
+    split_json: str | Path, labels_json: str | Path, video_root: str | Path, ext: str = ".webm"
+) -> SampleSet:
+    """Something-Something v2: labels json {name: "idx"} + split json [{id, template, ...}]."""
+    labels_json, split_json = Path(labels_json), Path(split_json)
+    labels = _load_json(labels_json)
+    if not isinstance(labels, dict):
+        raise DataError(labels_json, "expected a mapping of class name to index")
+    try:
+        index = {str(k): int(v) for k, v in labels.items()}
+    except (TypeError, ValueError):
+        raise DataError(labels_json, "class indices must be integers") from None
+    names = [""] * len(index)
+    for name, i in index.items():
+        if not 0 <= i < len(index):
+            raise DataError(labels_json, f"class {name!r} has index {i} out of range")
+        names[i] = name
+    entries = _load_json(split_json)
+    if not isinstance(entries, list):
+        raise DataError(split_json, "expected a list of {id, template} objects")
+    samples = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "id" not in entry:
+            raise DataError(split_json, f"entry {i} has no `id`")
+        label = -1
+        if "template" in entry:
+            name = _ssv2_name(str(entry["template"]))
+            if name not in index:
+                raise DataError(split_json, f"entry {i} (id {entry['id']}): unknown template {name!r}")
+            label = index[name]
+        samples.append(Sample(Path(video_root) / f"{entry['id']}{ext}", label, str(split_json), i))
+    if not samples:
+        raise DataError(split_json, "split has no entries")
+    return SampleSet(samples, names)
+
+
+def _load_json(path: Path) -> Any:
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"invalid JSON ({exc.msg})", exc.lineno) from None
+
+
+def _videos_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+
+
+def read_folder(root: str | Path, class_names: Sequence[str] | None = None) -> SampleSet:
+    """One sub-folder per class (`root/<class>/*.mp4`); classes sorted by name unless given."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(root, "folder not found")
+    names = list(class_names) if class_names else sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not names:
+        raise DataError(root, "no class sub-folders")
+    samples = [Sample(p, i) for i, name in enumerate(names) for p in _videos_under(root / name)]
+    if not samples:
+        raise DataError(root, f"no videos ({', '.join(VIDEO_EXTENSIONS)}) in class folders")
+    return SampleSet(samples, names)
+
+
+def read_unlabeled(root: str | Path) -> SampleSet:
+    """Every video under a folder, recursively, with label -1 (pre-training)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(root, "folder not found")
+    samples = [Sample(p) for p in _videos_under(root)]
+    if not samples:
+        raise DataError(root, "no videos found")
+    return SampleSet(samples, None)
+
+
+def build_samples(cfg: Any, split: str) -> SampleSet:
+    """Samples of `split` ("train" or "val") for a `DataConfig`."""
+    where = getattr(cfg, split)
+    root = Path(cfg.root)
+    if where is None:
+        raise DataError(f"data.{split}", "not set in the config")
+    target = Path(where) if Path(where).is_absolute() else root / where
+    if cfg.format == "list":
+        names = read_class_names(_resolve(root, cfg.classes)) if cfg.classes else None
+        return SampleSet(read_list(target, root, len(names) if names else None), names)
+    if cfg.format == "ssv2":
+        if not cfg.classes:
+            raise DataError("data.classes", "SSv2 needs the labels json")
+        return read_ssv2(target, _resolve(root, cfg.classes), root)
+    if cfg.format == "folder":
+        names = read_class_names(_resolve(root, cfg.classes)) if cfg.classes else None
+        return read_folder(target, names)
+    return read_unlabeled(target)
+
+
+def _resolve(root: Path, path: str) -> Path:
+    return Path(path) if Path(path).is_absolute() else root / path
+
+
+class VideoDataset(Dataset):
+    """Decodes a clip per item and returns `num_sample` augmented views of it.
+
+    Items are addressed as `(epoch, index)` (what `EpochSampler` yields) or a plain index (epoch
+    0). An item is a dict: `video` float (V, C, T, H, W) with V = num_sample in training, or
+    V = clips x crops in testing; `label` int; `index` int; `skipped` list of (path, reason).
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        *,
+        sampler: TemporalSampler,
+        transform: Callable[[torch.Tensor, np.random.Generator], Any],
+        train: bool,
+        num_sample: int = 1,
+        test_clips: int = 1,
+        seed: int = 0,
+        short_side: int | None = None,
+        decode_threads: int = 1,
+        on_error: str = "raise",
+    ) -> None:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+        self.samples = list(samples)
+        self.sampler = sampler
+        self.transform = transform
+        self.train = train
+        self.num_sample = num_sample
+        self.test_clips = test_clips
+        self.seed = seed
+        self.short_side = short_side
+        self.decode_threads = decode_threads
+        self.on_error = on_error
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        skipped: list[tuple[str, str]] = []
+        current = index
+        for _ in range(MAX_SUBSTITUTES + 1):
+            try:
+                video = self._load(self.samples[current], rng)
+                return {"video": video, "label": self.samples[current].label, "index": current,
+                        "skipped": skipped}
+            except DataError as exc:
+                if self.on_error == "raise":
+                    raise
+                skipped.append((str(self.samples[current].path), exc.reason))
+                current = int(rng.integers(len(self.samples)))
+        raise DataError(self.samples[index].path, f"no readable substitute after {MAX_SUBSTITUTES} tries")
+
+    def _load(self, sample: Sample, rng: np.random.Generator) -> torch.Tensor:
+        with VideoReader(sample.path, threads=self.decode_threads) as reader:
+            n = reader.info.frames
+            if self.train:
+                idx = self.sampler(n, train=True, rng=rng)
+                clip = reader.read(idx, short_side=self.short_side)
+                views = [self.transform(clip, rng) for _ in range(self.num_sample)]
+            else:
+                clips = self.sampler.test_clips(n, self.test_clips)
+                # one decode for all test clips: union of indices, then pick each clip's frames
+                union = np.unique(np.concatenate(clips))
+                frames = reader.read(union, short_side=self.short_side)
+                pos = {int(f): i for i, f in enumerate(union)}
+                views = []
+                for c in clips:
+                    out = self.transform(frames[[pos[int(f)] for f in c]], rng)
+                    views.extend(out if isinstance(out, list) else [out])
+        return torch.stack(views)

@@ -1,0 +1,171 @@
+"""DataLoader factory: one call per (split, frames, batch), so progressive stages rebuild it.
+
+The sampler is a pure function of (seed, epoch, rank, world size, start position): a resumed run
+asks for the same epoch from the batch where it stopped and gets exactly the same items, without
+decoding the ones it skips.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from ..errors import DataError
+from .datasets import VideoDataset
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size), (0, 1) when torch.distributed is not initialised."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class EpochSampler(Sampler):
+    """Yields `(epoch, index)` pairs: a seeded permutation per epoch, sharded over ranks.
+
+    Every rank gets `per_rank` items (the permutation is padded by wrapping, like
+    DistributedSampler, or trimmed with `drop_last`). `start` skips that many of this rank's
+    items, which is how a run resumes in the middle of an epoch.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int | None = None,
+        world: int | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        if size <= 0:
+            raise ValueError("EpochSampler needs a non-empty dataset")
+        r, w = dist_info()
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.rank = r if rank is None else rank
+        self.world = w if world is None else world
+        self.drop_last = drop_last
+        self.epoch = 0
+        self.start = 0
+
+    @property
+    def per_rank(self) -> int:
+        if self.drop_last:
+            return self.size // self.world
+        return math.ceil(self.size / self.world)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def order(self) -> np.ndarray:
+        """This rank's item indices for the current epoch (before `start`)."""
+        if self.shuffle:
+            perm = np.random.default_rng([self.seed, self.epoch, 7919]).permutation(self.size)
+        else:
+            perm = np.arange(self.size)
+        total = self.per_rank * self.world
+        if total > self.size:
+            perm = np.concatenate([perm, perm[: total - self.size]])  # pad by wrapping
+        return perm[:total][self.rank :: self.world]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for i in self.order()[self.start :]:
+            yield (self.epoch, int(i))
+
+    def __len__(self) -> int:
+        return max(self.per_rank - self.start, 0)
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack views into one batch: (B * V, C, T, H, W); labels repeated per view."""
+    views = [it["video"] for it in items]
+    v = views[0].shape[0]
+    return {
+        "video": torch.cat(views, dim=0),
+        "label": torch.tensor([it["label"] for it in items]).repeat_interleave(v),
+        "index": torch.tensor([it["index"] for it in items]),
+        "views": v,
+        "skipped": [s for it in items for s in it["skipped"]],
+    }
+
+
+def _worker_init(worker_id: int) -> None:
+    # Per-item generators carry the augmentation randomness; this only pins whatever else a
+    # library might draw from the global generators, so runs stay reproducible.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_loader(
+    dataset: VideoDataset,
+    *,
+    batch_size: int,
+    train: bool,
+    workers: int = 2,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    drop_last: bool | None = None,
+    rank: int | None = None,
+    world: int | None = None,
+    timeout: float = 0.0,
+) -> DataLoader:
+    """A DataLoader over `dataset` with an `EpochSampler` (call `loader.sampler.set_epoch`)."""
+    if batch_size <= 0:
+        raise ValueError("batch_size must be positive")
+    drop = train if drop_last is None else drop_last
+    sampler = EpochSampler(len(dataset), shuffle=train, seed=seed, rank=rank, world=world, drop_last=drop)
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=torch.device(device).type == "cuda",
+        drop_last=drop,
+        persistent_workers=workers > 0,
+        worker_init_fn=_worker_init if workers > 0 else None,
+        generator=generator,
+        prefetch_factor=4 if workers > 0 else None,
+        timeout=timeout if workers > 0 else 0.0,
+    )
+
+
+class SkipLog:
+    """Counts the bad videos that `on_error: skip` replaced and writes them to the run folder.
+
+    The run fails once the distinct bad files exceed `max_fraction` of the dataset.
+    """
+
+    def __init__(self, dataset_size: int, max_fraction: float, path: str | Path | None = None) -> None:
+        self.dataset_size = dataset_size
+        self.max_fraction = max_fraction
+        self.path = Path(path) if path is not None else None
+        self.bad: dict[str, str] = {}
+        self.count = 0
+
+    def update(self, skipped: list[tuple[str, str]]) -> None:
+        for path, reason in skipped:
+            self.count += 1
+            if path not in self.bad:
+                self.bad[path] = reason
+                if self.path is not None:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    with self.path.open("a") as fh:
+                        fh.write(json.dumps({"path": path, "reason": reason}) + "\n")
+        if len(self.bad) > self.max_fraction * self.dataset_size:
+            where = f"; see {self.path}" if self.path is not None else ""
+            raise DataError(
+                next(iter(self.bad)),
+                f"{len(self.bad)} of {self.dataset_size} videos unreadable, more than "
+                f"data.max_bad_fraction={self.max_fraction}{where}",
+            )

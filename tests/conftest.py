@@ -1,0 +1,22 @@
+"""Shared fixtures. Tests run on CPU with few threads: the CI machine has two cores."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # test helpers (videos.py) import as modules
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic motion dataset (real mp4 files), written once per test session."""
+    from progvid.data.synthetic import write_dataset
+
+    out = tmp_path_factory.mktemp("synth")
+    write_dataset(out, train=24, val=12, size=32, frames=16, classes=4, seed=0, workers=1)
+    return out

@@ -53,9 +53,7 @@ def test_stride_test_clip_centred() -> None:
     np.testing.assert_array_equal(idx, 34 + 4 * np.arange(8))
     # exact fit: the single window starts at 0 in train and test
     np.testing.assert_array_equal(stride_indices(32, 8, 4, train=False), 4 * np.arange(8))
-    np.testing.assert_array_equal(
-        stride_indices(32, 8, 4, train=True, rng=rng()), 4 * np.arange(8)
-    )
+    np.testing.assert_array_equal(stride_indices(32, 8, 4, train=True, rng=rng()), 4 * np.arange(8))
 
 
 def test_stride_short_video_clamp_and_loop() -> None:

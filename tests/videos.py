@@ -42,6 +42,7 @@ def write_video(
     *,
     bframes: int | None = None,
     options: dict[str, str] | None = None,
+    container_options: dict[str, str] | None = None,
 ) -> Path:
     """Encode uint8 (T, H, W, 3) RGB `frames` to `path` (container from the suffix).
 
@@ -57,7 +58,7 @@ def write_video(
     elif codec == "libvpx-vp9":
         opts = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
     opts.update(options or {})
-    with av.open(str(path), mode="w") as out:
+    with av.open(str(path), mode="w", options=container_options or {}) as out:
         stream = out.add_stream(codec, rate=Fraction(fps))
         stream.width, stream.height = w, h
         stream.pix_fmt = _DEFAULT_PIX_FMT.get(codec, "yuv420p")

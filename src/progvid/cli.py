@@ -81,6 +81,43 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    cfg = load_config(args.config, args.set)  # validate before launching anything
+    if cfg.task != "pretrain":
+        from .errors import ConfigError
+
+        raise ConfigError(f"{args.config}: `task` is {cfg.task!r}; `progvid pretrain` needs "
+                          "task: pretrain")
+    if args.nproc and args.nproc > 1:
+        from .engine.distributed import launch
+
+        return launch(args.nproc, _strip_nproc(sys.argv[1:]))
+    from .pretrain import run_pretrain
+
+    result = run_pretrain(cfg, out=args.out, resume=args.resume, config_path=args.config)
+    if result.checkpoint is not None:
+        print(f"done: {result.steps} steps, final loss {result.final_loss:.4f}, "
+              f"{result.flops / 1e15:.4g} PFLOPs (MACs), checkpoint {result.checkpoint}")
+    return 0
+
+
+def _strip_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        out.append(a)
+    return out
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -143,6 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.add_argument("--print", action="store_true", help="print the fully resolved config")
     p.set_defaults(func=cmd_config_validate)
+
+    p = sub.add_parser("pretrain", help="VideoMAE pre-training (a TPL plan or the one-stage baseline)")
+    p.add_argument("config", help="YAML config (task: pretrain)")
+    _add_run_options(p)
+    p.add_argument("--out", default=None, help="run folder (default: config `out`, else runs/<name>)")
+    p.add_argument("--resume", default=None, metavar="auto|PATH",
+                   help="resume: `auto` picks the newest complete checkpoint of the run folder")
+    p.add_argument("--nproc", type=int, default=None,
+                   help="processes on this machine (launches through torch.distributed.run)")
+    p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("demo", help="the end-to-end demo on the synthetic dataset")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")

@@ -67,12 +67,103 @@ class DataConfig(Section):
         return self
 
 
-class RunConfig(Section):
-    """A whole run. Sections are added by the tasks that use them."""
+class DataOnlyConfig(Section):
+    """A config that only describes data (`task: data`), e.g. for `data check` recipes."""
 
     task: Literal["data"] = "data"
     seed: int = 0
     data: DataConfig = DataConfig()
+
+
+RunConfig = DataOnlyConfig
+
+
+class ModelConfig(Section):
+    """VideoMAE geometry and size; the builder `progvid.models.videomae` takes these keywords."""
+
+    name: Literal["videomae"] = "videomae"
+    size: Literal["tiny", "small", "base", "large", "huge"] = "base"
+    patch_size: int = Field(16, ge=1)
+    tubelet_size: int = Field(2, ge=1)
+    mask_ratio: float = Field(0.9, gt=0.0, lt=1.0)
+    mask_type: Literal["tube", "random"] = "tube"
+    decoder_depth: int = Field(4, ge=1)
+    drop_path: float = Field(0.0, ge=0.0, lt=1.0)
+    norm_pix_loss: bool = True
+    grad_checkpointing: bool = False
+    # width/depth/heads overrides for custom (e.g. CPU-sized) models
+    embed_dim: int | None = Field(None, ge=8)
+    depth: int | None = Field(None, ge=1)
+    num_heads: int | None = Field(None, ge=1)
+    decoder_dim: int | None = Field(None, ge=8)
+    decoder_heads: int | None = Field(None, ge=1)
+
+
+class OptimConfig(Section):
+    """AdamW and the learning-rate rule. lr = base_lr * total_batch / 256 (VideoMAE)."""
+
+    base_lr: float = Field(1.5e-4, gt=0.0)
+    min_lr: float = Field(1e-5, ge=0.0)  # scaled by total_batch / 256 as well
+    warmup_epochs: float = Field(40.0, ge=0.0)
+    weight_decay: float = Field(0.05, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = Field(1e-8, gt=0.0)
+    clip_grad: float | None = Field(None, gt=0.0)
+    accum_steps: int = Field(1, ge=1)
+    lr_rule: Literal["per_stage", "global", "step"] = "per_stage"  # TPL mechanism 1, 2, ablation
+    reset_between_stages: bool = False  # optimizer moments carry across stages by default
+
+
+class TrainConfig(Section):
+    """How the loop runs: batch per process, precision, device, logging and checkpoints."""
+
+    batch_size: int = Field(32, ge=1)  # per process
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False
+    log_every: int = Field(10, ge=1)
+    ckpt_every: int = Field(1000, ge=1)  # steps
+    keep_last: int = Field(3, ge=1)
+    max_nonfinite: int = Field(5, ge=1)
+    tensorboard: bool = True
+    max_steps: int | None = Field(None, ge=1)  # cap for smoke runs; the schedule is unchanged
+
+
+class StageConfig(Section):
+    """One TPL stage: clip length, share of the budget and its recipe (None: the defaults)."""
+
+    frames: int = Field(ge=1)
+    share: float = Field(ge=0.0, le=1.0)
+    batch_size: int | None = Field(None, ge=1)
+    warmup_epochs: float | None = Field(None, ge=0.0)
+
+
+class BudgetConfig(Section):
+    """N_e: the budget in epochs at the reference clip length (frames processed)."""
+
+    epochs: float = Field(800.0, gt=0.0)
+    ref_frames: int = Field(16, ge=1)
+    scale: float = Field(1.0, gt=0.0)  # budget.scale=2 doubles every stage
+
+
+class PlanConfig(Section):
+    """The temporal plan. The VideoMAE baseline is the one-stage plan [16 frames, share 1]."""
+
+    stages: tuple[StageConfig, ...] = (StageConfig(frames=16, share=1.0),)
+    temporal: Literal["stride", "span"] = "stride"  # keep frame stride, or keep the time span
+    multigrid: bool = False  # random clip length per iteration among the stages' (baseline)
+
+
+class PretrainConfig(Section):
+    task: Literal["pretrain"] = "pretrain"
+    seed: int = 0
+    out: str | None = None  # run folder (the CLI's --out wins)
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    budget: BudgetConfig = BudgetConfig()
+    plan: PlanConfig = PlanConfig()
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,7 +296,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         where = f":{mark.line + 1}" if mark is not None else ""
         reason = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{path}{where}: {reason}") from None
-    return raw if raw is not None else {}
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys to values")
+    return raw
 
 
 def load_config(
@@ -218,35 +313,19 @@ def load_config(
     return validate(cls, raw, str(path))
 
 
-_TASKS: dict[str, type[BaseModel]] = {"data": RunConfig}
+_TASKS: dict[str, type[BaseModel]] = {"data": DataOnlyConfig, "pretrain": PretrainConfig}
 
 
 def register_task(name: str, cls: type[BaseModel]) -> None:
-    """Let a task module add its config model (keeps config.py free of task imports)."""
+    """Add a task's config model (tasks defined outside this module)."""
     _TASKS[name] = cls
 
 
 def config_class(task: Any, source: str) -> type[BaseModel]:
-    _load_task_configs()
     if task not in _TASKS:
         known = ", ".join(sorted(_TASKS))
         raise ConfigError(f"{source}: `task`: unknown task {task!r} (known: {known})")
     return _TASKS[task]
-
-
-def _load_task_configs() -> None:
-    """Import the modules that register task configs (lazy: avoids import cycles)."""
-    import importlib
-
-    for mod in _TASK_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:  # a task module not written yet is simply absent
-            if exc.name != mod:
-                raise
-
-
-_TASK_MODULES: list[str] = []
 
 
 def to_plain(cfg: BaseModel) -> dict[str, Any]:

@@ -1,0 +1,167 @@
+"""Checkpoints: weights as safetensors, training state beside them, written atomically.
+
+A checkpoint is a folder `step_00001234/` holding `model.safetensors`, `state.pt` (optimizer,
+step, RNG states, loader position: tensors and plain Python only) and `meta.json`. The folder is
+assembled under a temporary name, every file flushed and fsynced, then renamed into place, so a
+run killed mid-write never leaves a half checkpoint that `--resume auto` could pick. Loading never
+executes code from a file: safetensors for weights, `torch.load(weights_only=True)` for state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import CheckpointError
+
+WEIGHTS = "model.safetensors"
+STATE = "state.pt"
+META = "meta.json"
+PREFIX = "step_"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Weights without DDP / torch.compile wrappers, contiguous, ready for safetensors."""
+    inner = getattr(model, "module", model)
+    inner = getattr(inner, "_orig_mod", inner)
+    return {k: v.detach().contiguous().cpu() for k, v in inner.state_dict().items()}
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    weights: dict[str, torch.Tensor],
+    state: dict[str, Any],
+    meta: dict[str, Any],
+    keep_last: int = 3,
+) -> Path:
+    """Write checkpoint `step` atomically and prune all but the newest `keep_last`."""
+    ckpt_root = Path(run_dir) / "checkpoints"
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    final = ckpt_root / f"{PREFIX}{step:08d}"
+    tmp = ckpt_root / f".tmp_{PREFIX}{step:08d}_{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    # safetensors refuses tensors that share storage; clone those (tied weights are rare here)
+    seen: dict[int, str] = {}
+    clean = {}
+    for k, v in weights.items():
+        ptr = v.untyped_storage().data_ptr() if v.numel() else -1
+        clean[k] = v.clone() if ptr in seen else v
+        if ptr != -1:
+            seen[ptr] = k
+    save_file(clean, str(tmp / WEIGHTS), metadata={"format": "pt"})
+    torch.save(state, tmp / STATE)
+    (tmp / META).write_text(json.dumps({**meta, "step": step}, indent=2, default=str))
+    for name in (WEIGHTS, STATE, META):
+        _fsync_file(tmp / name)
+    _fsync_dir(tmp)
+    if final.exists():  # a re-save of the same step (e.g. final after periodic) replaces it
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(ckpt_root)
+    for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (temporary folders are ignored)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)
+             and all((p / f).is_file() for f in (WEIGHTS, STATE, META))]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+
+
+def resolve_resume(run_dir: str | Path, resume: str | None) -> Path | None:
+    """`auto` -> newest complete checkpoint of the run (None if there is none); else the path."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        found = list_checkpoints(run_dir)
+        return found[-1] if found else None
+    path = Path(resume)
+    if path.is_dir() and (path / "checkpoints").is_dir():  # a run folder: its newest checkpoint
+        found = list_checkpoints(path)
+        if not found:
+            raise CheckpointError(f"{path}: run folder has no complete checkpoint")
+        return found[-1]
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    return path
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Weights from a checkpoint folder or a .safetensors file (never runs code)."""
+    path = Path(path)
+    file = path / WEIGHTS if path.is_dir() else path
+    if not file.is_file():
+        raise CheckpointError(f"{file}: weights file not found")
+    if file.suffix != ".safetensors":
+        return _safe_torch_load(file, what="weights")
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{file}: not a valid safetensors file ({exc})") from None
+
+
+def _safe_torch_load(file: Path, what: str) -> Any:
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        raise CheckpointError(
+            f"{file}: refused to load {what}: the file holds objects that would run code "
+            f"({first[:160]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{file}: cannot read {what} ({str(exc).splitlines()[0][:160]})") from None
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """Training state of a checkpoint folder (tensors and plain Python only)."""
+    file = Path(path) / STATE
+    if not file.is_file():
+        raise CheckpointError(f"{file}: training state not found")
+    state = _safe_torch_load(file, what="training state")
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(f"{file}: malformed training state (no `step`)")
+    return state
+
+
+def load_meta(path: str | Path) -> dict[str, Any]:
+    file = Path(path) / META
+    if not file.is_file():
+        raise CheckpointError(f"{file}: checkpoint metadata not found")
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{file}: invalid JSON ({exc.msg})") from None

@@ -1,0 +1,108 @@
+"""torchrun / DDP set-up and rank helpers. Works the same with one process and with many.
+
+`torchrun --nproc_per_node N -m progvid pretrain ...` sets RANK / WORLD_SIZE / LOCAL_RANK;
+`progvid pretrain --nproc N` re-launches itself through torch.distributed's own launcher.
+Backend: nccl on CUDA, gloo on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from ..errors import ProgvidError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """`auto` -> cuda when available, else cpu. Never hard-codes a device elsewhere."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ProgvidError("train.device: cuda requested but no CUDA device is available")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    if name != "cpu":
+        raise ProgvidError(f"train.device: unknown device {name!r} (auto, cpu or cuda)")
+    return torch.device("cpu")
+
+
+def init_distributed(device: torch.device) -> DistInfo:
+    """Join the process group when launched by torchrun; a no-op for a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    rank = int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+    return DistInfo(rank, world, local)
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def all_mean(values: torch.Tensor) -> torch.Tensor:
+    """Mean over ranks (identity for one process)."""
+    if dist.is_available() and dist.is_initialized():
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        values /= dist.get_world_size()
+    return values
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True when `flag` is true on any rank (so every rank takes the same branch)."""
+    if dist.is_available() and dist.is_initialized():
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+    return flag
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Re-run `python -m progvid ARGV` in `nproc` processes with torch.distributed's launcher."""
+    from torch.distributed.run import main as torchrun_main
+
+    if nproc < 1:
+        raise ProgvidError(f"--nproc: must be at least 1, got {nproc}")
+    args = ["--standalone", f"--nproc_per_node={nproc}", "-m", "progvid", *argv]
+    try:
+        torchrun_main(args)
+    except SystemExit as exc:  # torchrun exits on failure of any worker
+        return int(exc.code or 0)
+    except Exception as exc:  # noqa: BLE001 - ChildFailedError carries the workers' exit codes
+        failures = getattr(exc, "failures", {})
+        codes = [getattr(f, "exitcode", 1) for f in failures.values()] or [1]
+        print(f"progvid: {len(failures) or 1} worker(s) failed", file=sys.stderr)
+        return 2 if all(c == 2 for c in codes) else 1
+    return 0

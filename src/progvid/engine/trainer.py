@@ -1,0 +1,366 @@
+"""The one training loop: pre-training, fine-tuning, HCML levels and every progressive stage.
+
+A task plugs in three things (see `Task`): a loader per stage, a `step` that returns losses, and
+optionally its optimizer parameter groups. Everything that varies over time (stage, frames,
+batch, learning rate, data position, random masks) is a pure function of the global step, so a
+run resumed from any checkpoint produces the same losses as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..errors import ProgvidError
+from . import checkpoint as ckpt
+from .distributed import DistInfo, all_mean, any_rank
+from .logging import RunLogger
+from .schedule import Schedule, Stage
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (exit code 1); its last good state has been saved."""
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a task's `step` may depend on. `generator` is seeded from (seed, step) only."""
+
+    step: int
+    stage_index: int
+    stage: Stage
+    num_frames: int
+    rank: int
+    world: int
+    device: torch.device
+    generator: torch.Generator
+
+
+class Task(Protocol):
+    def loader(self, stage_index: int, stage: Stage, *, frames: int, dist: DistInfo,
+               device: torch.device) -> DataLoader: ...
+
+    def step(self, model: torch.nn.Module, batch: Any, ctx: StepContext) -> dict[str, torch.Tensor]: ...
+
+    def clips(self, batch: Any) -> int: ...
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    compile: bool = False
+    grad_clip: float | None = None
+    accum_steps: int = 1
+    log_every: int = 10
+    ckpt_every: int = 500  # steps; a checkpoint is also written at the end
+    keep_last: int = 3
+    max_nonfinite: int = 5  # consecutive non-finite losses before the run stops
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    seed: int = 0
+    tensorboard: bool = True
+    progress: bool | None = None  # None: a bar only on a terminal
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_loss: float
+    checkpoint: Path | None
+    nonfinite_skipped: int
+    flops: float
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no decay on norms, biases, position tables and tokens (VideoMAE's rule)."""
+    skip = set(getattr(model, "no_weight_decay", lambda: set())())
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim <= 1 or name.endswith(".bias") or name in skip or name.split(".")[-1] in skip:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _step_seed(seed: int, step: int, rank: int = 0) -> int:
+    return (seed * 1_000_003 + step * 9_176 + rank * 7_919 + 12_345) % (2**63 - 1)
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class Trainer:
+    def __init__(self, model: torch.nn.Module, task: Task, schedule: Schedule, run_dir: str | Path,
+                 settings: TrainSettings, *, device: torch.device, dist: DistInfo | None = None,
+                 meta: dict[str, Any] | None = None) -> None:
+        if settings.precision not in ("fp32", "bf16", "fp16"):
+            raise ProgvidError(f"train.precision: unknown precision {settings.precision!r}")
+        self.task, self.schedule, self.settings = task, schedule, settings
+        self.run_dir = Path(run_dir)
+        self.device = device
+        self.dist = dist or DistInfo()
+        self.meta = meta or {}
+        self.model = model.to(device)
+        groups = getattr(task, "param_groups", None)
+        groups = groups(self.model) if groups is not None else param_groups(self.model, settings.weight_decay)
+        fused = device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(groups, lr=0.0, betas=settings.betas, eps=settings.eps,
+                                           fused=fused or None)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
+        self.wrapped: torch.nn.Module = self.model
+        if self.dist.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            self.wrapped = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if settings.compile:
+            self.wrapped = torch.compile(self.wrapped)
+        self.step = 0
+        self.flops = 0.0
+        self.clips_seen = 0
+        self.nonfinite_total = 0
+        self.nonfinite_run = 0
+        self._it_key: tuple[int, int] | None = None  # which loader/epoch the iterator is on
+        self._it_pos = -1  # the batch index that iterator yields next
+
+    # ---------------------------------------------------------------- state
+    def state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "flops": self.flops,
+            "clips_seen": self.clips_seen,
+            "nonfinite_total": self.nonfinite_total,
+            "data_position": self._data_position(self.step),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": _numpy_state(),
+                "python": repr(random.getstate()),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+        }
+
+    def _data_position(self, step: int) -> dict[str, int]:
+        if step >= self.schedule.total_steps:
+            return {"stage": len(self.schedule.stages) - 1, "step_in_stage": -1}
+        pos = self.schedule.locate(step)
+        return {"stage": pos.stage, "step_in_stage": pos.step_in_stage}
+
+    def save(self) -> Path | None:
+        path = None
+        if self.dist.is_main:
+            meta = {**self.meta, "schedule_steps": self.schedule.total_steps}
+            path = ckpt.save_checkpoint(self.run_dir, self.step, ckpt.plain_state_dict(self.model),
+                                        self.state(), meta, keep_last=self.settings.keep_last)
+        from .distributed import barrier
+
+        barrier()
+        return path
+
+    def restore(self, path: str | Path) -> None:
+        weights = ckpt.load_weights(path)
+        missing, unexpected = self.model.load_state_dict(weights, strict=False)
+        if missing or unexpected:
+            raise ckpt.CheckpointError(
+                f"{path}: weights do not match the model (missing: {sorted(missing)[:5]}, "
+                f"unexpected: {sorted(unexpected)[:5]})")
+        state = ckpt.load_state(path)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+        except (KeyError, ValueError) as exc:
+            raise ckpt.CheckpointError(f"{path}: optimizer state does not match ({exc})") from None
+        self.step = int(state["step"])
+        self.flops = float(state.get("flops", 0.0))
+        self.clips_seen = int(state.get("clips_seen", 0))
+        self.nonfinite_total = int(state.get("nonfinite_total", 0))
+        rng = state.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        if rng.get("numpy") is not None:
+            name, keys, npos, has_gauss, cached = rng["numpy"]
+            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), npos, has_gauss, cached))
+        if "python" in rng:
+            import ast
+
+            random.setstate(ast.literal_eval(rng["python"]))
+
+    # ---------------------------------------------------------------- loop
+    def fit(self, stop_at: int | None = None) -> TrainResult:
+        """Train from the current step to the end of the schedule (or to `stop_at`)."""
+        s = self.settings
+        total = self.schedule.total_steps
+        end = total if stop_at is None else min(stop_at, total)
+        log = RunLogger(self.run_dir, total_steps=total, start_step=self.step,
+                        enabled=self.dist.is_main, tensorboard=s.tensorboard, progress=s.progress)
+        t_start = time.time()
+        history: list[dict[str, Any]] = []
+        stage_idx, loader, it = -1, None, None
+        window: dict[str, list[float]] = {}
+        win_t0, win_wait, win_clips = time.time(), 0.0, 0
+        last_loss = float("nan")
+        try:
+            while self.step < end:
+                pos = self.schedule.locate(self.step)
+                stage = self.schedule.stages[pos.stage]
+                if pos.stage != stage_idx:
+                    stage_idx = pos.stage
+                    if stage.reset_optimizer and pos.step_in_stage == 0 and self.step > 0:
+                        self.optimizer.state.clear()
+                    loaders = self._stage_loaders(pos.stage, stage)
+                    it = None
+                    log.set_description(f"stage {pos.stage + 1}/{len(self.schedule.stages)} "
+                                        f"({stage.num_frames} frames)")
+                lr = self.schedule.lr(self.step)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
+                torch.manual_seed(_step_seed(s.seed, self.step, self.dist.rank))
+                gen = torch.Generator(device=self.device).manual_seed(_step_seed(s.seed, self.step))
+                frames = self._frames_at(stage)
+                loader = loaders[frames]
+                losses_acc: dict[str, float] = {}
+                step_clips = 0
+                finite = True
+                self.optimizer.zero_grad(set_to_none=True)
+                for k in range(s.accum_steps):
+                    micro = pos.step_in_stage * s.accum_steps + k
+                    t_wait = time.time()
+                    batch, it = self._next_batch(loader, it, micro, frames, stage)
+                    win_wait += time.time() - t_wait
+                    ctx = StepContext(self.step, pos.stage, stage, frames, self.dist.rank,
+                                      self.dist.world, self.device, gen)
+                    sync = k == s.accum_steps - 1 or not self.dist.enabled
+                    with (contextlib.nullcontext() if sync else self.wrapped.no_sync()):
+                        with _autocast(self.device, s.precision):
+                            out = self.task.step(self.wrapped, batch, ctx)
+                        loss = out["loss"]
+                        finite = finite and bool(torch.isfinite(loss.detach()).item())
+                        if finite:
+                            self.scaler.scale(loss / s.accum_steps).backward()
+                    for name, v in out.items():
+                        losses_acc[name] = losses_acc.get(name, 0.0) + float(v.detach()) / s.accum_steps
+                    step_clips += self.task.clips(batch) * self.dist.world
+                if any_rank(not finite, self.device):
+                    self._nonfinite(log)
+                    self.step += 1
+                    continue
+                self.nonfinite_run = 0
+                if s.grad_clip is not None:
+                    self.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                win_clips += step_clips
+                self.clips_seen += step_clips
+                per_clip = stage.extra.get("flops_by_frames", {}).get(frames, stage.flops_per_clip)
+                self.flops += step_clips * per_clip
+                self.step += 1
+                reduced = all_mean(torch.tensor(list(losses_acc.values()), dtype=torch.float64))
+                for name, v in zip(losses_acc, reduced.tolist(), strict=True):
+                    window.setdefault(name, []).append(v)
+                last_loss = window["loss"][-1]
+                log.advance(1, {"loss": f"{last_loss:.4f}", "lr": f"{lr:.2e}"})
+                if self.step % s.log_every == 0 or self.step == end:
+                    elapsed = max(time.time() - win_t0, 1e-9)
+                    record = {"step": self.step - 1, "stage": pos.stage, "frames": frames,
+                              "epoch": self._epoch(pos.step_in_stage, loader, stage),
+                              **{k: float(np.mean(v)) for k, v in window.items()},
+                              "lr": lr, "clips_per_s": win_clips / elapsed,
+                              "data_wait_fraction": min(win_wait / elapsed, 1.0),
+                              "flops": self.flops, "clips_seen": self.clips_seen,
+                              "nonfinite_skipped": self.nonfinite_total,
+                              "time": time.time() - t_start}
+                    log.log(record)
+                    history.append(record)
+                    window, win_t0, win_wait, win_clips = {}, time.time(), 0.0, 0
+                if self.step % s.ckpt_every == 0 and self.step < end:
+                    self.save()
+            path = self.save()
+        finally:
+            log.close()
+        return TrainResult(self.step, last_loss, path, self.nonfinite_total, self.flops,
+                           time.time() - t_start, history)
+
+    # ---------------------------------------------------------------- helpers
+    def _stage_loaders(self, index: int, stage: Stage) -> dict[int, DataLoader]:
+        choices = stage.frame_choices or (stage.num_frames,)
+        return {f: self.task.loader(index, stage, frames=f, dist=self.dist, device=self.device)
+                for f in sorted(set(choices))}
+
+    def _frames_at(self, stage: Stage) -> int:
+        if not stage.frame_choices:
+            return stage.num_frames
+        rng = np.random.default_rng([self.settings.seed, self.step, 31])
+        return int(rng.choice(stage.frame_choices))
+
+    def _epoch(self, step_in_stage: int, loader: DataLoader, stage: Stage) -> float:
+        per_epoch = max(_batches_per_epoch(loader), 1)
+        return step_in_stage * self.settings.accum_steps / per_epoch
+
+    def _next_batch(self, loader: DataLoader, it: Iterator | None, micro: int, frames: int,
+                    stage: Stage) -> tuple[Any, Iterator]:
+        """The batch for micro-step `micro` of the stage: position derived, never remembered."""
+        per_epoch = _batches_per_epoch(loader)
+        if per_epoch <= 0:
+            raise ProgvidError(f"stage {stage.name or '?'}: the dataset is smaller than one batch "
+                               f"({stage.batch_size} clips per process)")
+        epoch, pos = divmod(micro, per_epoch)
+        sampler = loader.sampler
+        key = (id(loader), epoch)
+        if stage.frame_choices:
+            # several loaders share the stage: each micro-step draws one batch from its own
+            # position, so none of them can keep a running iterator
+            sampler.set_epoch(epoch, start=pos * loader.batch_size)
+            return next(iter(loader)), None  # type: ignore[return-value]
+        if it is None or self._it_key != key or self._it_pos != pos:
+            sampler.set_epoch(epoch, start=pos * loader.batch_size)
+            it = iter(loader)
+            self._it_key = key
+        batch = next(it)
+        self._it_pos = pos + 1
+        return batch, it
+
+    def _nonfinite(self, log: RunLogger) -> None:
+        self.nonfinite_total += 1
+        self.nonfinite_run += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        log.write(f"step {self.step}: non-finite loss, step skipped "
+                  f"({self.nonfinite_run} in a row, {self.nonfinite_total} in all)")
+        if self.nonfinite_run >= self.settings.max_nonfinite:
+            path = self.save()
+            raise TrainingError(
+                f"loss was not finite for {self.nonfinite_run} steps in a row (step {self.step}); "
+                f"stopped; last good state saved to {path or self.run_dir / 'checkpoints'}")
+
+
+def _batches_per_epoch(loader: DataLoader) -> int:
+    sampler = loader.sampler
+    n = sampler.per_rank if hasattr(sampler, "per_rank") else len(sampler)
+    return n // loader.batch_size if loader.drop_last else math.ceil(n / loader.batch_size)
+
+
+def _numpy_state() -> list[Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, torch.from_numpy(np.asarray(keys).copy()), pos, has_gauss, cached]

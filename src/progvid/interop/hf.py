@@ -1,0 +1,306 @@
+"""Weight conversion between progvid's VideoMAE, Hugging Face transformers and the official
+VideoMAE checkpoint layout.
+
+transformers is optional: it is imported inside the functions that need it.
+
+Differences to know about (transformers' `VideoMAEForPreTraining`):
+- it takes pixel_values as (B, T, C, H, W); progvid takes (B, C, T, H, W);
+- it un-normalizes targets with the ImageNet mean/std hard-coded (and not at all when
+  num_channels != 3), whereas progvid uses the mean/std the model was built with;
+- its final decoder LayerNorm always has eps 1e-5 (not configurable; the official code uses 1e-6).
+  `to_transformers` sets the in-memory module to the progvid value so outputs match, but a folder
+  written by `export_hf` reloads with 1e-5 (a ~1e-6 relative difference in predictions).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from progvid.errors import CheckpointError, ProgvidError
+from progvid.models.videomae import IMAGENET_MEAN, IMAGENET_STD, VideoMAE
+from progvid.models.vit import sincos_table
+
+# Keys outside the transformer blocks: progvid (= official) name -> transformers name.
+_TOP = {
+    "encoder.patch_embed.proj.weight": "videomae.embeddings.patch_embeddings.projection.weight",
+    "encoder.patch_embed.proj.bias": "videomae.embeddings.patch_embeddings.projection.bias",
+    "encoder.norm.weight": "videomae.layernorm.weight",
+    "encoder.norm.bias": "videomae.layernorm.bias",
+    "encoder_to_decoder.weight": "encoder_to_decoder.weight",
+    "mask_token": "mask_token",
+    "decoder.norm.weight": "decoder.norm.weight",
+    "decoder.norm.bias": "decoder.norm.bias",
+    "decoder.head.weight": "decoder.head.weight",
+    "decoder.head.bias": "decoder.head.bias",
+}
+_BLOCK_PREFIX = {"encoder": "videomae.encoder.layer", "decoder": "decoder.decoder_layers"}
+# Inside a block, except the fused qkv weight and the q/v biases (handled separately).
+_BLOCK = {
+    f"{ours}.{p}": f"{hf}.{p}"
+    for ours, hf in [
+        ("norm1", "layernorm_before"),
+        ("attn.proj", "attention.output.dense"),
+        ("norm2", "layernorm_after"),
+        ("mlp.fc1", "intermediate.dense"),
+        ("mlp.fc2", "output.dense"),
+    ]
+    for p in ("weight", "bias")
+}
+_QKV = ("query", "key", "value")
+_OURS_BLOCK_KEY = re.compile(r"^(encoder|decoder)\.blocks\.(\d+)\.(.+)$")
+_HF_BLOCK_KEY = re.compile(r"^(videomae\.encoder\.layer|decoder\.decoder_layers)\.(\d+)\.(.+)$")
+
+
+def _require_transformers() -> Any:
+    try:
+        import transformers
+    except ImportError as e:
+        raise ProgvidError("transformers is not installed: pip install 'progvid[hf]'") from e
+    return transformers
+
+
+def _hf_bias_keys(hf_keys: set[str], prefix: str) -> tuple[str | None, str | None]:
+    """Where this transformers version keeps the q/v biases: `query.bias` (recent) or `q_bias`
+    (older releases); None when the model has no q/v bias (qv_bias=False)."""
+    out = []
+    for new, old in (("query.bias", "q_bias"), ("value.bias", "v_bias")):
+        new_k, old_k = f"{prefix}.attention.attention.{new}", f"{prefix}.attention.attention.{old}"
+        out.append(new_k if new_k in hf_keys else old_k if old_k in hf_keys else None)
+    return out[0], out[1]
+
+
+def _ours_to_hf(sd: Mapping[str, Tensor], hf_keys: set[str]) -> dict[str, Tensor]:
+    out: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        if key in _TOP:
+            out[_TOP[key]] = value
+            continue
+        m = _OURS_BLOCK_KEY.match(key)
+        if m is None:
+            raise ProgvidError(f"cannot map parameter {key!r} to transformers")
+        prefix = f"{_BLOCK_PREFIX[m[1]]}.{m[2]}"
+        rest = m[3]
+        if rest == "attn.qkv.weight":  # fused (3C, C) -> three (C, C) in q, k, v order
+            for name, part in zip(_QKV, value.chunk(3, dim=0), strict=True):
+                out[f"{prefix}.attention.attention.{name}.weight"] = part
+        elif rest in ("attn.q_bias", "attn.v_bias"):
+            q_key, v_key = _hf_bias_keys(hf_keys, prefix)
+            target = q_key if rest == "attn.q_bias" else v_key
+            if target is None:
+                raise ProgvidError("the transformers model has no q/v bias (qv_bias=False)")
+            out[target] = value
+        elif rest in _BLOCK:
+            out[f"{prefix}.{_BLOCK[rest]}"] = value
+        else:
+            raise ProgvidError(f"cannot map parameter {key!r} to transformers")
+    return out
+
+
+def _hf_to_ours(hf_sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    top = {hf: ours for ours, hf in _TOP.items()}
+    block = {hf: ours for ours, hf in _BLOCK.items()}
+    side = {v: k for k, v in _BLOCK_PREFIX.items()}
+    out: dict[str, Tensor] = {}
+    qkv: dict[str, dict[str, Tensor]] = {}
+    for key, value in hf_sd.items():
+        if key in top:
+            out[top[key]] = value
+            continue
+        m = _HF_BLOCK_KEY.match(key)
+        if m is None:
+            raise ProgvidError(f"unexpected transformers parameter {key!r}")
+        prefix = f"{side[m[1]]}.blocks.{m[2]}"
+        rest = m[3]
+        attn = "attention.attention."
+        if rest.startswith(attn) and rest[len(attn):] in {f"{n}.weight" for n in _QKV}:
+            qkv.setdefault(prefix, {})[rest[len(attn):-len(".weight")]] = value
+        elif rest in (attn + "query.bias", attn + "q_bias"):
+            out[f"{prefix}.attn.q_bias"] = value
+        elif rest in (attn + "value.bias", attn + "v_bias"):
+            out[f"{prefix}.attn.v_bias"] = value
+        elif rest in block:
+            out[f"{prefix}.{block[rest]}"] = value
+        else:
+            raise ProgvidError(f"unexpected transformers parameter {key!r}")
+    for prefix, parts in qkv.items():
+        if set(parts) != set(_QKV):
+            raise ProgvidError(f"{prefix}: incomplete query/key/value weights in transformers model")
+        out[f"{prefix}.attn.qkv.weight"] = torch.cat([parts[n] for n in _QKV], dim=0)
+        for b in ("q_bias", "v_bias"):  # qv_bias=False: an all-zero bias is the same function
+            out.setdefault(f"{prefix}.attn.{b}", parts["query"].new_zeros(parts["query"].shape[0]))
+    return out
+
+
+def _pair(value: Any, what: str) -> int:
+    if isinstance(value, int):
+        return value
+    a, b = value
+    if a != b:
+        raise ProgvidError(f"non-square {what} {tuple(value)} is not supported")
+    return int(a)
+
+
+def to_transformers(model: VideoMAE) -> Any:
+    """progvid VideoMAE -> `transformers.VideoMAEForPreTraining` with identical weights, on the
+    model's device and dtype, in the model's train/eval mode."""
+    transformers = _require_transformers()
+    hp = model.hparams
+    if hp["in_chans"] == 3 and (
+        tuple(hp["mean"]) != IMAGENET_MEAN or tuple(hp["std"]) != IMAGENET_STD
+    ):
+        warnings.warn(
+            "transformers un-normalizes VideoMAE targets with the ImageNet mean/std, not this "
+            f"model's mean={hp['mean']} std={hp['std']}: its loss will differ",
+            stacklevel=2,
+        )
+    config = transformers.VideoMAEConfig(
+        image_size=hp["img_size"], patch_size=hp["patch_size"], num_channels=hp["in_chans"],
+        num_frames=hp["num_frames"], tubelet_size=hp["tubelet_size"],
+        hidden_size=hp["embed_dim"], num_hidden_layers=hp["depth"],
+        num_attention_heads=hp["num_heads"],
+        intermediate_size=int(hp["embed_dim"] * hp["mlp_ratio"]), hidden_act="gelu",
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        layer_norm_eps=hp["norm_eps"], use_mean_pooling=not hp["final_norm"],
+        decoder_hidden_size=hp["decoder_embed_dim"],
+        decoder_num_hidden_layers=hp["decoder_depth"],
+        decoder_num_attention_heads=hp["decoder_num_heads"],
+        decoder_intermediate_size=int(hp["decoder_embed_dim"] * hp["mlp_ratio"]),
+        norm_pix_loss=hp["norm_pix_loss"],
+    )
+    # The flag was renamed qkv_bias -> qv_bias across transformers releases.
+    setattr(config, "qv_bias" if hasattr(config, "qv_bias") else "qkv_bias", True)
+    hf = transformers.VideoMAEForPreTraining(config)
+    hf_keys = set(hf.state_dict())
+    mapped = _ours_to_hf(model.state_dict(), hf_keys)
+    missing, unexpected = sorted(hf_keys - set(mapped)), sorted(set(mapped) - hf_keys)
+    if missing or unexpected:
+        raise ProgvidError(f"weight mapping mismatch: missing {missing}, unexpected {unexpected}")
+    hf.load_state_dict(mapped, strict=True)
+    hf.decoder.norm.eps = model.decoder.norm.eps
+    param = next(model.parameters())
+    return hf.to(device=param.device, dtype=param.dtype).train(model.training)
+
+
+def from_transformers(
+    hf_model: Any, *, mask_ratio: float = 0.9, mask_type: str = "tube",
+    grad_checkpointing: bool = False,
+) -> VideoMAE:
+    """`transformers.VideoMAEForPreTraining` -> progvid VideoMAE with identical weights.
+
+    mean/std are set to what transformers uses for its targets (ImageNet for 3 channels, identity
+    otherwise); masking options are not part of the transformers config and are given here."""
+    _require_transformers()
+    if not hasattr(hf_model, "decoder") or not hasattr(hf_model, "videomae"):
+        raise ProgvidError(f"expected a VideoMAEForPreTraining, got {type(hf_model).__name__}")
+    c = hf_model.config
+    if c.hidden_act not in ("gelu",):
+        raise ProgvidError(f"hidden_act {c.hidden_act!r} is not supported (progvid uses exact gelu)")
+    mlp_ratio = c.intermediate_size / c.hidden_size
+    if c.decoder_intermediate_size != int(c.decoder_hidden_size * mlp_ratio) or (
+        int(c.hidden_size * mlp_ratio) != c.intermediate_size
+    ):
+        raise ProgvidError("encoder and decoder must share one MLP ratio")
+    if c.hidden_dropout_prob or c.attention_probs_dropout_prob:
+        warnings.warn("progvid has no dropout; the transformers dropout is dropped", stacklevel=2)
+    rgb = c.num_channels == 3
+    model = VideoMAE(
+        img_size=_pair(c.image_size, "image_size"), patch_size=_pair(c.patch_size, "patch_size"),
+        tubelet_size=c.tubelet_size, num_frames=c.num_frames, in_chans=c.num_channels,
+        embed_dim=c.hidden_size, depth=c.num_hidden_layers, num_heads=c.num_attention_heads,
+        decoder_embed_dim=c.decoder_hidden_size, decoder_depth=c.decoder_num_hidden_layers,
+        decoder_num_heads=c.decoder_num_attention_heads, mlp_ratio=mlp_ratio,
+        mask_ratio=mask_ratio, mask_type=mask_type, norm_pix_loss=c.norm_pix_loss,
+        mean=IMAGENET_MEAN if rgb else (0.0,) * c.num_channels,
+        std=IMAGENET_STD if rgb else (1.0,) * c.num_channels,
+        norm_eps=c.layer_norm_eps, decoder_norm_eps=hf_model.decoder.norm.eps,
+        final_norm=not c.use_mean_pooling, grad_checkpointing=grad_checkpointing,
+    )
+    model.load_state_dict(_hf_to_ours(hf_model.state_dict()), strict=True)
+    param = next(hf_model.parameters())
+    return model.to(device=param.device, dtype=param.dtype).train(hf_model.training)
+
+
+def export_hf(model: VideoMAE, out_dir: str | Path) -> Path:
+    """Write a folder (config.json + model.safetensors) that
+    `transformers.VideoMAEForPreTraining.from_pretrained(out_dir)` loads. Returns the folder."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    hf = to_transformers(model)
+    # Write what the user trained, on CPU, so the folder loads anywhere.
+    hf.to("cpu").save_pretrained(str(out))
+    return out
+
+
+# -- official VideoMAE checkpoints -------------------------------------------------------------
+
+_OFFICIAL_KEY = re.compile(
+    r"^(encoder\.patch_embed\.proj\.(weight|bias)"
+    r"|(encoder|decoder)\.blocks\.\d+\.(norm1|norm2|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)"
+    r"|(encoder|decoder)\.blocks\.\d+\.attn\.(qkv\.weight|q_bias|v_bias)"
+    r"|(encoder|decoder)\.norm\.(weight|bias)|decoder\.head\.(weight|bias)"
+    r"|encoder_to_decoder\.weight|mask_token)$"
+)
+_REQUIRED = ("encoder.patch_embed.proj.weight", "encoder_to_decoder.weight", "mask_token",
+             "decoder.head.weight")
+_BLOCK_KEYS = ("attn.qkv.weight", "attn.proj.weight", "norm1.weight", "norm2.weight",
+               "mlp.fc1.weight", "mlp.fc2.weight")
+
+
+def _fail(what: str, keys: list[str]) -> None:
+    if keys:
+        shown = ", ".join(keys[:20]) + (f" (+{len(keys) - 20} more)" if len(keys) > 20 else "")
+        raise CheckpointError(f"official VideoMAE checkpoint: {what}: {shown}")
+
+
+def load_official_state_dict(
+    sd: Mapping[str, Any], model: VideoMAE | None = None
+) -> dict[str, Tensor]:
+    """Convert an official VideoMAE pretrain checkpoint (optionally wrapped in 'model' or
+    'module', keys possibly prefixed 'module.') to a progvid state dict.
+
+    The layouts are the same by design; this unwraps, drops the fixed sin-cos `pos_embed` tables
+    (checked to be sin-cos, since a learned table cannot be represented) and validates keys: with
+    `model`, against its state dict (missing, unexpected, shape); without, against the official
+    key pattern. Raises CheckpointError listing the offending keys."""
+    if not isinstance(sd, Mapping):
+        raise CheckpointError(f"official VideoMAE checkpoint: expected a dict, got {type(sd)}")
+    for wrapper in ("model", "module", "state_dict"):
+        if isinstance(sd.get(wrapper), Mapping):
+            sd = sd[wrapper]
+            break
+    out: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        key = key.removeprefix("module.")
+        if key in ("pos_embed", "encoder.pos_embed"):
+            table = sincos_table(value.shape[-2], value.shape[-1])
+            if not torch.allclose(value.reshape(table.shape).float().cpu(), table, atol=1e-4):
+                raise CheckpointError(f"official VideoMAE checkpoint: {key} is a learned position"
+                                      " table; only the fixed sin-cos table is supported")
+            continue
+        if not isinstance(value, Tensor):
+            raise CheckpointError(f"official VideoMAE checkpoint: {key} is not a tensor")
+        out[key] = value
+    if model is not None:
+        expected = model.state_dict()
+        _fail("missing keys", sorted(set(expected) - set(out)))
+        _fail("unexpected keys", sorted(set(out) - set(expected)))
+        _fail("shape mismatch", sorted(
+            f"{k} {tuple(out[k].shape)} != {tuple(v.shape)}"
+            for k, v in expected.items() if out[k].shape != v.shape
+        ))
+        return out
+    _fail("unexpected keys", sorted(k for k in out if not _OFFICIAL_KEY.match(k)))
+    missing = [k for k in _REQUIRED if k not in out]
+    for side in ("encoder", "decoder"):
+        ids = {int(k.split(".")[2]) for k in out if k.startswith(f"{side}.blocks.")}
+        missing += [f"{side}.blocks.{i}.{s}" for i in range(max(ids, default=-1) + 1)
+                    for s in _BLOCK_KEYS if f"{side}.blocks.{i}.{s}" not in out]
+    _fail("missing keys", missing)
+    return out

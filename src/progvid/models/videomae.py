@@ -1,0 +1,361 @@
+"""VideoMAE: tube masking, ViT encoder on visible tokens, light decoder, normalized-pixel loss.
+
+The model owns its geometry (tubelet, patch size) and its target construction, so data code only
+delivers normalized clips (B, C, T, H, W) and, optionally, masks. Parameter names follow the
+official VideoMAE pretrain checkpoints (`encoder.*`, `encoder_to_decoder`, `mask_token`,
+`decoder.blocks`, `decoder.norm`, `decoder.head`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from progvid.errors import ConfigError, ProgvidError
+
+from .vit import (
+    ENCODER_SIZES,
+    Block,
+    VisionTransformer,
+    check_overrides,
+    init_weights,
+    run_blocks,
+    sincos_table,
+    size_dims,
+)
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+# name -> (decoder_embed_dim, decoder_num_heads), as in the official pretrain configs.
+DECODER_SIZES: dict[str, tuple[int, int]] = {
+    "tiny": (96, 3),
+    "small": (192, 3),
+    "base": (384, 6),
+    "large": (512, 8),
+    "huge": (640, 8),
+}
+MASK_TYPES = ("tube", "random")
+
+
+def _resolve_device(device: torch.device | str | None, generator: torch.Generator | None):
+    if device is not None:
+        return torch.device(device)
+    return generator.device if generator is not None else torch.device("cpu")
+
+
+def _keep_k_smallest(noise: Tensor, k: int) -> Tensor:
+    """Bool mask (B, L) with True at the k smallest noise values of each row."""
+    ids = noise.argsort(dim=1)[:, :k]
+    mask = torch.zeros_like(noise, dtype=torch.bool)
+    return mask.scatter_(1, ids, True)
+
+
+def _check_ratio(ratio: float, total: int) -> int:
+    if not 0.0 < ratio < 1.0:
+        raise ConfigError(f"mask_ratio must be in (0, 1), got {ratio}")
+    return int(ratio * total)
+
+
+def tube_mask(
+    batch: int, t_tokens: int, h_tokens: int, w_tokens: int, ratio: float,
+    device: torch.device | str | None = None, generator: torch.Generator | None = None,
+) -> Tensor:
+    """Tube masking: per sample, the same int(ratio*h*w) spatial positions are masked in every
+    temporal slice (so the model cannot copy a token from the neighbouring frame).
+    Returns bool (B, t*h*w), True = masked, token order (t, h, w)."""
+    hw = h_tokens * w_tokens
+    k = _check_ratio(ratio, hw)
+    dev = _resolve_device(device, generator)
+    noise = torch.rand(batch, hw, device=dev, generator=generator)
+    spatial = _keep_k_smallest(noise, k)  # (B, h*w)
+    return spatial.unsqueeze(1).expand(batch, t_tokens, hw).reshape(batch, t_tokens * hw)
+
+
+def random_mask(
+    batch: int, num_tokens: int, ratio: float,
+    device: torch.device | str | None = None, generator: torch.Generator | None = None,
+) -> Tensor:
+    """Plain random masking: int(ratio*N) tokens per sample anywhere. Bool (B, N), True = masked."""
+    k = _check_ratio(ratio, num_tokens)
+    dev = _resolve_device(device, generator)
+    return _keep_k_smallest(torch.rand(batch, num_tokens, device=dev, generator=generator), k)
+
+
+@dataclass
+class VideoMAEOutput:
+    loss: Tensor  # scalar, float32
+    pred: Tensor  # (B, N_masked, tubelet*p*p*C), decoder output for masked tokens
+    target: Tensor  # (B, N_masked, tubelet*p*p*C), in the same token order as pred
+    mask: Tensor  # bool (B, N), True = masked
+
+
+class VideoMAEDecoder(nn.Module):
+    """Transformer over [visible + mask tokens]; predicts pixels of the last `num_masked` tokens."""
+
+    def __init__(
+        self, *, embed_dim: int, depth: int, num_heads: int, out_dim: int, mlp_ratio: float = 4.0,
+        drop_path: float = 0.0, norm_eps: float = 1e-6, decoder_norm_eps: float = 1e-6,
+        grad_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.depth = depth
+        self.num_heads = num_heads
+        self.mlp_ratio = mlp_ratio
+        self.grad_checkpointing = grad_checkpointing
+        dpr = torch.linspace(0, drop_path, depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, dpr[i], norm_eps) for i in range(depth)
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=decoder_norm_eps)
+        self.head = nn.Linear(embed_dim, out_dim)
+        self.apply(init_weights)
+
+    def forward(self, x: Tensor, num_masked: int) -> Tensor:
+        x = run_blocks(self.blocks, x, self.grad_checkpointing and self.training)  # (B, N, Dd)
+        return self.head(self.norm(x[:, -num_masked:]))  # (B, Nm, out_dim)
+
+
+class VideoMAE(nn.Module):
+    """VideoMAE pre-training model. `forward(video, mask=None)` -> VideoMAEOutput.
+
+    video: float (B, C, T, H, W) normalized with `mean`/`std`; T a multiple of `tubelet_size`.
+    mask: bool (B, N), True = masked, same count per sample; drawn with `random_mask` if None."""
+
+    def __init__(
+        self,
+        *,
+        img_size: int = 224,
+        patch_size: int = 16,
+        tubelet_size: int = 2,
+        num_frames: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        decoder_embed_dim: int = 384,
+        decoder_depth: int = 4,
+        decoder_num_heads: int = 6,
+        mlp_ratio: float = 4.0,
+        mask_ratio: float = 0.9,
+        mask_type: str = "tube",
+        drop_path: float = 0.0,
+        norm_pix_loss: bool = True,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        norm_eps: float = 1e-6,
+        decoder_norm_eps: float = 1e-6,
+        final_norm: bool = True,
+        grad_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        if mask_type not in MASK_TYPES:
+            raise ConfigError(f"mask_type must be one of {', '.join(MASK_TYPES)}, got {mask_type!r}")
+        _check_ratio(mask_ratio, 2)
+        if len(mean) != in_chans or len(std) != in_chans or min(std) <= 0:
+            raise ConfigError(f"mean/std need {in_chans} values (std > 0), got {mean} / {std}")
+        if img_size % patch_size or num_frames % tubelet_size:
+            raise ConfigError(
+                f"img_size {img_size} must be a multiple of patch_size {patch_size} and "
+                f"num_frames {num_frames} a multiple of tubelet_size {tubelet_size}"
+            )
+        # Everything needed to rebuild the model: VideoMAE(**model.hparams).
+        self.hparams: dict[str, Any] = {
+            "img_size": img_size, "patch_size": patch_size, "tubelet_size": tubelet_size,
+            "num_frames": num_frames, "in_chans": in_chans, "embed_dim": embed_dim,
+            "depth": depth, "num_heads": num_heads, "decoder_embed_dim": decoder_embed_dim,
+            "decoder_depth": decoder_depth, "decoder_num_heads": decoder_num_heads,
+            "mlp_ratio": mlp_ratio, "mask_ratio": mask_ratio, "mask_type": mask_type,
+            "drop_path": drop_path, "norm_pix_loss": norm_pix_loss, "mean": list(mean),
+            "std": list(std), "norm_eps": norm_eps, "decoder_norm_eps": decoder_norm_eps,
+            "final_norm": final_norm, "grad_checkpointing": grad_checkpointing,
+        }
+        self.img_size = img_size
+        self.patch_size = patch_size
+        self.tubelet_size = tubelet_size
+        self.num_frames = num_frames
+        self.in_chans = in_chans
+        self.mask_ratio = mask_ratio
+        self.mask_type = mask_type
+        self.norm_pix_loss = norm_pix_loss
+        self.decoder_output_dim = tubelet_size * patch_size * patch_size * in_chans
+        self.encoder = VisionTransformer(
+            img_size=img_size, patch_size=patch_size, tubelet_size=tubelet_size,
+            num_frames=num_frames, in_chans=in_chans, embed_dim=embed_dim, depth=depth,
+            num_heads=num_heads, mlp_ratio=mlp_ratio, drop_path=drop_path, norm_eps=norm_eps,
+            final_norm=final_norm, grad_checkpointing=grad_checkpointing,
+        )
+        self.encoder_to_decoder = nn.Linear(embed_dim, decoder_embed_dim, bias=False)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
+        self.decoder = VideoMAEDecoder(
+            embed_dim=decoder_embed_dim, depth=decoder_depth, num_heads=decoder_num_heads,
+            out_dim=self.decoder_output_dim, mlp_ratio=mlp_ratio, drop_path=drop_path,
+            norm_eps=norm_eps, decoder_norm_eps=decoder_norm_eps,
+            grad_checkpointing=grad_checkpointing,
+        )
+        nn.init.xavier_uniform_(self.encoder_to_decoder.weight)
+        nn.init.trunc_normal_(self.mask_token, std=0.02, a=-0.02, b=0.02)
+        # Non-persistent: constants of the model config, not weights.
+        shape = (1, in_chans, 1, 1, 1)
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(shape), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std).view(shape), persistent=False)
+
+    @classmethod
+    def from_hparams(cls, hparams: dict[str, Any]) -> VideoMAE:
+        return cls(**hparams)
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        self.hparams["grad_checkpointing"] = enabled
+        self.encoder.grad_checkpointing = enabled
+        self.decoder.grad_checkpointing = enabled
+
+    # -- geometry -------------------------------------------------------------------------------
+
+    def num_tokens(self, num_frames: int | None = None, img_size: int | None = None) -> int:
+        """Tokens N of a square clip: (T/tubelet) * (S/patch)^2 (defaults: constructor values)."""
+        return self.encoder.num_tokens(num_frames, img_size)
+
+    def random_mask(
+        self, batch: int, num_frames: int | None = None, device: torch.device | str | None = None,
+        generator: torch.Generator | None = None, *, img_size: int | tuple[int, int] | None = None,
+    ) -> Tensor:
+        """Mask of this model's `mask_type`/`mask_ratio` for a clip: bool (B, N), True = masked."""
+        size = img_size or self.img_size
+        h, w = (size, size) if isinstance(size, int) else size
+        t, gh, gw = self.encoder.grid(num_frames or self.num_frames, h, w)
+        if self.mask_type == "tube":
+            return tube_mask(batch, t, gh, gw, self.mask_ratio, device, generator)
+        return random_mask(batch, t * gh * gw, self.mask_ratio, device, generator)
+
+    def patchify(self, video: Tensor) -> Tensor:
+        """(B, C, T, H, W) -> (B, N, t*p*p*C): token order (t, h, w), pixels (t p p) then channel
+        last, i.e. 'b c (t p0) (h p1) (w p2) -> b (t h w) (p0 p1 p2 c)'."""
+        b, c = video.shape[:2]
+        t, h, w = self.encoder.grid(*video.shape[2:])
+        ts, p = self.tubelet_size, self.patch_size
+        x = video.reshape(b, c, t, ts, h, p, w, p).permute(0, 2, 4, 6, 3, 5, 7, 1)
+        return x.reshape(b, t * h * w, ts * p * p * c)
+
+    def unpatchify(self, tokens: Tensor, grid: tuple[int, int, int]) -> Tensor:
+        """Inverse of `patchify`: (B, N, t*p*p*C) with token grid (t, h, w) -> (B, C, T, H, W)."""
+        b = tokens.shape[0]
+        t, h, w = grid
+        ts, p, c = self.tubelet_size, self.patch_size, self.in_chans
+        x = tokens.reshape(b, t, h, w, ts, p, p, c).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return x.reshape(b, c, t * ts, h * p, w * p)
+
+    @torch.no_grad()
+    def normalized_target(self, video: Tensor) -> Tensor:
+        """Reconstruction target for every token: (B, N, t*p*p*C), float32.
+
+        Un-normalize to [0, 1] pixels with the model's mean/std; with `norm_pix_loss`, normalize
+        each token per channel (mean, unbiased std + 1e-6) as in the official VideoMAE."""
+        x = video.float() * self.pixel_std.float() + self.pixel_mean.float()
+        tokens = self.patchify(x)  # (B, N, t*p*p*C)
+        if not self.norm_pix_loss:
+            return tokens
+        b, n, _ = tokens.shape
+        tokens = tokens.reshape(b, n, -1, self.in_chans)  # (B, N, t*p*p, C)
+        mean = tokens.mean(dim=-2, keepdim=True)
+        std = tokens.var(dim=-2, unbiased=True, keepdim=True).sqrt()
+        return ((tokens - mean) / (std + 1e-6)).reshape(b, n, -1)
+
+    # -- forward pieces -------------------------------------------------------------------------
+
+    def forward_encoder(self, video: Tensor, mask: Tensor) -> Tensor:
+        """video (B, C, T, H, W), mask (B, N) -> visible latents (B, N_visible, D_enc)."""
+        return self.encoder(video, mask)
+
+    def forward_decoder(self, latent: Tensor, mask: Tensor) -> Tensor:
+        """latent (B, N_visible, D_enc), mask (B, N) -> pred (B, N_masked, t*p*p*C), masked
+        tokens in token order. Visible tokens are not unshuffled; their positions are gathered
+        instead, which is equivalent because attention is permutation-equivariant."""
+        x = self.encoder_to_decoder(latent)  # (B, N_visible, Dd)
+        b, _, d = x.shape
+        pos = sincos_table(mask.shape[1], d, x.device).to(x.dtype).expand(b, -1, -1)  # (B, N, Dd)
+        pos_vis = pos[~mask].reshape(b, -1, d)
+        pos_mask = pos[mask].reshape(b, -1, d)  # (B, N_masked, Dd)
+        num_masked = pos_mask.shape[1]
+        if num_masked == 0:
+            raise ProgvidError("the mask hides no token: nothing to reconstruct")
+        x = torch.cat([x + pos_vis, self.mask_token.to(x.dtype) + pos_mask], dim=1)  # (B, N, Dd)
+        return self.decoder(x, num_masked)
+
+    def forward_loss(self, video: Tensor, pred: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """MSE between pred (B, N_masked, D) and the masked tokens' targets, in float32.
+        Returns (loss, target)."""
+        target = self.normalized_target(video)  # (B, N, D)
+        target = target[mask].reshape(pred.shape)  # (B, N_masked, D)
+        return F.mse_loss(pred.float(), target), target
+
+    def forward(
+        self, video: Tensor, mask: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> VideoMAEOutput:
+        if mask is None:
+            _, _, t, h, w = video.shape
+            mask = self.random_mask(video.shape[0], t, video.device, generator, img_size=(h, w))
+        mask = mask.to(device=video.device)
+        latent = self.forward_encoder(video, mask)
+        pred = self.forward_decoder(latent, mask)
+        loss, target = self.forward_loss(video, pred, mask)
+        return VideoMAEOutput(loss=loss, pred=pred, target=target, mask=mask)
+
+
+_OVERRIDES = {
+    "embed_dim", "depth", "num_heads", "decoder_embed_dim", "decoder_num_heads", "mlp_ratio",
+    "in_chans", "norm_eps", "decoder_norm_eps", "final_norm",
+}
+
+
+def videomae(
+    size: str,
+    *,
+    num_frames: int = 16,
+    img_size: int = 224,
+    patch_size: int = 16,
+    tubelet_size: int = 2,
+    mask_ratio: float = 0.9,
+    mask_type: str = "tube",
+    decoder_depth: int = 4,
+    drop_path: float = 0.0,
+    norm_pix_loss: bool = True,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    grad_checkpointing: bool = False,
+    **overrides: Any,
+) -> VideoMAE:
+    """VideoMAE by size name (tiny, small, base, large, huge). `overrides` may set embed_dim,
+    depth, num_heads, decoder_embed_dim, decoder_num_heads, mlp_ratio, in_chans, norm_eps,
+    decoder_norm_eps, final_norm (e.g. a width-64 depth-2 model for tests)."""
+    embed_dim, depth, num_heads = size_dims(size, ENCODER_SIZES, "model")
+    dec_dim, dec_heads = size_dims(size, DECODER_SIZES, "model")
+    check_overrides(overrides, _OVERRIDES)
+    dims: dict[str, Any] = {
+        "embed_dim": embed_dim, "depth": depth, "num_heads": num_heads,
+        "decoder_embed_dim": dec_dim, "decoder_num_heads": dec_heads, **overrides,
+    }
+    return VideoMAE(
+        img_size=img_size, patch_size=patch_size, tubelet_size=tubelet_size,
+        num_frames=num_frames, decoder_depth=decoder_depth, mask_ratio=mask_ratio,
+        mask_type=mask_type, drop_path=drop_path, norm_pix_loss=norm_pix_loss, mean=mean,
+        std=std, grad_checkpointing=grad_checkpointing, **dims,
+    )
+
+
+__all__ = [
+    "DECODER_SIZES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "VideoMAE",
+    "VideoMAEDecoder",
+    "VideoMAEOutput",
+    "random_mask",
+    "tube_mask",
+    "videomae",
+]

@@ -1,0 +1,1 @@
+"""Temporal progressive learning: plans, exact budgets and the configuration search."""

@@ -1,0 +1,139 @@
+"""TPL plans: stages of growing clip length sharing one budget, turned into a `Schedule`.
+
+Budget: N_e epochs at the reference clip length f_ref (16). Stage i gets share p_i of the frames
+processed, i.e. N_ei = p_i * N_e * f_ref / f_i epochs at its own length f_i ("nominal" budget;
+seed 000, "transfer the allocated budget to number of epochs by (p_i N_f)/(N_d f_i)"). Its
+measured cost in FLOPs is lower for short clips because attention is quadratic; `plan_table`
+reports both.
+
+Learning rate (seed 000, FIG. 9): mechanism 1 (`per_stage`, default) gives every stage its own
+full warmup + cosine schedule at lr_i = base_lr * total_batch_i / 256 (= lr_0 * bz_i / bz_0);
+mechanism 2 (`global`) runs one warmup + cosine over the sum of all stage steps; `step` is the
+step-decay ablation. Per-stage warmup keeps the baseline's warmup fraction: a stage of N_ei
+epochs warms up for warmup_epochs * N_ei / N_e epochs (40 of 800 for the baseline itself).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..config import PretrainConfig
+from ..engine.schedule import CosineLR, Schedule, Stage, StepLR
+from ..errors import ConfigError
+
+SHARE_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class PlannedStage:
+    """A stage with its arithmetic done: epochs, steps, batch and learning rates."""
+
+    index: int
+    frames: int
+    share: float
+    epochs: float  # at this stage's own clip length
+    batch_size: int  # per process
+    total_batch: int  # over processes and accumulation
+    steps: int
+    lr: float  # peak
+    min_lr: float
+    warmup_steps: int
+    sampling_rate: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def validate_plan(cfg: PretrainConfig, tubelet: int | None = None) -> list[tuple[int, Any]]:
+    """Check the plan; return (original index, stage) pairs with zero-share stages dropped."""
+    stages = list(enumerate(cfg.plan.stages))
+    tub = tubelet or cfg.model.tubelet_size
+    if not stages:
+        raise ConfigError("plan.stages: the plan has no stages")
+    for i, st in stages:
+        if st.frames % tub:
+            raise ConfigError(f"plan.stages.{i}.frames: {st.frames} is not a multiple of the "
+                              f"tubelet size {tub}")
+    for (i, a), (_, b) in zip(stages, stages[1:], strict=False):
+        if b.frames <= a.frames:
+            raise ConfigError(f"plan.stages.{i + 1}.frames: frames must increase strictly "
+                              f"({a.frames} then {b.frames})")
+    total = sum(st.share for _, st in stages)
+    if abs(total - 1.0) > SHARE_TOLERANCE:
+        raise ConfigError(f"plan.stages: shares sum to {total:.6g}, not 1")
+    kept = [(i, st) for i, st in stages if st.share > 0]
+    if not kept:
+        raise ConfigError("plan.stages: every stage has share 0")
+    return kept
+
+
+def stage_epochs(share: float, budget_epochs: float, frames: int, ref_frames: int = 16) -> float:
+    """N_ei = p_i * N_e * f_ref / f_i."""
+    return share * budget_epochs * ref_frames / frames
+
+
+def build_plan(cfg: PretrainConfig, dataset_size: int, world: int = 1) -> list[PlannedStage]:
+    """The arithmetic of a plan for a dataset of `dataset_size` clips on `world` processes."""
+    if dataset_size <= 0:
+        raise ConfigError("data: the training set is empty")
+    kept = validate_plan(cfg)
+    budget = cfg.budget.epochs * cfg.budget.scale
+    out = []
+    for i, st in kept:
+        bs = st.batch_size or cfg.train.batch_size
+        total_batch = bs * world * cfg.optim.accum_steps
+        epochs = stage_epochs(st.share, budget, st.frames, cfg.budget.ref_frames)
+        steps = max(1, math.ceil(epochs * dataset_size / total_batch))
+        warm_epochs = st.warmup_epochs if st.warmup_epochs is not None else (
+            cfg.optim.warmup_epochs * epochs / budget)
+        warmup = min(int(round(warm_epochs * dataset_size / total_batch)), steps - 1) if steps > 1 else 0
+        rate = cfg.data.sampling_rate
+        if cfg.plan.temporal == "span":  # keep the time span of the longest stage
+            span = cfg.plan.stages[-1].frames * cfg.data.sampling_rate
+            rate = max(1, int(span / st.frames + 0.5))
+        out.append(PlannedStage(
+            index=i, frames=st.frames, share=st.share, epochs=epochs, batch_size=bs,
+            total_batch=total_batch, steps=steps, lr=cfg.optim.base_lr * total_batch / 256,
+            min_lr=cfg.optim.min_lr * total_batch / 256, warmup_steps=max(warmup, 0),
+            sampling_rate=rate))
+    return out
+
+
+def build_schedule(cfg: PretrainConfig, planned: list[PlannedStage],
+                   flops_per_clip: Callable[[int], float] | None = None) -> Schedule:
+    """Stages for the engine, with the plan's LR rule and per-clip training FLOPs."""
+    rule = cfg.optim.lr_rule
+    total = sum(p.steps for p in planned)
+    first = planned[0]
+    global_warmup = min(sum(p.warmup_steps for p in planned), total - 1) if total > 1 else 0
+    stages, offset = [], 0
+    multigrid = cfg.plan.multigrid
+    for p in planned:
+        if rule == "per_stage":
+            lr, lr_offset = CosineLR(p.lr, p.min_lr, p.warmup_steps, p.steps), 0
+        elif rule == "global":  # one schedule over every stage, at the first stage's lr
+            lr, lr_offset = CosineLR(first.lr, first.min_lr, global_warmup, total), offset
+        else:
+            lr, lr_offset = StepLR(p.lr, p.warmup_steps, p.steps), 0
+        stages.append(Stage(
+            steps=p.steps, num_frames=p.frames, batch_size=p.batch_size, lr=lr,
+            name=f"stage{p.index + 1}", lr_offset=lr_offset,
+            flops_per_clip=flops_per_clip(p.frames) if flops_per_clip else 0.0,
+            reset_optimizer=cfg.optim.reset_between_stages,
+            extra={"sampling_rate": p.sampling_rate}))
+        offset += p.steps
+    if multigrid:
+        # multigrid baseline (seed FIG. 12): one stage, the clip length drawn per iteration from
+        # the plan's lengths; the budget is the plan's total steps at the mean clip cost
+        choices = tuple(p.frames for p in planned)
+        mean_flops = sum(s.flops_per_clip for s in stages) / len(stages)
+        lr = CosineLR(first.lr, first.min_lr, global_warmup, total)
+        stages = [Stage(steps=total, num_frames=max(choices), batch_size=first.batch_size, lr=lr,
+                        name="multigrid", flops_per_clip=mean_flops, frame_choices=choices,
+                        extra={"sampling_rate": first.sampling_rate,
+                               "rates": {p.frames: p.sampling_rate for p in planned},
+                               "flops_by_frames": {s.num_frames: s.flops_per_clip for s in stages}})]
+    return Schedule(tuple(stages))

@@ -1,0 +1,210 @@
+"""VideoMAE: masking, target construction, loss, gradients, determinism."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from progvid.errors import ConfigError, ProgvidError
+from progvid.models import DECODER_SIZES, VideoMAE, random_mask, tube_mask, videomae
+
+
+def tiny(**kw) -> VideoMAE:
+    args = dict(num_frames=4, img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4,
+                decoder_embed_dim=32, decoder_num_heads=2, decoder_depth=2)
+    args.update(kw)
+    return videomae("tiny", **args)
+
+
+@pytest.mark.parametrize("frames", [2, 4, 8, 16])
+def test_forward_shapes(frames: int) -> None:
+    model = tiny()
+    x = torch.randn(2, 3, frames, 32, 32)
+    out = model(x)
+    n = frames // 2 * 16
+    nm = frames // 2 * int(0.9 * 16)
+    assert out.mask.shape == (2, n) and out.mask.dtype == torch.bool
+    assert out.pred.shape == out.target.shape == (2, nm, 2 * 8 * 8 * 3)
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    assert model.num_tokens(frames) == n and model.decoder_output_dim == 384
+
+
+def test_tube_mask_properties() -> None:
+    g = torch.Generator().manual_seed(0)
+    mask = tube_mask(8, 3, 4, 5, 0.9, device="cpu", generator=g)
+    assert mask.shape == (8, 60) and mask.dtype == torch.bool and mask.device.type == "cpu"
+    per_slice = mask.view(8, 3, 20)
+    assert torch.equal(per_slice, per_slice[:, :1].expand(-1, 3, -1))  # same pattern over time
+    assert (per_slice[:, 0].sum(1) == int(0.9 * 20)).all()
+    assert (mask.sum(1) == 3 * 18).all()
+    assert len({tuple(row.tolist()) for row in per_slice[:, 0]}) > 1  # differs across samples
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_masks_on_cuda() -> None:
+    assert tube_mask(2, 2, 4, 4, 0.9, device="cuda").device.type == "cuda"
+    assert tiny().random_mask(2, 4, device="cuda").device.type == "cuda"
+
+
+def test_random_mask_count_and_generator() -> None:
+    mask = random_mask(16, 50, 0.75, generator=torch.Generator().manual_seed(1))
+    assert (mask.sum(1) == int(0.75 * 50)).all()
+    again = random_mask(16, 50, 0.75, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(mask, again)
+    model = tiny(mask_type="random", mask_ratio=0.5)
+    m = model.random_mask(3, 8)
+    assert m.shape == (3, 64) and (m.sum(1) == 32).all()
+    with pytest.raises(ConfigError):
+        random_mask(2, 10, 1.0)
+
+
+def test_forward_deterministic_with_generator() -> None:
+    model = tiny().eval()
+    x = torch.randn(2, 3, 4, 32, 32)
+    a = model(x, generator=torch.Generator().manual_seed(5))
+    b = model(x, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a.mask, b.mask) and torch.equal(a.loss, b.loss)
+
+
+def reference_target(model: VideoMAE, video: torch.Tensor, norm: bool) -> torch.Tensor:
+    """Token-by-token loop, independent of the model's reshapes."""
+    mean = torch.tensor(model.hparams["mean"]).view(1, -1, 1, 1, 1)
+    std = torch.tensor(model.hparams["std"]).view(1, -1, 1, 1, 1)
+    pix = video * std + mean
+    b, c, frames, h, w = video.shape
+    ts, p = model.tubelet_size, model.patch_size
+    rows = []
+    for i in range(b):
+        tokens = []
+        for t in range(frames // ts):
+            for y in range(h // p):
+                for x in range(w // p):
+                    cube = pix[i, :, t * ts:(t + 1) * ts, y * p:(y + 1) * p, x * p:(x + 1) * p]
+                    per_channel = cube.reshape(c, -1)  # (C, t*p*p) in (t, p, p) order
+                    if norm:
+                        mu = per_channel.mean(1, keepdim=True)
+                        sd = per_channel.std(1, unbiased=True, keepdim=True)
+                        per_channel = (per_channel - mu) / (sd + 1e-6)
+                    tokens.append(per_channel.T.reshape(-1))  # channel last
+        rows.append(torch.stack(tokens))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("norm", [True, False])
+def test_target_matches_loop_reference(norm: bool) -> None:
+    model = tiny(norm_pix_loss=norm, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    video = torch.randn(2, 3, 4, 16, 24)
+    target = model.normalized_target(video)
+    torch.testing.assert_close(target, reference_target(model, video, norm), atol=1e-5, rtol=1e-5)
+
+
+def test_patchify_roundtrip() -> None:
+    model = tiny()
+    video = torch.randn(2, 3, 6, 16, 24)
+    tokens = model.patchify(video)
+    assert tokens.shape == (2, 3 * 2 * 3, 384)
+    assert torch.equal(model.unpatchify(tokens, (3, 2, 3)), video)
+
+
+def test_loss_is_mse_over_masked_tokens_only() -> None:
+    model = tiny()
+    x = torch.randn(2, 3, 4, 32, 32)
+    mask = model.random_mask(2, 4, generator=torch.Generator().manual_seed(0))
+    out = model(x, mask)
+    target = model.normalized_target(x)[mask].reshape(out.pred.shape)
+    torch.testing.assert_close(out.target, target)
+    torch.testing.assert_close(out.loss, F.mse_loss(out.pred, target))
+    pred = out.pred.detach()
+    # Pixels of a visible token are not part of the loss; those of a masked token are.
+    visible = model.patchify(torch.zeros_like(x)).clone()
+    t_vis, t_msk = (~mask[0]).nonzero()[0, 0], mask[0].nonzero()[0, 0]
+    for tok, changes in ((t_vis, False), (t_msk, True)):
+        bump = visible.clone()
+        bump[0, tok] = torch.randn(bump.shape[-1])
+        x2 = x + model.unpatchify(bump, (2, 4, 4))
+        loss2, _ = model.forward_loss(x2, pred, mask)
+        loss1, _ = model.forward_loss(x, pred, mask)
+        assert torch.equal(loss1, loss2) != changes
+
+
+def test_every_parameter_gets_a_gradient() -> None:
+    torch.manual_seed(0)
+    model = tiny().train()
+    model(torch.randn(2, 3, 4, 32, 32)).loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_drop_path_only_in_train_mode() -> None:
+    model = tiny(drop_path=0.5)
+    x = torch.randn(4, 3, 4, 32, 32)
+    mask = model.random_mask(4, 4)
+    with torch.no_grad():
+        model.eval()
+        assert torch.equal(model(x, mask).loss, model(x, mask).loss)
+        model.train()
+        torch.manual_seed(0)
+        a = model(x, mask).loss
+        torch.manual_seed(1)
+        assert not torch.equal(a, model(x, mask).loss)
+
+
+def test_grad_checkpointing_same_loss_and_grads() -> None:
+    torch.manual_seed(0)
+    plain, ckpt = tiny(drop_path=0.2), tiny(drop_path=0.2, grad_checkpointing=True)
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 4, 32, 32)
+    mask = plain.random_mask(2, 4)
+    losses = []
+    for model in (plain.train(), ckpt.train()):
+        torch.manual_seed(7)
+        out = model(x, mask)
+        out.loss.backward()
+        losses.append(out.loss)
+    torch.testing.assert_close(losses[0], losses[1])
+    for (name, p), q in zip(plain.named_parameters(), ckpt.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+def test_encoder_alone_extracts_features() -> None:
+    model = tiny().eval()
+    x = torch.randn(2, 3, 8, 32, 32)
+    with torch.no_grad():
+        feats = model.encoder(x)
+        pooled = model.encoder(x, apply_norm=False).mean(1)
+    assert feats.shape == (2, 64, 64) and pooled.shape == (2, 64)
+    assert model.encoder.embed_dim == 64
+
+
+def test_hparams_rebuild_and_names() -> None:
+    model = tiny()
+    clone = VideoMAE.from_hparams(json.loads(json.dumps(model.hparams)))
+    clone.load_state_dict(model.state_dict())
+    keys = set(model.state_dict())
+    assert {"mask_token", "encoder_to_decoder.weight", "decoder.head.weight",
+            "encoder.patch_embed.proj.weight", "encoder.blocks.0.attn.q_bias",
+            "decoder.blocks.1.attn.v_bias", "encoder.norm.weight", "decoder.norm.bias"} <= keys
+    assert "encoder_to_decoder.bias" not in keys and "pixel_mean" not in keys
+
+
+def test_builder_sizes_and_errors() -> None:
+    assert DECODER_SIZES["base"] == (384, 6) and DECODER_SIZES["huge"] == (640, 8)
+    model = videomae("small", num_frames=2, img_size=32, depth=1, decoder_depth=1)
+    assert (model.encoder.embed_dim, model.decoder.embed_dim, model.decoder.num_heads) == (
+        384, 192, 3)
+    assert model(torch.randn(1, 3, 2, 32, 32)).pred.shape == (1, 3, 2 * 16 * 16 * 3)
+    with pytest.raises(ConfigError, match="unknown model size"):
+        videomae("xl")
+    with pytest.raises(ConfigError, match="unknown model option"):
+        videomae("tiny", widht=2)
+    with pytest.raises(ConfigError, match="mask_type"):
+        tiny(mask_type="block")
+    with pytest.raises(ConfigError, match="mask_ratio"):
+        tiny(mask_ratio=0.0)
+    with pytest.raises(ConfigError, match="mean/std"):
+        tiny(mean=(0.5,))
+    with pytest.raises(ProgvidError, match="mask must be bool"):
+        tiny()(torch.randn(1, 3, 4, 32, 32), torch.zeros(1, 32))

@@ -46,7 +46,9 @@ def test_tube_mask_properties() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_masks_on_cuda() -> None:
     assert tube_mask(2, 2, 4, 4, 0.9, device="cuda").device.type == "cuda"
-    assert tiny().random_mask(2, 4, device="cuda").device.type == "cuda"
+    on_gpu = tiny().random_mask(2, 4, "cuda", torch.Generator().manual_seed(0))
+    on_cpu = tiny().random_mask(2, 4, "cpu", torch.Generator().manual_seed(0))
+    assert on_gpu.device.type == "cuda" and torch.equal(on_gpu.cpu(), on_cpu)
 
 
 def test_random_mask_count_and_generator() -> None:

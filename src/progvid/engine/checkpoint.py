@@ -142,8 +142,9 @@ def _safe_torch_load(file: Path, what: str) -> Any:
             f"{file}: refused to load {what}: the file holds objects that would run code "
             f"({first[:160]})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{file}: cannot read {what} ({str(exc).splitlines()[0][:160]})") from None
+    except Exception as exc:  # noqa: BLE001 - any other failure means a damaged or foreign file
+        text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{file}: cannot read {what} ({text})") from None
 
 
 def load_state(path: str | Path) -> dict[str, Any]:

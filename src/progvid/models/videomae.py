@@ -43,10 +43,14 @@ DECODER_SIZES: dict[str, tuple[int, int]] = {
 MASK_TYPES = ("tube", "random")
 
 
-def _resolve_device(device: torch.device | str | None, generator: torch.Generator | None):
-    if device is not None:
-        return torch.device(device)
-    return generator.device if generator is not None else torch.device("cpu")
+def _noise(
+    batch: int, n: int, device: torch.device | str | None, generator: torch.Generator | None
+) -> Tensor:
+    """Uniform noise (B, n) on `device` (default: the generator's, else CPU). It is drawn on the
+    generator's own device, so a CPU generator gives the same masks whatever the target device."""
+    src = generator.device if generator is not None else torch.device(device or "cpu")
+    noise = torch.rand(batch, n, device=src, generator=generator)
+    return noise if device is None else noise.to(device)
 
 
 def _keep_k_smallest(noise: Tensor, k: int) -> Tensor:
@@ -71,9 +75,7 @@ def tube_mask(
     Returns bool (B, t*h*w), True = masked, token order (t, h, w)."""
     hw = h_tokens * w_tokens
     k = _check_ratio(ratio, hw)
-    dev = _resolve_device(device, generator)
-    noise = torch.rand(batch, hw, device=dev, generator=generator)
-    spatial = _keep_k_smallest(noise, k)  # (B, h*w)
+    spatial = _keep_k_smallest(_noise(batch, hw, device, generator), k)  # (B, h*w)
     return spatial.unsqueeze(1).expand(batch, t_tokens, hw).reshape(batch, t_tokens * hw)
 
 
@@ -83,8 +85,7 @@ def random_mask(
 ) -> Tensor:
     """Plain random masking: int(ratio*N) tokens per sample anywhere. Bool (B, N), True = masked."""
     k = _check_ratio(ratio, num_tokens)
-    dev = _resolve_device(device, generator)
-    return _keep_k_smallest(torch.rand(batch, num_tokens, device=dev, generator=generator), k)
+    return _keep_k_smallest(_noise(batch, num_tokens, device, generator), k)
 
 
 @dataclass

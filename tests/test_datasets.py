@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from progvid.config import DataConfig
+from progvid.data.datasets import (
+    VideoDataset,
+    build_samples,
+    read_folder,
+    read_list,
+    read_ssv2,
+    read_unlabeled,
+)
+from progvid.data.loader import EpochSampler, SkipLog, build_loader, collate
+from progvid.data.sampling import TemporalSampler
+from progvid.data.transforms import Normalize, test_transform, train_transform
+from progvid.errors import DataError
+
+
+def test_read_list_formats(tmp_path: Path) -> None:
+    (tmp_path / "l.txt").write_text("a.mp4 1\nb.mp4,2\n\n# comment\nsub/c.mp4\nd.mp4 300 3\n")
+    s = read_list(tmp_path / "l.txt", num_classes=4)
+    assert [x.label for x in s] == [1, 2, -1, 3]
+    assert s[2].path == tmp_path / "sub/c.mp4" and s[3].line == 6
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("a.mp4 x\n", r"l.txt:1: label 'x' is not an integer"),
+    ("a.mp4 1\nb.mp4 9\n", r"l.txt:2: label 9 out of range \[0, 4\)"),
+    ("a.mp4 1 b c\n", r"l.txt:1: expected 'path \[label\]'"),
+    ("\n", r"l.txt: list file has no entries"),
+])
+def test_read_list_errors(tmp_path: Path, text: str, reason: str) -> None:
+    (tmp_path / "l.txt").write_text(text)
+    with pytest.raises(DataError, match=reason):
+        read_list(tmp_path / "l.txt", num_classes=4)
+
+
+def test_missing_list(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="nope.txt: list file not found"):
+        read_list(tmp_path / "nope.txt")
+
+
+def test_ssv2(tmp_path: Path) -> None:
+    (tmp_path / "labels.json").write_text(json.dumps({"Pushing something": "1", "Holding something": "0"}))
+    (tmp_path / "train.json").write_text(json.dumps([
+        {"id": "7", "template": "Pushing [something]", "label": "pushing a cup"},
+        {"id": "9", "template": "Holding [something]"}]))
+    ss = read_ssv2(tmp_path / "train.json", tmp_path / "labels.json", tmp_path)
+    assert ss.class_names == ["Holding something", "Pushing something"]
+    assert [(s.path.name, s.label) for s in ss.samples] == [("7.webm", 1), ("9.webm", 0)]
+    (tmp_path / "bad.json").write_text(json.dumps([{"id": "1", "template": "Eating [something]"}]))
+    with pytest.raises(DataError, match=r"bad.json: entry 0 \(id 1\): unknown template"):
+        read_ssv2(tmp_path / "bad.json", tmp_path / "labels.json", tmp_path)
+    (tmp_path / "broken.json").write_text("[{")
+    with pytest.raises(DataError, match=r"broken.json:1: invalid JSON"):
+        read_ssv2(tmp_path / "broken.json", tmp_path / "labels.json", tmp_path)
+
+
+def test_folder_and_unlabeled(synth_dir: Path, tmp_path: Path) -> None:
+    for cls in ("b_cls", "a_cls"):
+        (tmp_path / cls).mkdir()
+    src = sorted((synth_dir / "videos").glob("*.mp4"))
+    (tmp_path / "a_cls" / "x.mp4").write_bytes(src[0].read_bytes())
+    (tmp_path / "b_cls" / "y.mp4").write_bytes(src[1].read_bytes())
+    fs = read_folder(tmp_path)
+    assert fs.class_names == ["a_cls", "b_cls"] and [s.label for s in fs.samples] == [0, 1]
+    un = read_unlabeled(tmp_path)
+    assert len(un.samples) == 2 and all(s.label == -1 for s in un.samples)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty: no videos found"):
+        read_unlabeled(tmp_path / "empty")
+    with pytest.raises(DataError, match="nowhere: folder not found"):
+        read_folder(tmp_path / "nowhere")
+
+
+def _dataset(samples, train=True, on_error="raise", num_sample=1, frames=8, clips=1, crops=1):
+    sampler = TemporalSampler("stride", frames, 1)
+    tf = train_transform(32, crop="multiscale", flip=False) if train else test_transform(32, crops=crops)
+    return VideoDataset(samples, sampler=sampler, transform=tf, train=train, num_sample=num_sample,
+                        test_clips=clips, seed=3, on_error=on_error)
+
+
+def test_dataset_items_are_reproducible(synth_dir: Path) -> None:
+    cfg = DataConfig(root=str(synth_dir), train="train.csv", classes="classes.txt")
+    ss = build_samples(cfg, "train")
+    assert ss.class_names is not None and len(ss.class_names) == 4
+    ds = _dataset(ss.samples, num_sample=2)
+    a, b = ds[(1, 5)], ds[(1, 5)]
+    assert a["video"].shape == (2, 3, 8, 32, 32) and a["video"].dtype == torch.float32
+    assert torch.equal(a["video"], b["video"])
+    assert not torch.equal(ds[(2, 5)]["video"], a["video"])  # another epoch, another view
+    assert a["label"] == ss.samples[5].label
+
+
+def test_dataset_test_views(synth_dir: Path) -> None:
+    ss = build_samples(DataConfig(root=str(synth_dir), train="train.csv"), "train")
+    ds = _dataset(ss.samples, train=False, clips=2, crops=3)
+    item = ds[0]
+    assert item["video"].shape == (6, 3, 8, 32, 32)
+
+
+def test_bad_video_raise_and_skip(synth_dir: Path, tmp_path: Path) -> None:
+    good = read_list(synth_dir / "train.csv", synth_dir)[:4]
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"this is not a video")
+    samples = [*good, good[0].__class__(bad, 0)]
+    with pytest.raises(DataError, match="broken.mp4: cannot open"):
+        _dataset(samples)[4]
+    ds = _dataset(samples, on_error="skip")
+    item = ds[4]
+    assert item["index"] != 4 and item["skipped"][0][0] == str(bad)
+    assert torch.isfinite(item["video"]).all()
+    log = SkipLog(len(samples), max_fraction=0.5, path=tmp_path / "run" / "skipped.jsonl")
+    log.update(item["skipped"])
+    assert json.loads((tmp_path / "run" / "skipped.jsonl").read_text())["path"] == str(bad)
+    strict = SkipLog(len(samples), max_fraction=0.1)
+    with pytest.raises(DataError, match="1 of 5 videos unreadable"):
+        strict.update(item["skipped"])
+
+
+def test_epoch_sampler_shards_and_resumes() -> None:
+    full = EpochSampler(10, shuffle=True, seed=1, rank=0, world=1)
+    full.set_epoch(3)
+    order = [i for _, i in full]
+    parts = []
+    for r in range(2):
+        s = EpochSampler(10, shuffle=True, seed=1, rank=r, world=2)
+        s.set_epoch(3)
+        parts.append([i for _, i in s])
+    # interleaved shards: rank r holds global positions r, r + world, ...
+    assert sorted(parts[0] + parts[1]) == sorted(order)
+    assert parts[0] == order[0::2] and parts[1] == order[1::2]
+    full.set_epoch(3, start=4)
+    assert [i for _, i in full] == order[4:]
+    full.set_epoch(4)
+    assert [i for _, i in full] != order  # a new permutation each epoch
+    odd = EpochSampler(5, shuffle=False, rank=1, world=2)
+    assert len(odd) == 3 and len(list(odd)) == 3  # padded by wrapping
+
+
+def test_loader_batches(synth_dir: Path) -> None:
+    samples = read_list(synth_dir / "train.csv", synth_dir)
+    loader = build_loader(_dataset(samples), batch_size=4, train=True, workers=0, seed=0)
+    loader.sampler.set_epoch(0)
+    batch = next(iter(loader))
+    assert batch["video"].shape == (4, 3, 8, 32, 32) and batch["label"].shape == (4,)
+    assert len(loader) == len(samples) // 4
+
+
+def test_collate_repeats_labels() -> None:
+    items = [{"video": torch.zeros(2, 3, 2, 4, 4), "label": k, "index": k, "skipped": []} for k in (5, 7)]
+    b = collate(items)
+    assert b["video"].shape[0] == 4 and b["label"].tolist() == [5, 5, 7, 7]
+
+
+def test_normalize_roundtrip() -> None:
+    clip = torch.randint(0, 255, (2, 4, 4, 3), dtype=torch.uint8)
+    out = Normalize()(clip, np.random.default_rng(0))
+    assert out.shape == (3, 2, 4, 4)

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from engine_util import losses, tiny_pretrain
+
+from progvid.engine import checkpoint as ckpt
+from progvid.engine.schedule import CosineLR, Schedule, Stage
+from progvid.engine.trainer import TrainingError
+from progvid.errors import CheckpointError
+from progvid.pretrain import run_pretrain
+
+
+def test_cosine_schedule_is_pure() -> None:
+    lr = CosineLR(1.0, 0.1, warmup=4, total=20)
+    assert lr(0) == 0.0 and lr(2) == pytest.approx(0.5) and lr(4) == pytest.approx(1.0)
+    assert lr(20) == pytest.approx(0.1) and lr(12) == pytest.approx(0.55)
+    sched = Schedule((Stage(5, 2, 4, lr), Stage(7, 4, 2, lr)))
+    assert sched.total_steps == 12 and sched.locate(6).stage == 1 and sched.locate(6).step_in_stage == 1
+    assert sched.lr(5) == lr(0)  # each stage restarts its own schedule
+    with pytest.raises(IndexError):
+        sched.locate(12)
+
+
+def test_tiny_run_writes_everything(synth_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny_pretrain(synth_dir, train__tensorboard=True)
+    res = run_pretrain(cfg, out=str(tmp_path / "run"))
+    run = tmp_path / "run"
+    assert res.steps == 6 and res.checkpoint is not None  # 24 clips / batch 4 = 6 steps
+    assert (run / "config.yaml").is_file() and (run / "plan.json").is_file()
+    assert any((run / "tb").iterdir())
+    rec = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    for key in ("step", "epoch", "loss", "lr", "clips_per_s", "data_wait_fraction", "flops", "stage"):
+        assert key in rec
+    assert rec["flops"] > 0 and rec["clips_seen"] == 24
+    assert (res.checkpoint / "model.safetensors").is_file()
+
+
+def test_resume_matches_uninterrupted(synth_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny_pretrain(synth_dir, budget={"epochs": 2, "ref_frames": 4})
+    run_pretrain(cfg, out=str(tmp_path / "full"))
+    stopped = tiny_pretrain(synth_dir, budget={"epochs": 2, "ref_frames": 4}, train__max_steps=5,
+                            train__ckpt_every=5)
+    run_pretrain(stopped, out=str(tmp_path / "split"))
+    # the interrupted run logged past its checkpoint? resume truncates and redoes from step 5
+    run_pretrain(cfg, out=str(tmp_path / "split"), resume="auto")
+    full, split = losses(tmp_path / "full"), losses(tmp_path / "split")
+    assert [s for s, _ in full] == [s for s, _ in split] == list(range(12))
+    for (_, a), (_, b) in zip(full, split, strict=True):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-7)
+
+
+def test_nonfinite_losses_skip_then_stop(synth_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    import progvid.pretrain as pt
+
+    real = pt.PretrainTask.step
+    calls = {"n": 0}
+
+    def poisoned(self, model, batch, ctx):
+        out = real(self, model, batch, ctx)
+        calls["n"] += 1
+        if calls["n"] >= 3:  # steps 0, 1 fine, then NaN forever
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(pt.PretrainTask, "step", poisoned)
+    cfg = tiny_pretrain(synth_dir, train__max_nonfinite=2)
+    with pytest.raises(TrainingError, match="not finite for 2 steps in a row"):
+        run_pretrain(cfg, out=str(tmp_path / "nan"))
+    saved = ckpt.list_checkpoints(tmp_path / "nan")
+    assert saved, "the last good state must be saved"
+    state = ckpt.load_state(saved[-1])
+    assert state["nonfinite_total"] == 2
+    weights = ckpt.load_weights(saved[-1])
+    assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_atomic_save_keep_last_and_auto(tmp_path: Path) -> None:
+    w = {"a": torch.ones(3)}
+    for step in (1, 2, 3, 4):
+        ckpt.save_checkpoint(tmp_path, step, w, {"step": step}, {}, keep_last=2)
+    names = [p.name for p in ckpt.list_checkpoints(tmp_path)]
+    assert names == ["step_00000003", "step_00000004"]
+    # a half-written checkpoint (crash mid-save) is never picked
+    (tmp_path / "checkpoints" / ".tmp_step_00000005_1").mkdir()
+    (tmp_path / "checkpoints" / "step_00000009").mkdir()  # no files: incomplete
+    assert ckpt.resolve_resume(tmp_path, "auto").name == "step_00000004"
+    assert ckpt.resolve_resume(tmp_path / "empty", "auto") is None
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        ckpt.resolve_resume(tmp_path, str(tmp_path / "nope"))
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_crafted_pickle_is_refused(tmp_path: Path) -> None:
+    d = tmp_path / "checkpoints" / "step_00000001"
+    d.mkdir(parents=True)
+    ckpt.save_checkpoint(tmp_path, 1, {"a": torch.ones(1)}, {"step": 1}, {})
+    with open(d / "state.pt", "wb") as fh:
+        pickle.dump({"step": 1, "payload": _Evil()}, fh)
+    with pytest.raises(CheckpointError, match=r"state.pt: refused to load training state: the file holds objects that would run code"):
+        ckpt.load_state(d)
+    evil_weights = tmp_path / "weights.pt"
+    torch.save({"w": _Evil()}, evil_weights)
+    with pytest.raises(CheckpointError, match="refused to load weights"):
+        ckpt.load_weights(evil_weights)
+
+
+def test_malformed_checkpoint_errors(tmp_path: Path) -> None:
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "model.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="not a valid safetensors file"):
+        ckpt.load_weights(d)
+    (d / "state.pt").write_bytes(b"truncated")
+    with pytest.raises(CheckpointError, match="state.pt: cannot read training state"):
+        ckpt.load_state(d)
+    torch.save({"no_step": 1}, d / "state.pt")
+    with pytest.raises(CheckpointError, match="malformed training state"):
+        ckpt.load_state(d)

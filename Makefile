@@ -20,7 +20,7 @@ demo: setup
 	$(BIN)/progvid demo
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q
 
 lint: setup
 	$(BIN)/ruff check src tests bench

@@ -271,6 +271,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 node = node[key]
             else:
                 if key not in node or node[key] is None:
+                    if parts[i + 1].isdigit():  # an index into a list the file does not set
+                        raise ConfigError(
+                            f"override `{text}`: `{'.'.join(parts[: i + 1])}` is not set in the "
+                            f"config; set the whole list, e.g. {'.'.join(parts[: i + 1])}=[...]")
                     node[key] = {}
                 node = node[key]
             if not isinstance(node, dict | list):

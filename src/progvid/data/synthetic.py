@@ -22,8 +22,9 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -268,17 +269,23 @@ def write_dataset(out: str | Path, *, train: int = 200, val: int = 50, size: int
     params = {"version": FORMAT_VERSION, "train": train, "val": val, "size": size,
               "frames": frames, "classes": classes, "seed": seed, "format": fmt, "fps": FPS}
     meta_path = out / "synth.json"
+    if out.exists() and not out.is_dir():
+        raise ProgvidError(f"{out}: exists and is not a folder")
     if out.exists() and any(out.iterdir()):
         try:
             meta = json.loads(meta_path.read_text())
         except (OSError, ValueError):
             meta = None
         if not isinstance(meta, dict) or meta.get("params") != params:
-            found = meta.get("params") if isinstance(meta, dict) else "no valid synth.json"
-            raise ProgvidError(f"{out}: folder is not empty and is not a synthetic dataset with "
-                               f"these parameters (found {found}, wanted {params}); "
-                               "choose another folder or delete it")
-        if meta.get("complete"):
+            if isinstance(meta, dict) and isinstance(meta.get("params"), dict):
+                old = meta["params"]
+                why = "it holds a synthetic dataset with other parameters: " + ", ".join(
+                    f"{k}={old.get(k)!r} (asked {v!r})" for k, v in params.items()
+                    if old.get(k) != v)
+            else:
+                why = "it is not empty and has no valid synth.json"
+            raise ProgvidError(f"{out}: {why}; choose another folder or delete this one")
+        if meta.get("complete") and all((out / f"{s}.csv").is_file() for s in _SPLITS):
             return SynthSummary(out, train, val, classes, 0.0)
         # Same parameters but interrupted: our own partial output, safe to redo.
 
@@ -290,20 +297,21 @@ def write_dataset(out: str | Path, *, train: int = 200, val: int = 50, size: int
     jobs = [(str(videos), split, list(range(lo, min(lo + batch, n))), classes, size, frames,
              seed, fmt)
             for split, n in (("train", train), ("val", val)) for lo in range(0, n, batch)]
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    with ExitStack() as stack:
+        if workers == 1:
+            done: Iterator[int] = map(_write_clips, jobs)
+        else:
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=_pool_context()))
+            done = pool.map(_write_clips, jobs)
+        bar = None
+        if progress:
+            from tqdm import tqdm
 
-        bar = tqdm(total=train + val, unit="clip", desc=f"synth {out}", file=sys.stderr)
-    done: Iterable[int]
-    if workers == 1:
-        done = map(_write_clips, jobs)
-        _drain(done, bar)
-    else:
-        with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
-            _drain(pool.map(_write_clips, jobs), bar)
-    if bar is not None:
-        bar.close()
+            bar = stack.enter_context(tqdm(total=train + val, unit="clip", file=sys.stderr,
+                                           desc=f"synth {out}"))
+        for n in done:
+            if bar is not None:
+                bar.update(n)
 
     _atomic_write(out / "classes.txt", "".join(c + "\n" for c in MOTION_CLASSES[:classes]))
     for split, n in (("train", train), ("val", val)):  # list files last: they mean "complete"
@@ -314,8 +322,3 @@ def write_dataset(out: str | Path, *, train: int = 200, val: int = 50, size: int
                                          "seconds": round(seconds, 3)}, indent=1))
     return SynthSummary(out, train, val, classes, seconds)
 
-
-def _drain(done: Iterable[int], bar: object) -> None:
-    for n in done:
-        if bar is not None:
-            bar.update(n)  # type: ignore[attr-defined]

@@ -118,6 +118,14 @@ def _strip_nproc(argv: list[str]) -> list[str]:
     return out
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .pretrain import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.out_dir, args.format)
+    print(f"wrote {out} (load with transformers.VideoMAEForPreTraining.from_pretrained)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -190,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=int, default=None,
                    help="processes on this machine (launches through torch.distributed.run)")
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("export", help="write a checkpoint in another format (transformers)")
+    p.add_argument("checkpoint", help="checkpoint folder or run folder (its newest checkpoint)")
+    p.add_argument("out_dir")
+    p.add_argument("--format", choices=["hf"], default="hf")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="the end-to-end demo on the synthetic dataset")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")

@@ -128,3 +128,32 @@ def run_pretrain(cfg: PretrainConfig, *, out: str | None = None, resume: str | N
         return trainer.fit(stop_at=cfg.train.max_steps)
     finally:
         shutdown()
+
+
+def load_videomae(checkpoint: str | Path) -> VideoMAE:
+    """Rebuild a pre-trained VideoMAE from a checkpoint folder (or a run folder: its newest)."""
+    from .engine.checkpoint import CheckpointError, load_meta, load_weights
+
+    path = resolve_resume(Path(checkpoint), str(checkpoint))
+    assert path is not None
+    meta = load_meta(path)
+    if meta.get("task") != "pretrain" or "model" not in meta:
+        raise CheckpointError(f"{path}: not a VideoMAE pre-training checkpoint "
+                              f"(task {meta.get('task')!r})")
+    model = VideoMAE.from_hparams(meta["model"])
+    missing, unexpected = model.load_state_dict(load_weights(path), strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not match the saved model "
+                              f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
+    return model.eval()
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, fmt: str = "hf") -> Path:
+    """Write a pre-training checkpoint in another format (`hf`: a transformers folder)."""
+    from .errors import ProgvidError
+
+    if fmt != "hf":
+        raise ProgvidError(f"--format: unknown export format {fmt!r} (supported: hf)")
+    from .interop.hf import export_hf
+
+    return export_hf(load_videomae(checkpoint), out_dir)

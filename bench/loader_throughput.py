@@ -1,0 +1,440 @@
+"""Decode + augment throughput (clips/s): progvid's loader vs a VideoMAE-style decord/PIL loader.
+
+Both sides produce the same thing: 16-frame clips (stride 4, random start) of 320p h264 videos,
+multi-scale-cropped to 224x224, randomly flipped, normalised, float (B, 3, 16, 224, 224), through
+a torch DataLoader with the same workers / batch size / prefetch. The two loaders are measured
+side by side in ONE run, alternating rounds (A B, B A, A B, ...), and the ratio ours / reference
+is the figure to read: absolute clips/s move with whatever else runs on the machine.
+
+    .venv/bin/python bench/loader_throughput.py [--videos 12 --rounds 5 --clips 48 --workers 2]
+
+The reference side needs decord (`pip install decord`); it is NOT a progvid dependency.
+Test videos are generated once with PyAV into /tmp/progvid_bench_videos (reused when the
+settings match). See bench/loader_throughput.md for recorded results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from progvid.data.datasets import Sample, VideoDataset
+from progvid.data.loader import build_loader
+from progvid.data.sampling import TemporalSampler
+from progvid.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transform
+from progvid.data.video import VideoReader
+
+try:
+    import decord
+except ImportError:  # checked in main(): the message says how to get it
+    decord = None
+
+try:
+    from PIL import Image
+except ImportError:
+    Image = None
+
+FRAMES, STRIDE, SIZE = 16, 4, 224
+SCALES = (1, 0.875, 0.75, 0.66)
+
+
+# --------------------------------------------------------------------------------------------
+# Test videos
+# --------------------------------------------------------------------------------------------
+def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Smooth-ish colour noise (sum of octaves) in [0, 255], float32 (h, w, 3)."""
+    out = np.zeros((h, w, 3), np.float32)
+    for cell, amp in ((64, 1.0), (16, 0.5), (4, 0.35), (1, 0.2)):
+        small = rng.random((h // cell + 2, w // cell + 2, 3), dtype=np.float32)
+        big = np.repeat(np.repeat(small, cell, 0), cell, 1)[:h, :w]
+        out += amp * big
+    out -= out.min()
+    return out * (255.0 / out.max())
+
+
+def _render(rng: np.random.Generator, t: int, h: int, w: int, tex: np.ndarray,
+            blobs: list[tuple[float, float, float, float, float, np.ndarray]]) -> np.ndarray:
+    """Frame t: a panning textured background, a drifting gradient, moving discs, film grain."""
+    th, tw = tex.shape[:2]
+    y0 = int((th - h) / 2 + (th - h) / 2.2 * np.sin(t / 97.0))
+    x0 = int((tw - w) / 2 + (tw - w) / 2.2 * np.sin(t / 71.0 + 1.0))
+    frame = tex[y0 : y0 + h, x0 : x0 + w].copy()
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    frame += (40.0 * np.sin(xx / w * 6.28 + t / 20.0) * np.cos(yy / h * 3.14 - t / 33.0))[..., None]
+    for cy, cx, vy, vx, r, col in blobs:
+        py = (cy + vy * t) % h
+        px = (cx + vx * t) % w
+        mask = (yy - py) ** 2 + (xx - px) ** 2 < r * r
+        frame[mask] = 0.35 * frame[mask] + 0.65 * col
+    frame += rng.normal(0.0, 3.0, frame.shape).astype(np.float32)  # grain: keeps bitrate honest
+    return np.clip(frame, 0, 255).astype(np.uint8)
+
+
+def make_videos(folder: Path, count: int, *, width: int, height: int, seconds: float, fps: int,
+                gop: int, preset: str, crf: int) -> list[Path]:
+    """`count` h264 mp4 files (yuv420p, libx264); reused when the settings file matches."""
+    settings = dict(count=count, width=width, height=height, seconds=seconds, fps=fps, gop=gop,
+                    preset=preset, crf=crf, version=1)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"v{i:03d}.mp4" for i in range(count)]
+    stamp = folder / "settings.json"
+    if stamp.exists() and json.loads(stamp.read_text()) == settings and all(p.exists() for p in paths):
+        return paths
+    stamp.unlink(missing_ok=True)
+    n = int(round(seconds * fps))
+    t0 = time.perf_counter()
+    for i, path in enumerate(paths):
+        rng = np.random.default_rng([1234, i])
+        tex = _texture(rng, height + 160, width + 240)
+        blobs = [(rng.uniform(0, height), rng.uniform(0, width), rng.uniform(-3, 3),
+                  rng.uniform(-4, 4), rng.uniform(15, 45), rng.uniform(0, 255, 3).astype(np.float32))
+                 for _ in range(5)]
+        with av.open(str(path), mode="w") as container:
+            stream = container.add_stream(
+                "libx264", rate=fps,
+                options={"preset": preset, "crf": str(crf), "g": str(gop), "keyint_min": str(gop),
+                         "sc_threshold": "0"},
+            )
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            for t in range(n):
+                img = av.VideoFrame.from_ndarray(_render(rng, t, height, width, tex, blobs), format="rgb24")
+                container.mux(stream.encode(img))
+            container.mux(stream.encode())
+        print(f"  encoded {path.name} ({path.stat().st_size / 1e6:.2f} MB)", flush=True)
+    print(f"  {count} videos in {time.perf_counter() - t0:.1f} s", flush=True)
+    stamp.write_text(json.dumps(settings))
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+# Reference: VideoMAE-style pre-training pipeline (decord + per-frame PIL), written for this bench
+# --------------------------------------------------------------------------------------------
+# 4 corners + centre, then centre-left/right/top/bottom and the 4 quarter points, in quarter
+# steps of the free room (TSN's "more fix crop" grid).
+_GRID = [(0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0),
+         (1, 1), (3, 1), (1, 3), (3, 3)]
+
+
+def multiscale_box(w: int, h: int, rnd: random.Random) -> tuple[int, int, int, int]:
+    """PIL box (left, upper, right, lower) of a TSN/VideoMAE multi-scale crop."""
+    base = min(w, h)
+    sides = [int(base * s) for s in SCALES]
+    sides = [SIZE if abs(s - SIZE) < 3 else s for s in sides]
+    pairs = [(sides[i], sides[j]) for i in range(len(sides)) for j in range(len(sides))
+             if abs(i - j) <= 1]
+    cw, ch = rnd.choice(pairs)
+    gx, gy = rnd.choice(_GRID)
+    left, top = gx * ((w - cw) // 4), gy * ((h - ch) // 4)
+    return left, top, left + cw, top + ch
+
+
+class DecordClips(Dataset):
+    """What VideoMAE's pre-training dataset does per item: open a decord reader, `get_batch`
+    the whole index set, one PIL image per frame, per-frame crop/resize/flip/ToTensor/Normalize."""
+
+    def __init__(self, paths: list[Path], seed: int = 0) -> None:
+        self.paths = [str(p) for p in paths]
+        self.seed = seed
+        self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, i: int, rnd: random.Random, times: dict[str, float] | None = None) -> torch.Tensor:
+        tick = _Ticker(times)
+        vr = decord.VideoReader(self.paths[i], num_threads=1, ctx=decord.cpu(0))
+        n = len(vr)
+        tick("open")
+        span = FRAMES * STRIDE
+        start = rnd.randrange(max(n - span + 1, 1))
+        idx = [min(start + k * STRIDE, n - 1) for k in range(FRAMES)]
+        frames = vr.get_batch(idx).asnumpy()
+        tick("decode+rgb (get_batch)")
+        imgs = [Image.fromarray(frames[k]).convert("RGB") for k in range(len(idx))]
+        tick("to PIL")
+        w, h = imgs[0].size
+        box = multiscale_box(w, h, rnd)
+        imgs = [im.crop(box).resize((SIZE, SIZE), Image.BILINEAR) for im in imgs]
+        tick("crop+resize")
+        if rnd.random() < 0.5:
+            imgs = [im.transpose(Image.FLIP_LEFT_RIGHT) for im in imgs]
+        tick("flip")
+        out = []
+        for im in imgs:  # torchvision ToTensor + Normalize, per frame
+            x = torch.from_numpy(np.array(im, copy=True)).permute(2, 0, 1).contiguous()
+            x = x.float().div(255.0)
+            out.append(x.sub_(self.mean).div_(self.std))
+        tick("to tensor+normalize")
+        video = torch.stack(out, dim=1)  # (C, T, H, W)
+        tick("stack")
+        del vr
+        return video
+
+    def __getitem__(self, i: int) -> dict:
+        return {"video": self.load(i, random), "index": i}
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+class _Ticker:
+    """Accumulates perf_counter deltas into `times[name]` (no-op when times is None)."""
+
+    def __init__(self, times: dict[str, float] | None) -> None:
+        self.times = times
+        self.t = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        if self.times is not None:
+            now = time.perf_counter()
+            self.times[name] = self.times.get(name, 0.0) + now - self.t
+            self.t = now
+
+
+def ours_dataset(videos: list[Path], n: int, seed: int = 0) -> VideoDataset:
+    samples = [Sample(videos[i % len(videos)]) for i in range(n)]
+    return VideoDataset(samples, sampler=TemporalSampler("stride", FRAMES, STRIDE),
+                        transform=train_transform(SIZE, crop="multiscale", flip=True),
+                        train=True, seed=seed)
+
+
+def reference_loader(videos: list[Path], n: int, *, batch: int, workers: int, seed: int) -> DataLoader:
+    ds = DecordClips([videos[i % len(videos)] for i in range(n)], seed=seed)
+    return DataLoader(ds, batch_size=batch, sampler=RandomSampler(ds, generator=torch.Generator().manual_seed(seed)),
+                      num_workers=workers, drop_last=True, persistent_workers=workers > 0,
+                      prefetch_factor=4 if workers > 0 else None, pin_memory=False)
+
+
+def run_epoch(loader: DataLoader, epoch: int | None) -> tuple[int, float]:
+    """Consume one whole epoch (so no worker keeps decoding into the other side's round)."""
+    if epoch is not None:
+        loader.sampler.set_epoch(epoch)
+    clips = 0
+    t0 = time.perf_counter()
+    for batch in loader:
+        v = batch["video"]
+        assert v.shape[1:] == (3, FRAMES, SIZE, SIZE) and v.dtype == torch.float32, v.shape
+        clips += v.shape[0]
+    return clips, time.perf_counter() - t0
+
+
+def _fmt_ms(times: dict[str, float], n: int) -> list[str]:
+    total = sum(times.values())
+    rows = [f"    {k:<28} {1e3 * v / n:8.1f} ms  ({100 * v / total:4.1f} %)" for k, v in times.items()]
+    rows.append(f"    {'total':<28} {1e3 * total / n:8.1f} ms")
+    return rows
+
+
+def breakdown_ours(videos: list[Path], clips: int) -> tuple[dict[str, float], int]:
+    """Single process, per stage, the same work as VideoDataset._load + train_transform."""
+    tf = train_transform(SIZE, crop="multiscale", flip=True)
+    crop_tf, flip_tf, norm_tf = tf.transforms
+    sampler = TemporalSampler("stride", FRAMES, STRIDE)
+    times: dict[str, float] = {}
+    decoded = 0
+    for i in range(clips):
+        rng = np.random.default_rng([0, 99, i])
+        tick = _Ticker(times)
+        with VideoReader(videos[i % len(videos)]) as reader:
+            tick("open (+demux index)")
+            idx = sampler(reader.info.frames, train=True, rng=rng)
+            clip = reader.read(idx)
+            tick("seek+decode+rgb (read)")
+            decoded += reader.frames_decoded
+        clip = crop_tf(clip, rng)
+        tick("crop+resize (float interp)")
+        clip = flip_tf(clip, rng)
+        tick("flip")
+        clip = norm_tf(clip, rng)
+        tick("normalize")
+    return times, decoded
+
+
+def split_decode_convert(videos: list[Path], clips: int) -> dict[str, float]:
+    """Replays what VideoReader.read does with bare PyAV to split decode from rgb conversion:
+    seek to the keyframe before the first wanted frame, decode forward to the last one
+    (timed), then convert the 16 wanted frames to rgb24 (timed separately)."""
+    sampler = TemporalSampler("stride", FRAMES, STRIDE)
+    times: dict[str, float] = {}
+    for i in range(clips):
+        rng = np.random.default_rng([0, 99, i])
+        with VideoReader(videos[i % len(videos)]) as reader:
+            idx = sampler(reader.info.frames, train=True, rng=rng)
+            order = sorted(reader._index_of)  # pts of frame k
+            want = {order[k] for k in idx}
+            last = order[int(idx[-1])]
+            first = order[int(idx[0])]
+        with av.open(str(videos[i % len(videos)])) as c:
+            s = c.streams.video[0]
+            s.codec_context.thread_count = 1
+            t0 = time.perf_counter()
+            c.seek(first, stream=s, backward=True, any_frame=False)
+            kept = []
+            for f in c.decode(s):
+                if f.pts in want:
+                    kept.append(f)
+                if f.pts >= last:
+                    break
+            t1 = time.perf_counter()
+            for f in kept:
+                f.to_ndarray(format="rgb24")
+            t2 = time.perf_counter()
+        times["seek+decode (no conversion)"] = times.get("seek+decode (no conversion)", 0.0) + t1 - t0
+        times["yuv->rgb24 of 16 frames"] = times.get("yuv->rgb24 of 16 frames", 0.0) + t2 - t1
+    return times
+
+
+def breakdown_reference(videos: list[Path], clips: int) -> dict[str, float]:
+    ds = DecordClips(videos)
+    times: dict[str, float] = {}
+    for i in range(clips):
+        ds.load(i % len(videos), random.Random(i), times)
+    return times
+
+
+def profile_ours(videos: list[Path], clips: int, top: int) -> str:
+    ds = ours_dataset(videos, clips)
+    prof = cProfile.Profile()
+    prof.enable()
+    for i in range(clips):
+        ds[(5, i)]
+    prof.disable()
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(top)
+    return buf.getvalue()
+
+
+def sanity(videos: list[Path]) -> str:
+    """Same frames from both decoders? (Both are FFmpeg + swscale underneath.)"""
+    idx = list(range(100, 164, STRIDE))
+    with VideoReader(videos[0]) as r:
+        ours = r.read(idx).numpy().astype(np.int16)
+    ref = decord.VideoReader(str(videos[0]), num_threads=1, ctx=decord.cpu(0)).get_batch(idx).asnumpy()
+    d = np.abs(ours - ref.astype(np.int16))
+    return f"max |ours - decord| = {d.max()}, mean = {d.mean():.3f} (uint8 levels, frames {idx[0]}..{idx[-1]})"
+
+
+def machine() -> str:
+    model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                  if ln.startswith("model name")), platform.processor())
+    mem = next((ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines()
+                if ln.startswith("MemTotal")), "0")
+    return f"{os.cpu_count()} CPUs ({model}), {int(mem) / 2**20:.1f} GiB RAM, {platform.platform()}"
+
+
+# --------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--videos", type=int, default=12)
+    p.add_argument("--rounds", type=int, default=5, help="measured rounds per side (alternating)")
+    p.add_argument("--clips", type=int, default=48, help="clips per round (multiple of --batch)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=int, default=568)
+    p.add_argument("--height", type=int, default=320)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--gop", type=int, default=60, help="keyframe interval in frames")
+    p.add_argument("--preset", default="medium")
+    p.add_argument("--crf", type=int, default=23)
+    p.add_argument("--cache", type=Path, default=Path("/tmp/progvid_bench_videos"))
+    p.add_argument("--breakdown-clips", type=int, default=24,
+                   help="clips for the single-process per-stage breakdown (0: skip)")
+    p.add_argument("--profile", type=int, default=0, metavar="TOP",
+                   help="also cProfile our __getitem__ in one process and print the TOP functions")
+    args = p.parse_args(argv)
+
+    if decord is None:
+        print("decord is not installed; the reference side needs it: pip install decord\n"
+              "(bench-only; not a progvid dependency; see bench/loader_throughput.md)", file=sys.stderr)
+        return 2
+    if Image is None:
+        print("Pillow is not installed: pip install pillow", file=sys.stderr)
+        return 2
+    if args.clips % args.batch or args.clips < args.batch:
+        p.error("--clips must be a positive multiple of --batch")
+
+    print("machine :", machine())
+    print(f"versions: python {platform.python_version()}, torch {torch.__version__}, av {av.__version__} "
+          f"(libavcodec {'.'.join(map(str, av.library_versions['libavcodec']))}), "
+          f"decord {decord.__version__}, numpy {np.__version__}, pillow {Image.__version__}")
+    print(f"settings: {args.videos} videos {args.width}x{args.height} {args.seconds:g}s @{args.fps}fps "
+          f"h264 yuv420p gop {args.gop} preset {args.preset} crf {args.crf}; clips {FRAMES}x stride "
+          f"{STRIDE} -> {SIZE}; batch {args.batch}, workers {args.workers}, prefetch 4; "
+          f"{args.rounds} rounds x {args.clips} clips per side; torch threads {torch.get_num_threads()}")
+
+    videos = make_videos(args.cache, args.videos, width=args.width, height=args.height,
+                         seconds=args.seconds, fps=args.fps, gop=args.gop, preset=args.preset,
+                         crf=args.crf)
+    size_mb = sum(v.stat().st_size for v in videos) / 1e6
+    print(f"videos  : {args.cache} ({size_mb / len(videos):.2f} MB each, "
+          f"~{8 * size_mb / len(videos) / args.seconds:.2f} Mbit/s)")
+    print("sanity  :", sanity(videos))
+
+    ours = build_loader(ours_dataset(videos, args.clips, args.seed), batch_size=args.batch, train=True,
+                        workers=args.workers, seed=args.seed)
+    ref = reference_loader(videos, args.clips, batch=args.batch, workers=args.workers, seed=args.seed)
+    sides = {"ours": (ours, True), "reference": (ref, False)}
+
+    # warm-up: worker start + first touches, one epoch each, excluded
+    for name, (loader, epochs) in sides.items():
+        n, dt = run_epoch(loader, 0 if epochs else None)
+        print(f"warm-up {name:<9}: {n} clips in {dt:.2f} s (excluded)", flush=True)
+
+    rates: dict[str, list[float]] = {"ours": [], "reference": []}
+    for r in range(args.rounds):
+        order = ["ours", "reference"] if r % 2 == 0 else ["reference", "ours"]
+        line = [f"round {r + 1}:"]
+        for name in order:
+            loader, epochs = sides[name]
+            n, dt = run_epoch(loader, r + 1 if epochs else None)
+            rates[name].append(n / dt)
+            line.append(f"{name} {n / dt:6.2f} clips/s ({dt:5.2f} s)")
+        line.append(f"ratio {rates['ours'][-1] / rates['reference'][-1]:.2f}  load {os.getloadavg()[0]:.2f}")
+        print("  ".join(line), flush=True)
+    del ours, ref, sides  # stop the workers before single-process timing
+
+    mo, mr = statistics.median(rates["ours"]), statistics.median(rates["reference"])
+    paired = [a / b for a, b in zip(rates["ours"], rates["reference"])]
+    print(f"median  : ours {mo:.2f} clips/s, reference {mr:.2f} clips/s")
+    print(f"RATIO ours/reference = {mo / mr:.2f} (median of rates); per-round ratios "
+          f"{', '.join(f'{x:.2f}' for x in paired)} (median {statistics.median(paired):.2f}, "
+          f"min {min(paired):.2f}, max {max(paired):.2f}); goal >= 2.00")
+
+    if args.breakdown_clips:
+        torch.set_num_threads(1)  # what a DataLoader worker runs with
+        k = args.breakdown_clips
+        print(f"\nsingle process (workers=0, 1 torch thread), mean per clip over {k} clips:")
+        times, decoded = breakdown_ours(videos, k)
+        print(f"  ours ({decoded / k:.1f} frames decoded per clip on average):")
+        print("\n".join(_fmt_ms(times, k)))
+        print("  ours, decode vs rgb conversion (bare-PyAV replay of the same reads):")
+        print("\n".join(_fmt_ms(split_decode_convert(videos, k), k)))
+        print("  reference:")
+        print("\n".join(_fmt_ms(breakdown_reference(videos, k), k)))
+    if args.profile:
+        torch.set_num_threads(1)
+        print(f"\ncProfile of ours, {max(args.breakdown_clips, 12)} x VideoDataset.__getitem__ (1 process):")
+        print(profile_ours(videos, max(args.breakdown_clips, 12), args.profile))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

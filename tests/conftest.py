@@ -20,3 +20,14 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth")
     write_dataset(out, train=24, val=12, size=32, frames=16, classes=4, seed=0, workers=1)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished two-step tiny pre-training run (checkpoint, metrics), shared by tests."""
+    from engine_util import tiny_pretrain
+    from progvid.pretrain import run_pretrain
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    run_pretrain(tiny_pretrain(synth_dir, train__max_steps=2), out=str(out))
+    return out

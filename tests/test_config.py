@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from progvid.config import (
     DataConfig,
@@ -25,7 +26,7 @@ def write(tmp_path: Path, data: object, name: str = "c.yaml") -> Path:
 def test_defaults_and_frozen() -> None:
     cfg = RunConfig()
     assert cfg.data.num_frames == 16
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         cfg.data.num_frames = 8  # type: ignore[misc]
 
 

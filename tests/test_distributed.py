@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from engine_util import losses, tiny_pretrain
 
+from engine_util import losses, tiny_pretrain
 from progvid.config import save_config
 from progvid.pretrain import run_pretrain
 

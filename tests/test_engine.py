@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from engine_util import losses, tiny_pretrain
 
+from engine_util import losses, tiny_pretrain
 from progvid.engine import checkpoint as ckpt
 from progvid.engine.schedule import CosineLR, Schedule, Stage
 from progvid.engine.trainer import TrainingError

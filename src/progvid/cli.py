@@ -10,7 +10,6 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from .errors import ProgvidError
@@ -118,6 +117,85 @@ def _strip_nproc(argv: list[str]) -> list[str]:
     return out
 
 
+def cmd_flops(args: argparse.Namespace) -> int:
+    from .models import videomae
+    from .progressive.flops import model_flops
+
+    if args.frames % args.tubelet:
+        from .errors import ProgvidError
+
+        raise ProgvidError(f"--frames: {args.frames} is not a multiple of the tubelet size {args.tubelet}")
+    model = videomae(args.model, num_frames=args.frames, img_size=args.size, patch_size=args.patch,
+                     tubelet_size=args.tubelet, mask_ratio=args.mask_ratio,
+                     decoder_depth=args.decoder_depth)
+    f = model_flops(model, args.frames, args.size)
+    if args.json:
+        _print_json({"model": args.model, "frames": args.frames, "size": args.size,
+                     "mask_ratio": args.mask_ratio, "tokens": f.tokens, "visible_tokens": f.visible,
+                     "gflops_forward": f.forward / 1e9, "gflops_train": f.train / 1e9,
+                     "parts_gflops": {k: getattr(f, k) / 1e9 for k in
+                                      ("embed", "encoder", "enc_to_dec", "decoder", "head")},
+                     "unit": "GMACs (multiply-accumulates) per clip; train = 3 x forward"})
+    else:
+        print(f"VideoMAE-{args.model} {args.frames}x{args.size}^2, mask {args.mask_ratio}: "
+              f"{f.forward / 1e9:.4g} G forward, {f.train / 1e9:.4g} G train per clip "
+              "(multiply-accumulates; train = 3 x forward)")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .errors import ConfigError
+    from .pretrain import build_model
+    from .progressive.flops import model_flops
+    from .progressive.plan import format_plan, plan_table, probe_seconds_per_step
+
+    cfg = load_config(args.config, args.set)
+    if cfg.task != "pretrain":
+        raise ConfigError(f"{args.config}: `task` is {cfg.task!r}; plans belong to task: pretrain")
+    size = args.dataset_size
+    if size is None:
+        from .data.datasets import build_samples
+
+        size = len(build_samples(cfg.data, "train").samples)
+    model = build_model(cfg)
+    sps = None
+    if args.probe:
+        from .engine.distributed import resolve_device
+
+        device = resolve_device(cfg.train.device)
+        cache: dict[tuple[int, int], float] = {}
+
+        def sps(frames: int, batch: int) -> float:
+            if (frames, batch) not in cache:
+                cache[(frames, batch)] = probe_seconds_per_step(
+                    model, frames, batch, cfg.data.input_size, device, cfg.train.precision)
+            return cache[(frames, batch)]
+
+    table = plan_table(cfg, size, args.world, lambda f: model_flops(model, f).train, sps)
+    if args.json:
+        _print_json(table)
+    else:
+        print(format_plan(table))
+    return 0
+
+
+def cmd_viz_recon(args: argparse.Namespace) -> int:
+    from .viz import recon_from_checkpoint
+
+    out = recon_from_checkpoint(args.checkpoint, args.video, args.out, seed=args.seed)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_plot_losses(args: argparse.Namespace) -> int:
+    from .viz import plot_losses
+
+    out = plot_losses(args.runs, args.out, keys=tuple(args.keys))
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .pretrain import export_checkpoint
 
@@ -199,11 +277,52 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes on this machine (launches through torch.distributed.run)")
     p.set_defaults(func=cmd_pretrain)
 
+    p = sub.add_parser("plan", help="per-stage epochs, steps, learning rates and exact budgets")
+    p.add_argument("config", help="YAML config (task: pretrain)")
+    _add_run_options(p)
+    p.add_argument("--json", action="store_true", help="print stages and totals as JSON")
+    p.add_argument("--probe", action="store_true",
+                   help="measure a few training steps per stage to estimate wall time")
+    p.add_argument("--dataset-size", type=int, default=None,
+                   help="training clips (default: count the config's training list)")
+    p.add_argument("--world", type=int, default=1, help="processes the run will use (default 1)")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("flops", help="exact per-clip VideoMAE FLOPs (multiply-accumulates)")
+    p.add_argument("--model", default="base", choices=["tiny", "small", "base", "large", "huge"])
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--patch", type=int, default=16)
+    p.add_argument("--tubelet", type=int, default=2)
+    p.add_argument("--mask-ratio", type=float, default=0.9)
+    p.add_argument("--decoder-depth", type=int, default=4)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_flops)
+
     p = sub.add_parser("export", help="write a checkpoint in another format (transformers)")
     p.add_argument("checkpoint", help="checkpoint folder or run folder (its newest checkpoint)")
     p.add_argument("out_dir")
     p.add_argument("--format", choices=["hf"], default="hf")
     p.set_defaults(func=cmd_export)
+
+    viz = sub.add_parser("viz", help="pictures: masked reconstruction, optical flow")
+    vsub = viz.add_subparsers(dest="viz_command", metavar="SUBCOMMAND")
+    vsub.required = True
+    p = vsub.add_parser("recon", help="original, masked input and reconstruction side by side")
+    p.add_argument("checkpoint", help="pre-training checkpoint folder or run folder")
+    p.add_argument("video")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random mask")
+    p.set_defaults(func=cmd_viz_recon)
+
+    plot = sub.add_parser("plot", help="plots from run folders")
+    psub = plot.add_subparsers(dest="plot_command", metavar="SUBCOMMAND")
+    psub.required = True
+    p = psub.add_parser("losses", help="loss curves against step and cumulative FLOPs")
+    p.add_argument("runs", nargs="+", help="run folders or metrics.jsonl files")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--keys", nargs="+", default=["loss"], help="metrics to plot (default loss)")
+    p.set_defaults(func=cmd_plot_losses)
 
     p = sub.add_parser("demo", help="the end-to-end demo on the synthetic dataset")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
@@ -222,6 +341,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"progvid: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like: not a failure
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("progvid: interrupted", file=sys.stderr)
         return 130

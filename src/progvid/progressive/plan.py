@@ -137,3 +137,108 @@ def build_schedule(cfg: PretrainConfig, planned: list[PlannedStage],
                                "rates": {p.frames: p.sampling_rate for p in planned},
                                "flops_by_frames": {s.num_frames: s.flops_per_clip for s in stages}})]
     return Schedule(tuple(stages))
+
+
+def probe_seconds_per_step(model: Any, frames: int, batch_size: int, img_size: int,
+                           device: Any = "cpu", precision: str = "fp32", steps: int = 3) -> float:
+    """Measured seconds per training step (forward, backward, AdamW) on random clips."""
+    import time
+
+    import torch
+
+    device = torch.device(device)
+    model = model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    video = torch.randn(batch_size, model.in_chans, frames, img_size, img_size, device=device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    times = []
+    for i in range(steps + 1):  # the first step warms up kernels and the allocator
+        t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = model(video).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def plan_table(cfg: PretrainConfig, dataset_size: int, world: int = 1,
+               flops_per_clip: Callable[[int], float] | None = None,
+               seconds_per_step: Callable[[int, int], float] | None = None) -> dict[str, Any]:
+    """Per-stage and total budgets: nominal (frames processed) and measured (FLOPs, MACs).
+
+    `flops_per_clip(frames)` gives training MACs per clip; `seconds_per_step(frames, batch)`
+    (optional, from a throughput probe) adds estimated times.
+    """
+    planned = build_plan(cfg, dataset_size, world)
+    fpc = flops_per_clip or (lambda f: 0.0)
+    stages = []
+    for p in planned:
+        clips = p.steps * p.total_batch
+        row = {**p.to_json(), "batch_size": p.batch_size, "clips": clips,
+               "frames_processed": clips * p.frames, "gflops_per_clip": fpc(p.frames) / 1e9,
+               "pflops": clips * fpc(p.frames) / 1e15}
+        if seconds_per_step is not None:
+            row["est_seconds"] = p.steps * seconds_per_step(p.frames, p.batch_size)
+        stages.append(row)
+    total_pflops = sum(s["pflops"] for s in stages)
+    for s in stages:
+        s["flops_share"] = s["pflops"] / total_pflops if total_pflops else 0.0
+    # the one-stage VideoMAE baseline at the same N_e, reference length and base batch
+    ref = cfg.budget.ref_frames
+    base_batch = cfg.train.batch_size * world * cfg.optim.accum_steps
+    budget = cfg.budget.epochs * cfg.budget.scale
+    base_steps = max(1, math.ceil(budget * dataset_size / base_batch))
+    base_clips = base_steps * base_batch
+    totals = {
+        "epochs_at_16": budget,
+        "ref_frames": ref,
+        "steps": sum(s["steps"] for s in stages),
+        "frames_processed": sum(s["frames_processed"] for s in stages),
+        "baseline_frames_processed": base_clips * ref,
+        "pflops": total_pflops,
+        "baseline_pflops": base_clips * fpc(ref) / 1e15,
+    }
+    totals["flops_ratio_to_baseline"] = (total_pflops / totals["baseline_pflops"]
+                                         if totals["baseline_pflops"] else float("nan"))
+    totals["nominal_ratio_to_baseline"] = totals["frames_processed"] / totals["baseline_frames_processed"]
+    if seconds_per_step is not None:
+        totals["est_seconds"] = sum(s["est_seconds"] for s in stages)
+    return {"stages": stages, "totals": totals, "dataset_size": dataset_size, "world": world}
+
+
+def format_plan(table: dict[str, Any]) -> str:
+    """The plan as a text table for the terminal."""
+    has_time = "est_seconds" in table["totals"]
+    head = ["stage", "frames", "share", "epochs", "batch", "lr", "steps", "GFLOPs/clip",
+            "PFLOPs", "FLOPs %"] + (["est. time"] if has_time else [])
+    rows = []
+    for s in table["stages"]:
+        row = [str(s["index"] + 1), str(s["frames"]), f"{s['share']:.4g}", f"{s['epochs']:.4g}",
+               str(s["batch_size"]), f"{s['lr']:.3g}", str(s["steps"]), f"{s['gflops_per_clip']:.4g}",
+               f"{s['pflops']:.4g}", f"{100 * s['flops_share']:.1f}"]
+        if has_time:
+            row.append(_hms(s["est_seconds"]))
+        rows.append(row)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
+    t = table["totals"]
+    out = [line(head), *(line(r) for r in rows), "",
+           f"budget N_e = {t['epochs_at_16']:.4g} epochs at {t['ref_frames']} frames; "
+           f"{table['dataset_size']} clips x {table['world']} process(es); {t['steps']} steps",
+           f"nominal (frames processed): {t['frames_processed']:.4g} "
+           f"= {t['nominal_ratio_to_baseline']:.3f} x the one-stage baseline",
+           f"measured (training FLOPs as multiply-accumulates): {t['pflops']:.4g} PFLOPs "
+           f"= {t['flops_ratio_to_baseline']:.3f} x the baseline's {t['baseline_pflops']:.4g} PFLOPs"]
+    if has_time:
+        out.append(f"estimated time (measured throughput probe): {_hms(t['est_seconds'])}")
+    return "\n".join(out)
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

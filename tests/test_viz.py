@@ -1,0 +1,182 @@
+"""Visualisation: reconstruction pictures, checkpoint end to end, loss curves, flow colours."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from progvid.data.transforms import Normalize
+from progvid.engine.checkpoint import META, plain_state_dict, save_checkpoint
+from progvid.errors import CheckpointError, DataError, ProgvidError
+from progvid.models import VideoMAE, videomae
+from progvid.viz import (
+    color_wheel,
+    flow_to_color,
+    paste_prediction,
+    plot_losses,
+    read_metrics,
+    recon_figure,
+    recon_from_checkpoint,
+    reconstruct,
+    stage_changes,
+)
+from videos import make_frames, write_text_as_video, write_video
+
+_PNG = b"\x89PNG"
+
+
+def tiny(**kw) -> VideoMAE:
+    torch.manual_seed(0)
+    return videomae("tiny", num_frames=4, img_size=32, patch_size=8, embed_dim=32, depth=1,
+                    num_heads=2, decoder_embed_dim=32, decoder_num_heads=2, decoder_depth=1, **kw)
+
+
+def clip_and_video(model: VideoMAE) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random uint8 clip (T, H, W, C) and its normalized (1, C, T, H, W) tensor."""
+    g = torch.Generator().manual_seed(1)
+    clip = torch.randint(0, 256, (4, 32, 32, 3), generator=g, dtype=torch.uint8)
+    video = Normalize(model.hparams["mean"], model.hparams["std"])(clip).unsqueeze(0)
+    return clip, video
+
+
+def test_reconstruct_keeps_visible_patches_and_greys_masked() -> None:
+    model = tiny()
+    clip, video = clip_and_video(model)
+    out = reconstruct(model, video, generator=torch.Generator().manual_seed(0))
+    for name in ("original", "masked", "reconstruction"):
+        assert out[name].shape == (4, 32, 32, 3) and out[name].dtype == torch.uint8
+    hidden = out["mask"]
+    assert hidden.shape == (4, 32, 32) and hidden.dtype == torch.bool
+    assert 0 < hidden.float().mean() < 1
+    assert torch.equal(out["original"], clip)  # normalize -> un-normalize is lossless
+    assert torch.equal(out["reconstruction"][~hidden], clip[~hidden])
+    assert torch.equal(out["masked"][~hidden], clip[~hidden])
+    assert (out["masked"][hidden] != clip[hidden]).float().mean() > 0.9
+    assert not torch.equal(out["reconstruction"][hidden], clip[hidden])
+    assert model.training  # mode restored
+
+
+def test_reconstruct_uses_given_mask() -> None:
+    model = tiny()
+    _, video = clip_and_video(model)
+    mask = torch.zeros(1, 32, dtype=torch.bool)
+    mask[0, :5] = True  # the first 5 tokens: frames 0-1, top-left region
+    out = reconstruct(model, video, mask=mask)
+    assert out["mask"][:2].any() and not out["mask"][2:].any()
+
+
+@pytest.mark.parametrize("norm_pix", [True, False])
+def test_true_target_reconstructs_original(norm_pix: bool) -> None:
+    model = tiny(norm_pix_loss=norm_pix)
+    clip, video = clip_and_video(model)
+    mask = model.random_mask(1, generator=torch.Generator().manual_seed(3))
+    target = model.normalized_target(video)[mask].reshape(1, -1, model.decoder_output_dim)
+    out = paste_prediction(model, video, target, mask)
+    diff = (out["reconstruction"].int() - clip.int()).abs()
+    assert diff.max() <= 1
+    if norm_pix:  # skipping the per-token un-normalization would be far off
+        naive = (target.clamp(0, 1) * 255).round()
+        assert (naive - model.patchify(clip.permute(3, 0, 1, 2)[None].float())[mask]).abs().mean() > 20
+
+
+def test_recon_figure_writes_png(tmp_path: Path) -> None:
+    model = tiny()
+    _, video = clip_and_video(model)
+    out = reconstruct(model, video)
+    png = recon_figure(out, tmp_path / "sub" / "recon.png", title="tiny")
+    assert png.read_bytes()[:4] == _PNG
+    one = recon_figure(out, tmp_path / "one.png", frames=1)
+    assert one.stat().st_size > 0
+
+
+def _checkpoint(tmp_path: Path, model: VideoMAE, **meta) -> Path:
+    data = {"num_frames": 4, "sampling_rate": 2, "sampler": "stride", "input_size": 32,
+            "mean": model.hparams["mean"], "std": model.hparams["std"]}
+    return save_checkpoint(tmp_path / "run", 1, plain_state_dict(model), {"step": 1},
+                           {"model": model.hparams, "data": data, **meta})
+
+
+def test_recon_from_checkpoint_end_to_end(tmp_path: Path) -> None:
+    model = tiny()
+    ckpt = _checkpoint(tmp_path, model)
+    video = write_video(tmp_path / "clip.mp4", make_frames(12, 40, 48), gop=6)
+    png = recon_from_checkpoint(ckpt, video, tmp_path / "out.png", seed=1)
+    assert png == tmp_path / "out.png" and png.read_bytes()[:4] == _PNG
+    # a run folder resolves to its newest checkpoint
+    again = recon_from_checkpoint(tmp_path / "run", video, tmp_path / "out2.png")
+    assert again.stat().st_size > 0
+
+
+def test_recon_from_checkpoint_errors(tmp_path: Path) -> None:
+    model = tiny()
+    video = write_video(tmp_path / "clip.mp4", make_frames(8, 32, 32), gop=4)
+    with pytest.raises(CheckpointError, match="missing"):
+        recon_from_checkpoint(tmp_path / "missing", video, tmp_path / "x.png")
+    ckpt = _checkpoint(tmp_path, model)
+    with pytest.raises(DataError, match="bad.mp4") as err:
+        recon_from_checkpoint(ckpt, write_text_as_video(tmp_path / "bad.mp4"), tmp_path / "x.png")
+    assert "\n" not in str(err.value)
+    with pytest.raises(DataError, match="nothere.mp4"):
+        recon_from_checkpoint(ckpt, tmp_path / "nothere.mp4", tmp_path / "x.png")
+    meta = json.loads((ckpt / META).read_text())
+    (ckpt / META).write_text(json.dumps({**meta, "model": {**meta["model"], "embed_dim": 64}}))
+    with pytest.raises(CheckpointError, match="weights do not fit") as err:
+        recon_from_checkpoint(ckpt, video, tmp_path / "x.png")
+    assert "\n" not in str(err.value)
+    del meta["model"]
+    (ckpt / META).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="meta.json") as err:
+        recon_from_checkpoint(ckpt, video, tmp_path / "x.png")
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "x.png").exists()
+
+
+def _write_metrics(path: Path, stages: list[int], base: float) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"step": i, "stage": s, "loss": base / (i + 1), "flops": 1e9 * (i + 1)})
+             for i, s in enumerate(stages)]
+    path.write_text("\n".join(lines) + '\n{"step": 9, "loss"\n')  # a line cut by a crash
+    return path
+
+
+def test_plot_losses_two_runs(tmp_path: Path) -> None:
+    a = _write_metrics(tmp_path / "a" / "metrics.jsonl", [0, 0, 0, 1, 1, 2], 1.0)
+    b = _write_metrics(tmp_path / "b.jsonl", [0, 0, 0, 0], 2.0)
+    recs = read_metrics(a)
+    assert len(recs) == 6
+    assert [r["step"] for r in stage_changes(recs)] == [3, 5]
+    assert stage_changes(read_metrics(b)) == []
+    png = plot_losses([tmp_path / "a", b], tmp_path / "loss.png", keys=("loss", "flops"))
+    assert png.read_bytes()[:4] == _PNG
+    with pytest.raises(ProgvidError, match="nope.jsonl"):
+        plot_losses([tmp_path / "nope.jsonl"], tmp_path / "x.png")
+    with pytest.raises(ProgvidError, match="no records with acc"):
+        plot_losses([b], tmp_path / "x.png", keys=("acc",))
+
+
+def test_flow_to_color() -> None:
+    wheel = color_wheel()
+    assert wheel.shape == (55, 3) and wheel.min() >= 0 and wheel.max() == 255
+    zero = flow_to_color(torch.zeros(2, 5, 7))
+    assert zero.shape == (5, 7, 3) and zero.dtype == torch.uint8
+    assert (zero == 255).all()  # no motion -> white
+    flow = torch.zeros(2, 4, 8)
+    flow[0, :, :4] = 1.0  # right
+    flow[0, :, 4:] = -1.0  # left
+    img = flow_to_color(flow).int()
+    right, left = img[0, 0], img[0, 7]
+    assert (right - left).abs().max() > 100
+    assert right[0] > right[2] and left[2] > left[0]  # Middlebury: right reddish, left blue-ish
+    down = flow_to_color(torch.stack([torch.zeros(3, 3), torch.ones(3, 3)]))
+    assert not torch.equal(down[0, 0], img[0, 0].to(torch.uint8))
+    half = flow_to_color(flow * 0.5, max_norm=1.0).int()  # half magnitude: paler colour
+    assert (half[0, 0] >= img[0, 0]).all() and (half[0, 0] > img[0, 0]).any()
+    nan = flow_to_color(torch.full((2, 2, 2), float("nan")))
+    assert (nan == 255).all()
+    with pytest.raises(ValueError, match="2, H, W"):
+        flow_to_color(torch.zeros(3, 4, 4))
+    assert np.asarray(flow_to_color(flow)).shape == (4, 8, 3)

@@ -257,7 +257,7 @@ def _pool_context() -> mp.context.BaseContext:
     preloaded server makes worker start-up cheap; spawn elsewhere."""
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])
+        ctx.set_forkserver_preload([__name__, "av"])
         return ctx
     return mp.get_context("spawn")
 

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from engine_util import losses, tiny_pretrain
+
+from progvid.config import PretrainConfig, validate
+from progvid.errors import ConfigError
+from progvid.progressive.plan import build_plan, build_schedule, plan_table, stage_epochs
+from progvid.pretrain import run_pretrain
+
+TPL = [{"frames": 2, "share": 0.125}, {"frames": 4, "share": 0.125},
+       {"frames": 8, "share": 0.5}, {"frames": 16, "share": 0.25}]
+
+
+def cfg_with(stages, **kw) -> PretrainConfig:
+    raw = {"task": "pretrain", "plan": {"stages": stages}, "budget": {"epochs": 800},
+           "train": {"batch_size": 16}, **kw}
+    return validate(PretrainConfig, raw, "t")
+
+
+def test_seed_epoch_example() -> None:
+    # seed 000: shares 1/8, 1/8, 1/2, 1/4 at 2/4/8/16 frames with N_e = 800 -> 800/400/800/200
+    assert [stage_epochs(s["share"], 800, s["frames"]) for s in TPL] == [800, 400, 800, 200]
+    # seed 000: p = 1/4 at 2 frames with N_e = 800 -> 1600 epochs
+    assert stage_epochs(0.25, 800, 2) == 1600
+
+
+def test_plan_steps_and_lr_rules() -> None:
+    planned = build_plan(cfg_with(TPL), dataset_size=1000, world=2)
+    assert [p.epochs for p in planned] == [800, 400, 800, 200]
+    assert [p.steps for p in planned] == [25000, 12500, 25000, 6250]  # ceil(epochs*1000/32)
+    assert all(p.lr == pytest.approx(1.5e-4 * 32 / 256) for p in planned)
+    per_batch = cfg_with([{**TPL[0], "batch_size": 64}, *TPL[1:]])
+    lrs = [p.lr for p in build_plan(per_batch, 1000)]
+    assert lrs[0] == pytest.approx(lrs[1] * 4)  # lr_i = lr_0 * bz_i / bz_0
+    sched = build_schedule(cfg_with(TPL), planned)
+    starts = sched.starts
+    # mechanism 1: every stage restarts warmup (lr at its first step is 0) and decays to min
+    assert all(sched.lr(s) == 0.0 for s in starts)
+    glob = build_schedule(cfg_with(TPL, optim={"lr_rule": "global"}), planned)
+    assert glob.lr(starts[1]) > 0  # one schedule: no restart at stage 2
+    assert glob.lr(starts[1]) == pytest.approx(glob.stages[0].lr(starts[1]))
+
+
+def test_budget_scale_and_fractional_epochs() -> None:
+    one = build_plan(cfg_with(TPL), 1000)
+    two = build_plan(cfg_with(TPL, budget={"epochs": 800, "scale": 2}), 1000)
+    assert [b.epochs for b in two] == [2 * a.epochs for a in one]
+    tiny = build_plan(cfg_with([{"frames": 16, "share": 1.0}], budget={"epochs": 0.01}), 1000)
+    assert tiny[0].steps == 1  # fractional epochs become (at least one) step
+
+
+@pytest.mark.parametrize("stages,msg", [
+    ([{"frames": 4, "share": 0.5}, {"frames": 4, "share": 0.5}], r"plan.stages.1.frames: frames must increase"),
+    ([{"frames": 3, "share": 1.0}], r"plan.stages.0.frames: 3 is not a multiple of the tubelet size 2"),
+    ([{"frames": 4, "share": 0.5}, {"frames": 8, "share": 0.4}], r"shares sum to 0.9, not 1"),
+    ([{"frames": 4, "share": 0.0}, {"frames": 8, "share": 0.0}], r"shares sum to 0"),
+])
+def test_plan_validation(stages, msg) -> None:
+    with pytest.raises(ConfigError, match=msg):
+        build_plan(cfg_with(stages), 100)
+
+
+def test_zero_share_dropped_and_range_checks() -> None:
+    planned = build_plan(cfg_with([{"frames": 2, "share": 0.0}, {"frames": 16, "share": 1.0}]), 100)
+    assert [p.frames for p in planned] == [16]
+    with pytest.raises(ConfigError, match=r"plan.stages.0.share"):
+        cfg_with([{"frames": 2, "share": 1.5}])
+    with pytest.raises(ConfigError, match=r"plan.stages.0.batch_size"):
+        cfg_with([{"frames": 2, "share": 1.0, "batch_size": 0}])
+
+
+def test_plan_table_totals() -> None:
+    t = plan_table(cfg_with(TPL), 1000, 1, flops_per_clip=lambda f: 1e9 * f * f)
+    assert t["totals"]["nominal_ratio_to_baseline"] == pytest.approx(1.0, rel=1e-3)
+    expected = sum(s["clips"] * 1e9 * s["frames"] ** 2 for s in t["stages"]) / 1e15
+    assert t["totals"]["pflops"] == pytest.approx(expected)
+    assert 0 < t["totals"]["flops_ratio_to_baseline"] < 1  # quadratic cost favours short clips
+    for key in ("frames", "share", "epochs", "steps", "batch_size", "lr", "gflops_per_clip", "pflops"):
+        assert key in t["stages"][0]
+
+
+def test_mid_stage_resume_three_stages(synth_dir: Path, tmp_path: Path) -> None:
+    stages = [{"frames": 2, "share": 0.25}, {"frames": 4, "share": 0.25}, {"frames": 8, "share": 0.5}]
+    kw = {"plan": {"stages": stages}, "budget": {"epochs": 1, "ref_frames": 8},
+          "data__num_frames": 8}
+    full = tiny_pretrain(synth_dir, **kw)
+    run_pretrain(full, out=str(tmp_path / "full"))
+    sched = build_schedule(full, build_plan(full, 24))
+    stop = sched.starts[1] + 2  # inside stage 2
+    part = tiny_pretrain(synth_dir, **kw, train__max_steps=stop, train__ckpt_every=stop)
+    run_pretrain(part, out=str(tmp_path / "split"))
+    run_pretrain(full, out=str(tmp_path / "split"), resume="auto")
+    a, b = losses(tmp_path / "full"), losses(tmp_path / "split")
+    assert [s for s, _ in a] == [s for s, _ in b] == list(range(sched.total_steps))
+    for (_, x), (_, y) in zip(a, b, strict=True):
+        assert x == pytest.approx(y, rel=1e-6, abs=1e-7)
+
+
+def test_multigrid_runs(synth_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    cfg = tiny_pretrain(synth_dir, plan={"stages": [{"frames": 2, "share": 0.5},
+                                                   {"frames": 4, "share": 0.5}], "multigrid": True})
+    run_pretrain(cfg, out=str(tmp_path / "mg"))
+    rows = [json.loads(x) for x in (tmp_path / "mg" / "metrics.jsonl").read_text().splitlines()]
+    assert {r["frames"] for r in rows} == {2, 4} and {r["stage"] for r in rows} == {0}

@@ -37,7 +37,9 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=16)
     args = ap.parse_args()
     print(f"cpus: {os.cpu_count()}  cpu: {_cpu_model()}")
-    print(f"clips: {args.clips} of {args.size}x{args.size}x{args.frames}")
+    print(f"clips: {args.clips} of {args.size}x{args.size}x{args.frames}; "
+          f"load average before: {os.getloadavg()[0]:.2f}")
+    print("| what | workers | clips/s |\n|---|---|---|")
 
     start = time.perf_counter()
     for i in range(args.clips):

@@ -1,1 +1,3 @@
-"""progvid."""
+"""progvid: compute-efficient self-supervised video pre-training and action recognition."""
+
+__version__ = "0.1.0"

@@ -133,6 +133,8 @@ def render_clip(label: int, rng: np.random.Generator, *, size: int = 64,
     """Render one clip of class `label` as uint8 (T, H, W, 3); all randomness comes from `rng`."""
     if not 0 <= label < len(MOTION_CLASSES):
         raise ProgvidError(f"label {label} out of range 0..{len(MOTION_CLASSES) - 1}")
+    if size < 8 or frames < 1:
+        raise ProgvidError(f"size must be >= 8 and frames >= 1, got size={size} frames={frames}")
     name = MOTION_CLASSES[label]
     sign = -1 if name in ("move_left", "move_up", "rotate_ccw", "shrink", "fade_out") else 1
     # float32 throughout the per-pixel work: it halves the rendering time.
@@ -191,8 +193,8 @@ def render_clip(label: int, rng: np.random.Generator, *, size: int = 64,
         r = f32(rng.uniform(0.04, 0.07) * size)
         d_cover = np.clip(0.5 - (np.hypot(ddx, ddy) - r), 0, 1)[..., None]
         video += (_colour(rng, bg_mean, min_dist=60).astype(f32) - video) * d_cover
-    # Light sensor noise, new every frame: uniform (std 2) is 5x cheaper than Gaussian;
-    # the +0.5 makes the uint8 cast round.
+    # Light sensor noise, new every frame: uniform on [-3.5, 3.5) (std 2; 5x cheaper than
+    # Gaussian), shifted by +0.5 so that the uint8 cast rounds instead of truncating.
     noise = rng.random(video.shape, dtype=f32)
     noise *= 7.0
     video += noise

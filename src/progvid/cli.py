@@ -117,6 +117,82 @@ def _strip_nproc(argv: list[str]) -> list[str]:
     return out
 
 
+def _load_task_config(args: argparse.Namespace, task: str) -> Any:
+    from .config import load_config
+    from .errors import ConfigError
+
+    cfg = load_config(args.config, args.set)  # validate before launching anything
+    if cfg.task != task:
+        raise ConfigError(f"{args.config}: `task` is {cfg.task!r}; `progvid {args.command}` "
+                          f"needs task: {task}")
+    return cfg
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    cfg = _load_task_config(args, "finetune")
+    if args.nproc and args.nproc > 1:
+        from .engine.distributed import launch
+
+        return launch(args.nproc, _strip_nproc(sys.argv[1:]))
+    from .finetune import run_finetune
+
+    result = run_finetune(cfg, out=args.out, resume=args.resume, config_path=args.config)
+    if result.checkpoint is not None:
+        print(f"done: {result.steps} steps, final loss {result.final_loss:.4f}, "
+              f"checkpoint {result.checkpoint}")
+        ev = result.checkpoint.parent.parent / "eval.json"
+        if ev.is_file():
+            r = json.loads(ev.read_text())
+            print(f"eval ({r['views']} views, {r['num_videos']} videos): top-1 {r['top1']:.4f}, "
+                  f"top-5 {r['top5']:.4f}, mean class accuracy {r['mean_class_accuracy']:.4f}")
+    return 0
+
+
+def _parse_views(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    from .errors import ProgvidError
+
+    try:
+        clips, crops = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise ProgvidError(f"--views: expected CLIPSxCROPS such as 5x3, got {text!r}") from None
+    if clips < 1 or crops not in (1, 3):
+        raise ProgvidError(f"--views: clips must be >= 1 and crops 1 or 3, got {text!r}")
+    return clips, crops
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_checkpoint
+
+    target = args.target
+    if target.endswith((".yaml", ".yml")) and Path(target).is_file():
+        from .pretrain import run_dir_for
+
+        args.config = target
+        target = str(run_dir_for(_load_task_config(args, "finetune"), None, target))
+    r = evaluate_checkpoint(target, views=_parse_views(args.views), batch_size=args.batch_size)
+    if args.json:
+        _print_json({k: v for k, v in r.items() if k not in ("indices_evaluated",)})
+    else:
+        print(f"{r['num_videos']} videos, {r['views']} views: top-1 {r['top1']:.4f}, "
+              f"top-5 {r['top5']:.4f}, mean class accuracy {r['mean_class_accuracy']:.4f}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .evaluate import predict_video
+
+    top = predict_video(args.checkpoint, args.video, topk=args.topk)
+    if args.json:
+        _print_json({"video": args.video, "predictions": [{"class": c, "probability": p}
+                                                          for c, p in top]})
+    else:
+        for name, p in top:
+            print(f"{p:7.2%}  {name}")
+    return 0
+
+
 def cmd_flops(args: argparse.Namespace) -> int:
     from .models import videomae
     from .progressive.flops import model_flops
@@ -276,6 +352,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=int, default=None,
                    help="processes on this machine (launches through torch.distributed.run)")
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="fine-tune a classifier (then evaluate it on the val split)")
+    p.add_argument("config", help="YAML config (task: finetune)")
+    _add_run_options(p)
+    p.add_argument("--out", default=None, help="run folder (default: config `out`, else runs/<name>)")
+    p.add_argument("--resume", default=None, metavar="auto|PATH", help="resume (`auto`: newest checkpoint)")
+    p.add_argument("--nproc", type=int, default=None, help="processes on this machine")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("eval", help="multi-view testing of a fine-tuned run (top-1, top-5, confusion)")
+    p.add_argument("target", metavar="CONFIG_OR_RUN", help="finetune config, run folder or checkpoint")
+    _add_run_options(p)
+    p.add_argument("--views", default=None, metavar="CLIPSxCROPS",
+                   help="test views, e.g. 5x3 (default: the run's eval settings)")
+    p.add_argument("--batch-size", type=int, default=4, help="videos per batch (default 4)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="class probabilities for one video file")
+    p.add_argument("checkpoint", help="fine-tuning checkpoint or run folder")
+    p.add_argument("video")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("plan", help="per-stage epochs, steps, learning rates and exact budgets")
     p.add_argument("config", help="YAML config (task: pretrain)")

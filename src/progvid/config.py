@@ -154,6 +154,52 @@ class PlanConfig(Section):
     multigrid: bool = False  # random clip length per iteration among the stages' (baseline)
 
 
+def _fraction(value: Any) -> Any:
+    """`"1/16"` -> 0.0625 (shares may be written as fractions); anything else unchanged."""
+    if isinstance(value, str) and "/" in value:
+        num, _, den = value.partition("/")
+        try:
+            return float(num) / float(den)
+        except (ValueError, ZeroDivisionError):
+            return value
+    return value
+
+
+class SearchConfig(Section):
+    """The greedy TPL configuration search (seed 000): its space, proxy budget and ranking."""
+
+    stages: tuple[typing.Annotated[int, Field(ge=1, le=4)], ...] = Field((1, 2, 3, 4), min_length=1)
+    frames: tuple[typing.Annotated[int, Field(ge=1)], ...] = Field((2, 4, 8, 12, 16), min_length=1)
+    shares: tuple[typing.Annotated[float, Field(ge=0.0, le=1.0)], ...] = Field(
+        (0.0, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0), min_length=1)
+    max_share_trials: int = Field(12, ge=1)  # phase 3 tries at most this many share tuples
+    batch_exponents: tuple[typing.Annotated[int, Field(ge=0, le=12)], ...] = Field(
+        (3, 4, 5, 6), min_length=1)  # batch candidates min(2^j, bz_max)
+    bz_max: int | None = Field(None, ge=1)  # None: measured from memory at the longest clip
+    metric: Literal["linear", "knn"] = "linear"  # cheap evaluation ranking phases 1-3
+    probe_frames: int | None = Field(None, ge=1)  # clip length of the probe (None: max frames)
+    proxy_epochs: float = Field(50.0, gt=0.0)  # budget N_e of one trial, epochs at ref_frames
+    workers: int = Field(1, ge=1)  # trials run in parallel (the CLI's --workers wins)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fractions(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and isinstance(raw.get("shares"), list | tuple):
+            raw = {**raw, "shares": [_fraction(v) for v in raw["shares"]]}
+        return raw
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchConfig:
+        for name in ("stages", "frames", "shares", "batch_exponents"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ValueError(f"`{name}` lists a value twice ({list(values)})")
+        if max(self.stages) > len(self.frames):
+            raise ValueError(f"`stages`: {max(self.stages)} stages need at least as many "
+                             f"frame counts in `frames` (it has {len(self.frames)})")
+        return self
+
+
 class PretrainConfig(Section):
     task: Literal["pretrain"] = "pretrain"
     seed: int = 0
@@ -164,6 +210,74 @@ class PretrainConfig(Section):
     train: TrainConfig = TrainConfig()
     budget: BudgetConfig = BudgetConfig()
     plan: PlanConfig = PlanConfig()
+    search: SearchConfig = SearchConfig()
+
+
+class ClassifierConfig(Section):
+    """The classifier to fine-tune: a ViT encoder (VideoMAE) or, for HCML, a 3-D CNN."""
+
+    name: Literal["vit", "resnet3d", "hcml"] = "vit"
+    init: str | None = None  # progvid pre-training run/checkpoint, transformers folder, or .pth
+    size: Literal["tiny", "small", "base", "large", "huge"] = "base"
+    patch_size: int = Field(16, ge=1)
+    tubelet_size: int = Field(2, ge=1)
+    embed_dim: int | None = Field(None, ge=8)
+    depth: int | None = Field(None, ge=1)
+    num_heads: int | None = Field(None, ge=1)
+    drop_path: float = Field(0.1, ge=0.0, lt=1.0)
+    head_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    init_scale: float = Field(0.001, gt=0.0)
+    grad_checkpointing: bool = False
+    num_classes: int | None = Field(None, ge=1)  # default: the number of class names
+    # 3-D CNN options (resnet3d / hcml)
+    resnet_depth: Literal[18, 50] = 18
+    width: float = Field(1.0, gt=0.0)
+
+
+class FinetuneOptimConfig(Section):
+    """VideoMAE fine-tuning: AdamW (0.9, 0.999), layer decay 0.75, lr = base_lr * batch / 256."""
+
+    base_lr: float = Field(1e-3, gt=0.0)
+    min_lr: float = Field(1e-6, ge=0.0)  # scaled like base_lr
+    warmup_epochs: float = Field(5.0, ge=0.0)
+    weight_decay: float = Field(0.05, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0.0)
+    layer_decay: float = Field(0.75, gt=0.0, le=1.0)
+    clip_grad: float | None = Field(None, gt=0.0)
+    accum_steps: int = Field(1, ge=1)
+
+
+class MixupConfig(Section):
+    """Mixup / CutMix on whole clips (one box for every frame) and label smoothing."""
+
+    mixup_alpha: float = Field(0.8, ge=0.0)
+    cutmix_alpha: float = Field(1.0, ge=0.0)
+    switch_prob: float = Field(0.5, ge=0.0, le=1.0)
+    prob: float = Field(1.0, ge=0.0, le=1.0)
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class EvalConfig(Section):
+    """Multi-view testing: clips x crops per video, mean of softmax."""
+
+    clips: int = Field(5, ge=1)
+    crops: Literal[1, 3] = 3
+    batch_size: int = Field(4, ge=1)  # videos per process (each with clips x crops views)
+    at_end: bool = True  # evaluate the final model on the val split when training ends
+
+
+class FinetuneConfig(Section):
+    task: Literal["finetune"] = "finetune"
+    seed: int = 0
+    out: str | None = None
+    epochs: float = Field(100.0, gt=0.0)
+    data: DataConfig = DataConfig()
+    model: ClassifierConfig = ClassifierConfig()
+    optim: FinetuneOptimConfig = FinetuneOptimConfig()
+    train: TrainConfig = TrainConfig()
+    mixup: MixupConfig = MixupConfig()
+    eval: EvalConfig = EvalConfig()
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,7 +431,9 @@ def load_config(
     return validate(cls, raw, str(path))
 
 
-_TASKS: dict[str, type[BaseModel]] = {"data": DataOnlyConfig, "pretrain": PretrainConfig}
+_TASKS: dict[str, type[BaseModel]] = {
+    "data": DataOnlyConfig, "pretrain": PretrainConfig, "finetune": FinetuneConfig,
+}
 
 
 def register_task(name: str, cls: type[BaseModel]) -> None:

@@ -116,3 +116,152 @@ def probe_encoder(encoder: torch.nn.Module, data_cfg, *, num_frames: int, method
     if method == "knn":
         return knn(tx, ty, vx, vy, num_classes=classes)
     return linear_probe(tx, ty, vx, vy, num_classes=classes, seed=seed)
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-view testing of a fine-tuned classifier
+
+
+def _test_dataset(samples, d: dict, frames: int, clips: int, crops: int):
+    from .data.datasets import VideoDataset
+    from .data.sampling import TemporalSampler
+    from .data.transforms import test_transform
+
+    sampler = TemporalSampler(d["sampler"], frames, d["sampling_rate"], d["clip_mode"])
+    tf = test_transform(d["input_size"], crops=crops, mean=tuple(d["mean"]), std=tuple(d["std"]))
+    return VideoDataset(samples, sampler=sampler, transform=tf, train=False, test_clips=clips,
+                        seed=0, short_side=d.get("short_side"),
+                        decode_threads=d.get("decode_threads", 1), on_error="raise")
+
+
+@torch.no_grad()
+def video_probabilities(model: torch.nn.Module, loader: DataLoader, device: torch.device,
+                        progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dataset indices, mean softmax over views (N, K), labels) for this process's share."""
+    model = model.to(device).eval()
+    idx, probs, labels = [], [], []
+    it = loader
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(loader, desc="eval", unit="batch", leave=False)
+    for batch in it:
+        v = int(batch["views"])
+        logits = model(batch["video"].to(device)).float()
+        p = logits.softmax(dim=-1).view(-1, v, logits.shape[-1]).mean(dim=1)
+        probs.append(p.cpu())
+        idx.append(batch["index"])
+        labels.append(batch["label"].view(-1, v)[:, 0])
+    if not probs:
+        return torch.empty(0, dtype=torch.long), torch.empty(0, 0), torch.empty(0, dtype=torch.long)
+    return torch.cat(idx), torch.cat(probs), torch.cat(labels)
+
+
+def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
+    """top-1, top-5, mean per-class accuracy and the confusion matrix (rows: true class)."""
+    top1, top5 = _topk(probs, labels)
+    pred = probs.argmax(dim=1)
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    confusion.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
+    per_class = confusion.diag().float() / confusion.sum(dim=1).clamp(min=1).float()
+    present = confusion.sum(dim=1) > 0
+    return {"top1": top1, "top5": top5,
+            "mean_class_accuracy": per_class[present].mean().item() if present.any() else 0.0,
+            "per_class_accuracy": per_class.tolist(), "confusion": confusion.tolist(),
+            "num_videos": int(labels.numel())}
+
+
+def evaluate_checkpoint(checkpoint: str, *, views: tuple[int, int] | None = None,
+                        device: torch.device | str | None = None, batch_size: int = 4,
+                        out_dir: str | None = None, progress: bool | None = None) -> dict:
+    """Multi-view evaluation of a fine-tuning run on its val split; writes eval.json and the
+    confusion picture into the run folder. Under torchrun every rank evaluates a shard."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from .data.datasets import build_samples
+    from .data.loader import ShardSampler, collate
+    from .engine.distributed import init_distributed, resolve_device
+    from .finetune import load_classifier
+
+    model, meta, path = load_classifier(checkpoint)
+    d = meta["data"]
+    ev = meta.get("eval", {})
+    clips, crops = views or (ev.get("clips", 5), ev.get("crops", 3))
+    if device is None:
+        device = resolve_device("auto")
+    device = torch.device(device)
+    dist = init_distributed(device)
+    from .config import DataConfig
+
+    samples = build_samples(DataConfig(**d), "val").samples
+    dataset = _test_dataset(samples, d, meta["model"]["num_frames"], clips, crops)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset)),
+                        num_workers=d.get("workers", 0), collate_fn=collate)
+    show = sys.stderr.isatty() if progress is None else progress
+    idx, probs, labels = video_probabilities(model, loader, device, show and dist.is_main)
+    if dist.enabled:
+        gathered: list = [None] * dist.world
+        torch.distributed.all_gather_object(gathered, (idx, probs, labels))
+        idx = torch.cat([g[0] for g in gathered])
+        probs = torch.cat([g[1] for g in gathered])
+        labels = torch.cat([g[2] for g in gathered])
+    order = idx.argsort()
+    idx, probs, labels = idx[order], probs[order], labels[order]
+    num_classes = meta.get("num_classes") or probs.shape[1]
+    result = classification_metrics(probs, labels, num_classes)
+    result.update({"views": f"{clips}x{crops}", "checkpoint": str(path),
+                   "indices_evaluated": idx.tolist()})
+    if dist.is_main:
+        run = Path(out_dir) if out_dir else path.parent.parent
+        (run / "eval.json").write_text(json.dumps(result, indent=2))
+        confusion_figure(result["confusion"], meta.get("class_names"), run / "confusion.png")
+    return result
+
+
+def confusion_figure(confusion: list[list[int]], names: list[str] | None, out_png) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = torch.tensor(confusion, dtype=torch.float)
+    m = m / m.sum(dim=1, keepdim=True).clamp(min=1)
+    k = m.shape[0]
+    fig, ax = plt.subplots(figsize=(2 + 0.4 * k, 2 + 0.4 * k))
+    ax.imshow(m.numpy(), cmap="Blues", vmin=0, vmax=1)
+    labels = names if names and len(names) == k else [str(i) for i in range(k)]
+    if k <= 40:
+        ax.set_xticks(range(k), labels, rotation=90, fontsize=7)
+        ax.set_yticks(range(k), labels, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("confusion (row-normalized)")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+
+
+def predict_video(checkpoint: str, video: str, *, topk: int = 5,
+                  device: torch.device | str = "cpu") -> list[tuple[str, float]]:
+    """Top-k (class name, probability) for one video file with the checkpoint's preprocessing."""
+    from .data.datasets import Sample
+    from .data.loader import collate
+    from .errors import DataError
+    from .finetune import load_classifier
+
+    model, meta, _ = load_classifier(checkpoint)
+    d = meta["data"]
+    ev = meta.get("eval", {})
+    from pathlib import Path
+
+    if not Path(video).exists():
+        raise DataError(video, "file not found")
+    ds = _test_dataset([Sample(Path(video))], d, meta["model"]["num_frames"],
+                       ev.get("clips", 1), ev.get("crops", 1))
+    batch = collate([ds[0]])
+    _, probs, _ = video_probabilities(model, [batch], torch.device(device))
+    names = meta.get("class_names") or [str(i) for i in range(probs.shape[1])]
+    p, i = probs[0].topk(min(topk, probs.shape[1]))
+    return [(names[j], float(q)) for q, j in zip(p.tolist(), i.tolist(), strict=True)]

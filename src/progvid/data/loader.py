@@ -169,3 +169,21 @@ class SkipLog:
                 f"{len(self.bad)} of {self.dataset_size} videos unreadable, more than "
                 f"data.max_bad_fraction={self.max_fraction}{where}",
             )
+
+
+class ShardSampler(Sampler):
+    """Evaluation order: rank r gets items r, r + world, ... with no padding, so gathering the
+    shards covers every video exactly once. Yields `(0, index)` like `EpochSampler`."""
+
+    def __init__(self, size: int, rank: int | None = None, world: int | None = None) -> None:
+        r, w = dist_info()
+        self.size = size
+        self.rank = r if rank is None else rank
+        self.world = w if world is None else world
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for i in range(self.rank, self.size, self.world):
+            yield (0, i)
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.size, self.world))

@@ -33,23 +33,11 @@ class VideoClassifier(nn.Module):
 
     def __init__(
         self,
-        *,
-        num_classes: int,
-        img_size: int = 224,
-        patch_size: int = 16,
-        tubelet_size: int = 2,
-        num_frames: int = 16,
-        in_chans: int = 3,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        norm_eps: float = 1e-6,
-        drop_path: float = 0.1,
-        head_dropout: float = 0.0,
-        init_scale: float = 0.001,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        *, num_classes: int, img_size: int = 224, patch_size: int = 16, tubelet_size: int = 2,
+        num_frames: int = 16, in_chans: int = 3, embed_dim: int = 768, depth: int = 12,
+        num_heads: int = 12, mlp_ratio: float = 4.0, norm_eps: float = 1e-6,
+        drop_path: float = 0.1, head_dropout: float = 0.0, init_scale: float = 0.001,
+        mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
         grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
@@ -87,8 +75,7 @@ class VideoClassifier(nn.Module):
         return cls(**hparams)
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
-        self.hparams["grad_checkpointing"] = enabled
-        self.encoder.grad_checkpointing = enabled
+        self.hparams["grad_checkpointing"] = self.encoder.grad_checkpointing = enabled
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names exempt from weight decay beyond norms and biases: none (positions are
@@ -239,23 +226,18 @@ def _from_transformers(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     return geometry, sd
 
 
-def _unwrap(raw: Any, path: Path) -> dict[str, Any]:
-    if not isinstance(raw, Mapping):
-        raise CheckpointError(f"{path}: expected a state dict, got {type(raw).__name__}")
-    for wrapper in ("model", "module", "state_dict"):
-        if isinstance(raw.get(wrapper), Mapping):
-            raw = raw[wrapper]
-            break
-    return {k.removeprefix("module."): v for k, v in raw.items()}
-
-
 def _from_file(path: Path, num_heads: int | None) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Official VideoMAE `.pth` (pre-training: `encoder.*` + decoder; fine-tuned: `blocks.*`,
     `fc_norm`, `head`) or a plain state dict file; geometry is inferred from the weights."""
     from progvid.engine.checkpoint import load_weights
     from progvid.interop.hf import load_official_state_dict
 
-    raw = _unwrap(load_weights(path), path)
+    raw = load_weights(path)
+    if not isinstance(raw, Mapping):
+        raise CheckpointError(f"{path}: expected a state dict, got {type(raw).__name__}")
+    raw = next((raw[w] for w in ("model", "module", "state_dict")
+                if isinstance(raw.get(w), Mapping)), raw)
+    raw = {k.removeprefix("module."): v for k, v in raw.items()}
     if any(_PRETRAIN_ONLY.match(k) for k in raw):
         sd = load_official_state_dict(raw)
     else:  # official fine-tune layout has no `encoder.` prefix
@@ -382,11 +364,5 @@ def layer_decay_groups(
     return [groups[k] for k in sorted(groups, key=lambda k: (k[0], not k[1]))]
 
 
-__all__ = [
-    "LoadReport",
-    "VideoClassifier",
-    "classifier",
-    "classifier_from_pretrained",
-    "layer_decay_groups",
-    "layer_id",
-]
+__all__ = ["LoadReport", "VideoClassifier", "classifier", "classifier_from_pretrained",
+           "layer_decay_groups", "layer_id"]

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from progvid.cli import main
+from progvid.config import FinetuneConfig, validate
+from progvid.data.loader import ShardSampler
+from progvid.evaluate import classification_metrics, video_probabilities
+from progvid.finetune import load_classifier, run_finetune
+
+
+def tiny_finetune(data_dir: Path, **over) -> FinetuneConfig:
+    raw = {
+        "task": "finetune", "seed": 0, "epochs": 1,
+        "data": {"root": str(data_dir), "train": "train.csv", "val": "val.csv",
+                 "classes": "classes.txt", "num_frames": 4, "sampling_rate": 2, "input_size": 32,
+                 "flip": False, "workers": 0},
+        "model": {"size": "tiny", "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2},
+        "optim": {"warmup_epochs": 0.2},
+        "train": {"batch_size": 4, "device": "cpu", "log_every": 1, "tensorboard": False},
+        "eval": {"clips": 2, "crops": 3, "batch_size": 4},
+    }
+    for k, v in over.items():
+        sec, _, field = k.partition("__")
+        raw.setdefault(sec, {})[field] = v
+    return validate(FinetuneConfig, raw, "test")
+
+
+@pytest.fixture(scope="module")
+def ft_run(synth_dir: Path, tiny_run: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ft")
+    run_finetune(tiny_finetune(synth_dir, model__init=str(tiny_run)), out=str(out))
+    return out
+
+
+def test_finetune_from_pretrained_then_eval(ft_run: Path) -> None:
+    ev = json.loads((ft_run / "eval.json").read_text())
+    assert ev["num_videos"] == 12 and ev["views"] == "2x3"
+    assert ev["indices_evaluated"] == list(range(12))
+    assert 0 <= ev["top1"] <= ev["top5"] <= 1
+    assert (ft_run / "confusion.png").stat().st_size > 0
+    model, meta, _ = load_classifier(ft_run)
+    assert meta["class_names"] and len(meta["class_names"]) == 4
+    assert model.head.out_features == 4
+
+
+def test_encoder_weights_come_from_pretraining(synth_dir: Path, tiny_run: Path) -> None:
+    from progvid.finetune import build_classifier
+    from progvid.pretrain import load_videomae
+
+    cfg = tiny_finetune(synth_dir, model__init=str(tiny_run))
+    model = build_classifier(cfg, 4)
+    ref = load_videomae(tiny_run).encoder.state_dict()
+    got = model.encoder.state_dict()
+    for k, v in got.items():
+        assert torch.equal(v, ref[k]), k
+
+
+def test_predict_cli(ft_run: Path, synth_dir: Path, capsys) -> None:
+    video = synth_dir / "videos" / "val_00001.mp4"
+    assert main(["predict", str(ft_run), str(video), "--topk", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    probs = [p["probability"] for p in out["predictions"]]
+    assert len(probs) == 2 and probs[0] >= probs[1]
+    assert out["predictions"][0]["class"] in (synth_dir / "classes.txt").read_text().split()
+    assert main(["predict", str(ft_run), str(synth_dir / "classes.txt")]) == 2
+    assert "cannot open as a video container" in capsys.readouterr().err
+
+
+def test_predict_needs_a_classifier(tiny_run: Path, synth_dir: Path, capsys) -> None:
+    assert main(["predict", str(tiny_run), str(synth_dir / "videos" / "val_00001.mp4")]) == 2
+    assert "not a classifier checkpoint" in capsys.readouterr().err
+
+
+def test_multiview_aggregation_by_hand() -> None:
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return x.flatten(1)[:, :3]  # logits = first three numbers of each view
+
+    views = torch.tensor([[1.0, 0, 0], [0, 2.0, 0], [0, 0, 0], [3.0, 1.0, 0]])
+    batch = {"video": views.view(4, 3, 1, 1, 1), "views": 2, "index": torch.tensor([7, 9]),
+             "label": torch.tensor([1, 1, 1, 1])}
+    idx, probs, labels = video_probabilities(Fixed(), [batch], torch.device("cpu"))
+    expected = views.softmax(dim=1).view(2, 2, 3).mean(dim=1)
+    assert torch.allclose(probs, expected) and idx.tolist() == [7, 9] and labels.tolist() == [1, 1]
+    # by hand: video 0 averages to (0.341, 0.500, 0.159) -> class 1 (right); video 1 to
+    # (0.59, 0.22, 0.19) -> class 0 (wrong)
+    assert torch.allclose(expected[0], torch.tensor([0.3413, 0.4995, 0.1592]), atol=1e-3)
+    m = classification_metrics(expected, labels, 3)
+    assert m["top1"] == 0.5 and m["confusion"][1] == [1, 1, 0]
+
+
+def test_shard_sampler_covers_each_once() -> None:
+    seen = [i for r in range(3) for _, i in ShardSampler(10, rank=r, world=3)]
+    assert sorted(seen) == list(range(10))
+
+
+@pytest.mark.slow
+def test_distributed_eval_covers_each_video_once(ft_run: Path, tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc_per_node", "2", "-m", "progvid", "eval", str(ft_run),
+                        "--views", "1x1", "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ev = json.loads((ft_run / "eval.json").read_text())
+    assert ev["indices_evaluated"] == list(range(12)) and ev["num_videos"] == 12

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+from engine_util import tiny_pretrain
+from progvid.config import PretrainConfig, load_config, to_plain, validate
+from progvid.errors import ConfigError
+from progvid.progressive import search as S
+from progvid.progressive.plan import validate_plan
+
+SHARES = (0.0, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_enumeration(n: int) -> None:
+    combos = S.frame_combos((2, 4, 8, 12, 16), n)
+    assert len(combos) == math.comb(5, n)
+    assert all(list(c) == sorted(set(c)) for c in combos)  # strictly increasing
+    tuples = S.share_tuples(SHARES, n)
+    assert tuples and tuples == sorted(tuples)
+    assert all(abs(sum(t) - 1) < 1e-9 and set(t) <= set(SHARES) for t in tuples)
+    picked = S.pick_evenly(tuples, 12, tuples[len(tuples) // 2])
+    assert picked[0] == tuples[len(tuples) // 2] and len(picked) == min(12, len(tuples))
+    assert len(set(picked)) == len(picked) and S.pick_evenly(tuples, 12, tuples[0]) == \
+        S.pick_evenly(tuples, 12, tuples[0])  # deterministic
+    frames, shares = S.canonical_plan(n, (2, 4, 8, 12, 16), SHARES)
+    assert frames == (2, 4, 8, 16)[-n:] and shares == S.CANONICAL_SHARES[n]
+    cfg = validate(PretrainConfig, {"task": "pretrain", "plan": {"stages": [
+        {"frames": f, "share": s} for f, s in zip(frames, shares, strict=True)]}}, "t")
+    assert len(validate_plan(cfg)) == n
+
+
+def test_canonical_fallback_and_batches() -> None:
+    assert S.canonical_plan(2, (2, 4), (0.0, 0.5, 1.0)) == ((2, 4), (0.5, 0.5))
+    assert S.canonical_plan(3, (2, 4, 6), (0.0, 0.5, 1.0)) == ((2, 4, 6), (0.0, 0.5, 0.5))
+    assert S.batch_candidates((3, 4, 5, 6), 20) == [8, 16, 20]
+    assert S.batch_candidates((3, 4, 5, 6), 4) == [4]
+    memory = {"per_clip": 100.0, "available": 1600.0, "cuda": 0.0}
+    assert S.bz_max_table(memory, (4, 16), 16) == {4: 64, 16: 16}
+
+
+def test_measure_memory_cpu(synth_dir: Path) -> None:
+    cfg = tiny_pretrain(synth_dir)
+    mem = S.measure_memory({"config": to_plain(cfg), "frames": 4, "workers": 1})
+    assert mem["per_clip"] >= 1 << 20 and mem["available"] > 0 and mem["cuda"] == 0
+    assert 1 <= S.bz_max_table(mem, (4,), 4)[4] <= 64
+
+
+def test_search_config_errors(synth_dir: Path) -> None:
+    def check(msg: str, **over) -> None:
+        with pytest.raises(ConfigError, match=msg):
+            S.check_search(tiny_pretrain(synth_dir, **{"data__val": "val.csv", **over}))
+
+    check(r"search.frames: 3 is not a multiple", search={"stages": [1, 2], "frames": [2, 3]})
+    check(r"data.val", data__val=None)
+    check(r"search.shares: no 2 values", search={"stages": [2], "frames": [2, 4], "shares": [1.0]})
+    check(r"plan.multigrid", plan={"stages": [{"frames": 4, "share": 1.0}], "multigrid": True})
+    for bad, msg in [({"stages": [5]}, r"search.stages.0"), ({"frames": []}, "search.frames"),
+                     ({"stages": [3], "frames": [2, 4]}, "need at least"),
+                     ({"shares": [0.5, 0.5]}, "twice")]:
+        with pytest.raises(ConfigError, match=msg):
+            validate(PretrainConfig, {"task": "pretrain", "search": bad}, "t")
+    fractions = validate(PretrainConfig, {"task": "pretrain", "search": {"shares": ["1/16", 1]}}, "t")
+    assert fractions.search.shares == (0.0625, 1.0)
+
+
+def _search_cfg(synth_dir: Path) -> PretrainConfig:
+    # 24 training clips, batch 4: a 4-frame stage at share 1 runs 2 steps of the proxy budget
+    return tiny_pretrain(
+        synth_dir, data__val="val.csv", data__classes="classes.txt", budget={"epochs": 800, "ref_frames": 4},
+        search={"stages": [1, 2], "frames": [2, 4], "shares": [0, 0.5, 1], "batch_exponents": [2, 3],
+                "bz_max": 8, "metric": "knn", "proxy_epochs": 0.33})
+
+
+def test_search_end_to_end_and_resume(synth_dir: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _search_cfg(synth_dir)
+    out = tmp_path / "search"
+    lines: list[str] = []
+    t0 = time.time()
+    res = S.run_search(cfg, out=out, workers=1, config_path="tiny.yaml", progress=lines.append)
+    first = time.time() - t0
+    records = [json.loads(x) for x in (out / "trials.jsonl").read_text().splitlines()]
+    assert res.executed == len(records) == len({r["trial_id"] for r in records}) >= 4
+    for r in records:
+        assert set(r) >= {"trial_id", "phase", "stages", "proxy_epochs", "final_loss", "top1", "pflops",
+                          "seconds"}
+        assert r["pflops"] > 0 and 0 <= r["top1"] <= 1 and math.isfinite(r["final_loss"])
+        assert (out / "trials" / r["trial_id"] / "probe.json").is_file()
+    assert [p for p in S.PHASES if res.phases[p]] == list(S.PHASES)
+    assert {st["batch_size"] for r in res.phases["recipe"] for st in r["stages"]} <= {4, 8}
+    best = load_config(out / "best.yaml")
+    assert [s.model_dump(exclude={"warmup_epochs"}) for s in best.plan.stages] == res.best_trial["stages"]
+    assert best.budget.epochs == 800 and best.search == cfg.search and best.model == cfg.model
+    text = (out / "results.md").read_text()
+    assert "**best**" in text and "Phase 4: recipe" in text and res.best_trial["trial_id"] in text
+    assert (out / "search.png").stat().st_size > 1000
+    assert any("phase 1/4" in x for x in lines)
+
+    # resume: nothing runs again, the same best comes out
+    calls: list[str] = []
+    real = S.execute_trial
+    monkeypatch.setattr(S, "execute_trial", lambda job: calls.append(job["trial_id"]) or real(job))
+    t0 = time.time()
+    again = S.run_search(cfg, out=out, workers=1, progress=False)
+    assert calls == [] and again.executed == 0 and time.time() - t0 < first
+    assert again.best_trial["trial_id"] == res.best_trial["trial_id"]
+    assert len((out / "trials.jsonl").read_text().splitlines()) == len(records)
+
+    # interrupted: the last record is lost (its run folder is finished) -> exactly that one reruns
+    lines_ = (out / "trials.jsonl").read_text().splitlines()
+    (out / "trials.jsonl").write_text("\n".join(lines_[:-1]) + "\n" + lines_[-1][:10])  # cut line
+    third = S.run_search(cfg, out=out, workers=1, progress=False)
+    lost = json.loads(lines_[-1])
+    assert calls == [lost["trial_id"]] and third.executed == 1
+    redo = [json.loads(x) for x in (out / "trials.jsonl").read_text().splitlines() if x.endswith("}")]
+    assert redo[-1]["trial_id"] == lost["trial_id"]
+    assert redo[-1]["final_loss"] == pytest.approx(lost["final_loss"])
+    assert redo[-1]["pflops"] == pytest.approx(lost["pflops"])

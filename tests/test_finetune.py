@@ -109,3 +109,15 @@ def test_distributed_eval_covers_each_video_once(ft_run: Path, tmp_path: Path) -
     assert r.returncode == 0, r.stderr[-2000:]
     ev = json.loads((ft_run / "eval.json").read_text())
     assert ev["indices_evaluated"] == list(range(12)) and ev["num_videos"] == 12
+
+
+def test_eval_from_config_and_bad_views(ft_run: Path, synth_dir: Path, tmp_path: Path, capsys) -> None:
+    from progvid.config import save_config
+
+    cfg = validate(FinetuneConfig, {**tiny_finetune(synth_dir).model_dump(mode="json"),
+                                    "out": str(ft_run)}, "t")
+    save_config(cfg, tmp_path / "ft.yaml")
+    assert main(["eval", str(tmp_path / "ft.yaml"), "--views", "1x1"]) == 0
+    assert "12 videos, 1x1 views" in capsys.readouterr().out
+    assert main(["eval", str(ft_run), "--views", "5by3"]) == 2
+    assert "--views: expected CLIPSxCROPS" in capsys.readouterr().err

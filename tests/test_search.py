@@ -122,3 +122,14 @@ def test_search_end_to_end_and_resume(synth_dir: Path, tmp_path: Path,
     assert redo[-1]["trial_id"] == lost["trial_id"]
     assert redo[-1]["final_loss"] == pytest.approx(lost["final_loss"])
     assert redo[-1]["pflops"] == pytest.approx(lost["pflops"])
+
+    # parallel workers (spawned processes): the two phase-1 records are lost; both rerun in the
+    # pool, resuming their finished runs, and agree with the first search
+    kept = (out / "trials.jsonl").read_text().splitlines()
+    phase1 = [json.loads(x) for x in kept if x.endswith("}") and json.loads(x)["phase"] == "stages"]
+    (out / "trials.jsonl").write_text("".join(x + "\n" for x in kept if x.endswith("}")
+                                              and json.loads(x)["phase"] != "stages"))
+    fourth = S.run_search(cfg, out=out, workers=2, progress=False)
+    assert fourth.executed == 2 == len(phase1)
+    assert {r["trial_id"]: r["final_loss"] for r in fourth.phases["stages"]} == pytest.approx(
+        {r["trial_id"]: r["final_loss"] for r in phase1})

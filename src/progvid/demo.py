@@ -33,12 +33,16 @@ PLANS = {
 }
 
 
-def _config(data_dir: Path, plan: list[dict[str, Any]], epochs: float) -> PretrainConfig:
+def synthetic_pretrain_config(data_dir: str | Path, plan: list[dict[str, Any]], epochs: float,
+                              **sections: dict[str, Any]) -> PretrainConfig:
+    """The CPU-sized pre-training recipe on a synthetic dataset (demo and benchmarks)."""
     raw = json.loads(json.dumps(BASE))
     raw["data"]["root"] = str(data_dir)
     raw["plan"] = {"stages": plan}
     raw["budget"] = {"epochs": epochs}
-    return validate(PretrainConfig, raw, "demo")
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return validate(PretrainConfig, raw, "synthetic recipe")
 
 
 def _final_loss(run_dir: Path) -> float:
@@ -61,7 +65,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False) -> int:
     print(f"[demo] data check: {report.ok} readable, {len(report.bad)} unreadable")
     rows = []
     for name, plan in PLANS.items():
-        cfg = _config(data, plan, epochs)
+        cfg = synthetic_pretrain_config(data, plan, epochs)
         run_dir = out / (f"quick_{name}" if quick else name)
         print(f"[demo] pre-training {name} ({len(plan)} stage(s), budget {epochs} epochs at 16 frames)")
         t0 = time.time()

@@ -106,11 +106,12 @@ class HCMLTrunk(nn.Module):
         motion: dict[int, Tensor] = {}
         for level, stage in enumerate(self.backbone.stages, start=1):
             x = stage(x)
+            stop = upto is not None and level >= upto
             if level in self.levels:
-                p = self.pmb[str(level)](x)
-                motion[level] = p
-                x = self.fusion[str(level)](x, p)
-            if upto is not None and level >= upto:
+                motion[level] = self.pmb[str(level)](x)
+                if not stop:  # Z^l only feeds the next stage
+                    x = self.fusion[str(level)](x, motion[level])
+            if stop:
                 return None, motion
         return self.backbone.head(x), motion
 

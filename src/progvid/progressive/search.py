@@ -14,8 +14,8 @@ first candidate of every phase, so a tie keeps it.
 A trial is a short pre-training at the proxy budget (`search.proxy_epochs`, warmup scaled the
 same way) in `out/trials/<trial_id>/`, then the probe. Every finished trial is appended to
 `out/trials.jsonl` (flushed and fsynced); a rerun reads it first and runs only what is missing.
-The id hashes the effective plan (stages with share > 0), the recipe, the proxy budget, the
-probe and the rest of the config, so equal trials met in two phases run once.
+The id hashes the trial's whole config (effective plan: stages with share > 0, recipe, proxy
+budget) and its probe, so equal trials met in two phases run once.
 """
 
 from __future__ import annotations
@@ -153,14 +153,10 @@ def check_search(cfg: PretrainConfig) -> None:
 
 
 def trial_id(cand: Candidate, cfg: PretrainConfig) -> str:
-    """A stable hash of the effective plan, the recipe, the proxy budget and the rest of the config."""
-    raw = to_plain(cfg)
-    for key in ("plan", "search", "budget", "out"):
-        raw.pop(key, None)
-    s = cfg.search
-    key = {"stages": cand.stages(), "proxy_epochs": s.proxy_epochs, "metric": s.metric,
-           "probe_frames": probe_frames(cfg), "ref_frames": cfg.budget.ref_frames,
-           "temporal": cfg.plan.temporal, "base": raw}
+    """A stable hash of what the trial runs (its whole config) and how it is evaluated."""
+    raw = to_plain(trial_config(cfg, cand))
+    raw.pop("search")
+    key = {"trial": raw, "metric": cfg.search.metric, "probe_frames": probe_frames(cfg)}
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -252,8 +248,12 @@ def measure_memory(job: dict[str, Any]) -> dict[str, float]:
     size = cfg.data.input_size
     video = torch.randn(1, model.in_chans, job["frames"], size, size, device=device)
 
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
+
     def step() -> None:
-        model(video).loss.backward()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = model(video).loss
+        loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 

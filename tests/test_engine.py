@@ -126,3 +126,13 @@ def test_malformed_checkpoint_errors(tmp_path: Path) -> None:
     torch.save({"no_step": 1}, d / "state.pt")
     with pytest.raises(CheckpointError, match="malformed training state"):
         ckpt.load_state(d)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_on_cpu(synth_dir: Path, tmp_path: Path, precision: str) -> None:
+    cfg = tiny_pretrain(synth_dir, train__precision=precision, train__max_steps=3)
+    res = run_pretrain(cfg, out=str(tmp_path / precision))
+    assert res.steps == 3 and res.nonfinite_skipped == 0
+    assert all(torch.isfinite(torch.tensor(loss)) for _, loss in losses(tmp_path / precision))
+    weights = ckpt.load_weights(res.checkpoint)
+    assert all(v.dtype == torch.float32 for v in weights.values())  # master weights stay fp32

@@ -125,6 +125,7 @@ def test_search_end_to_end_and_resume(synth_dir: Path, tmp_path: Path,
 
     # parallel workers (spawned processes): the two phase-1 records are lost; both rerun in the
     # pool, resuming their finished runs, and agree with the first search
+    monkeypatch.undo()  # the pool pickles the real function
     kept = (out / "trials.jsonl").read_text().splitlines()
     phase1 = [json.loads(x) for x in kept if x.endswith("}") and json.loads(x)["phase"] == "stages"]
     (out / "trials.jsonl").write_text("".join(x + "\n" for x in kept if x.endswith("}")

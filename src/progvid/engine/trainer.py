@@ -281,7 +281,10 @@ class Trainer:
                 for name, v in zip(losses_acc, reduced.tolist(), strict=True):
                     window.setdefault(name, []).append(v)
                 last_loss = window["loss"][-1]
-                log.advance(1, {"loss": f"{last_loss:.4f}", "lr": f"{lr:.2e}"})
+                rate = (win_clips / max(time.time() - win_t0, 1e-9)) if win_clips else 0.0
+                log.advance(1, {"epoch": f"{self._epoch(pos.step_in_stage, loader, stage):.2f}",
+                                "loss": f"{last_loss:.4f}", "lr": f"{lr:.2e}",
+                                "clips/s": f"{rate:.1f}"})
                 if self.step % s.log_every == 0 or self.step == end:
                     elapsed = max(time.time() - win_t0, 1e-9)
                     record = {"step": self.step - 1, "stage": pos.stage, "frames": frames,

@@ -134,3 +134,12 @@ def test_search_end_to_end_and_resume(synth_dir: Path, tmp_path: Path,
     assert fourth.executed == 2 == len(phase1)
     assert {r["trial_id"]: r["final_loss"] for r in fourth.phases["stages"]} == pytest.approx(
         {r["trial_id"]: r["final_loss"] for r in phase1})
+
+
+def test_search_cli_bad_config(tmp_path, capsys) -> None:
+    from progvid.cli import main
+
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("task: pretrain\nsearch:\n  stages: [5]\n")
+    assert main(["search", str(cfg), "--out", str(tmp_path / "s")]) == 2
+    assert "search.stages" in capsys.readouterr().err

@@ -273,6 +273,26 @@ def cmd_plot_losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from .progressive.search import run_search
+
+    cfg = _load_task_config(args, "pretrain")
+    out = args.out or str(Path("runs") / f"search_{Path(args.config).stem}")
+    res = run_search(cfg, out=out, workers=args.workers, config_path=args.config)
+    best = res.best_trial
+    print(f"best plan: {best.get('stages')} (trial {best.get('trial_id')}); "
+          f"{res.executed} trial(s) run now; wrote {res.best_yaml}, {res.results_md}, {res.plot}")
+    return 0
+
+
+def cmd_plot_tradeoff(args: argparse.Namespace) -> int:
+    from .progressive.tradeoff import plot_tradeoff
+
+    out = plot_tradeoff(args.runs, args.out, group_by=args.group_by)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .pretrain import export_checkpoint
 
@@ -400,6 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_flops)
 
+    p = sub.add_parser("search", help="greedy search for the best TPL plan (resumable)")
+    p.add_argument("config", help="YAML config (task: pretrain) with a `search:` section")
+    _add_run_options(p)
+    p.add_argument("--out", default=None, help="search folder (default runs/search_<name>)")
+    p.add_argument("--workers", type=int, default=None, help="trials in parallel (default search.workers)")
+    p.set_defaults(func=cmd_search)
+
     p = sub.add_parser("export", help="write a checkpoint in another format (transformers)")
     p.add_argument("checkpoint", help="checkpoint folder or run folder (its newest checkpoint)")
     p.add_argument("out_dir")
@@ -424,6 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--keys", nargs="+", default=["loss"], help="metrics to plot (default loss)")
     p.set_defaults(func=cmd_plot_losses)
+
+    p = psub.add_parser("tradeoff", help="top-1 against training PFLOPs and epochs, per method")
+    p.add_argument("runs", nargs="+", help="run folders with an eval.json or probe.json")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--group-by", choices=["method", "model", "method+model"], default="method")
+    p.set_defaults(func=cmd_plot_tradeoff)
 
     p = sub.add_parser("demo", help="the end-to-end demo on the synthetic dataset")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")

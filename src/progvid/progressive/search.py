@@ -35,7 +35,7 @@ from typing import Any
 
 from ..config import PretrainConfig, to_plain, validate
 from ..errors import ConfigError, ProgvidError
-from .plan import SHARE_TOLERANCE, stage_epochs
+from .plan import SHARE_TOLERANCE
 
 PHASES = ("stages", "frames", "shares", "recipe")
 CANONICAL_FRAMES = (2, 4, 8, 16)
@@ -474,100 +474,10 @@ def run_search(cfg: PretrainConfig, *, out: str | Path, workers: int | None = No
         search.close()
     best_cfg = best_config(cfg, best)
     best_rec = search.store.records[trial_id(best, cfg)]
+    from .search_report import write_best, write_plot, write_results
+
     paths = (write_best(out / "best.yaml", best_cfg, best_rec, config_path),
              write_results(out / "results.md", cfg, search.phases, best_rec, limits, config_path),
              write_plot(out / "search.png", search.phases, best_rec["trial_id"]))
     search.say(f"[search] best: {best.label()} -> {paths[0]} ({search.executed} trial(s) run now)")
     return SearchResult(best_cfg, best_rec, search.phases, search.executed, *paths, bz_max=limits)
-
-
-# ---------------------------------------------------------------------------- outputs
-def _fmt(v: Any, spec: str) -> str:
-    return format(v, spec) if isinstance(v, int | float) and math.isfinite(v) else "-"
-
-
-def write_best(path: Path, best: PretrainConfig, rec: dict[str, Any], config_path: str | None) -> Path:
-    """The user's config with the best plan (their budget), with a provenance comment."""
-    import yaml
-
-    head = (f"# progvid search{f' of {config_path}' if config_path else ''}: best trial "
-            f"{rec['trial_id']} ({plan_label(rec['stages'])}; top-1 {_fmt(rec.get('top1'), '.4f')}, "
-            f"loss {_fmt(rec.get('final_loss'), '.4f')} at the proxy budget of "
-            f"{rec['proxy_epochs']:g} epochs); the budget is the config's own\n")
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(head + yaml.safe_dump(to_plain(best), sort_keys=False))
-    tmp.replace(path)
-    return path
-
-
-def write_results(path: Path, cfg: PretrainConfig, phases: dict[str, list[dict[str, Any]]],
-                  best: dict[str, Any], limits: dict[int, int], config_path: str | None) -> Path:
-    """Markdown: the search space, the best plan at the full budget, every trial per phase."""
-    s, b = cfg.search, cfg.budget
-    budget = b.epochs * b.scale
-    lines = [f"# TPL configuration search{f' of `{config_path}`' if config_path else ''}", "",
-             f"- space: stages {list(s.stages)}, frames {list(s.frames)}, shares "
-             f"{[round(x, 4) for x in s.shares]}, batch min(2^j, bz_max) for j in {list(s.batch_exponents)}",
-             f"- proxy budget: {s.proxy_epochs:g} epochs at {b.ref_frames} frames; bz_max per clip "
-             f"length {limits}", f"- ranking: {s.metric} probe top-1 at {probe_frames(cfg)} frames "
-             "(phases 1-3, ties: lower loss); final unsupervised loss (phase 4)", "",
-             f"## Best plan (trial `{best['trial_id']}`) at the config's budget of {budget:g} epochs", "",
-             "| stage | frames | share | batch | epochs |", "|---|---|---|---|---|"]
-    for i, st in enumerate(best["stages"]):
-        ep = stage_epochs(st["share"], budget, st["frames"], b.ref_frames)
-        lines.append(f"| {i + 1} | {st['frames']} | {st['share']:g} | {st['batch_size']} | {ep:.4g} |")
-    for k, phase in enumerate(PHASES):
-        rows = phases.get(phase, [])
-        if not rows:
-            continue
-        by = "loss" if phase == "recipe" else "metric"
-        winner = min(rows, key=lambda r: rank_key(r, by))["trial_id"]
-        lines += ["", f"## Phase {k + 1}: {phase} (ranked by {'loss' if by == 'loss' else 'top-1'})", "",
-                  "| trial | plan (frames x share @ batch) | top-1 | final loss | PFLOPs | seconds | |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in rows:
-            mark = "**best**" if r["trial_id"] == best["trial_id"] else ("kept" if r["trial_id"] == winner else "")
-            if r.get("error"):
-                mark = f"failed: {r['error']}"
-            elif r.get("first_phase"):
-                mark = " ".join(x for x in (mark, f"(from {r['first_phase']})") if x)
-            lines.append(f"| `{r['trial_id']}` | {plan_label(r['stages'])} | {_fmt(r.get('top1'), '.4f')} | "
-                         f"{_fmt(r.get('final_loss'), '.4f')} | {_fmt(r.get('pflops'), '.4g')} | "
-                         f"{_fmt(r.get('seconds'), '.1f')} | {mark} |")
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def write_plot(path: Path, phases: dict[str, list[dict[str, Any]]], best_id: str) -> Path:
-    """Top-1 and final loss per trial, trials grouped (and coloured) by phase; the best starred."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 1, sharex=True, figsize=(max(6.0, 0.3 * sum(map(len, phases.values())) + 3), 6))
-    x, ticks = 0, []
-    for k, phase in enumerate(PHASES):
-        rows = phases.get(phase, [])
-        if not rows:
-            continue
-        xs = list(range(x, x + len(rows)))
-        ticks.append((sum(xs) / len(xs), f"{k + 1}. {phase}"))
-        for ax, key in zip(axes, ("top1", "final_loss"), strict=True):
-            ys = [_num(r.get(key), math.nan) for r in rows]
-            ax.plot(xs, ys, "o", color=f"C{k}", label=phase if key == "top1" else None)
-            for xi, yi, r in zip(xs, ys, rows, strict=True):
-                if r["trial_id"] == best_id and math.isfinite(yi):
-                    ax.plot([xi], [yi], marker="*", color="black", markersize=12)
-        x += len(rows) + 1
-    axes[0].set_ylabel("probe top-1 (fraction)")
-    axes[1].set_ylabel("final unsupervised loss")
-    axes[1].set_xticks([t for t, _ in ticks], [name for _, name in ticks])
-    axes[0].legend(fontsize=8, loc="best")
-    axes[0].set_title("TPL search: trials per phase (star = best)")
-    for ax in axes:
-        ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

@@ -6,7 +6,7 @@ a torch DataLoader with the same workers / batch size / prefetch. The two loader
 side by side in ONE run, alternating rounds (A B, B A, A B, ...), and the ratio ours / reference
 is the figure to read: absolute clips/s move with whatever else runs on the machine.
 
-    .venv/bin/python bench/loader_throughput.py [--videos 12 --rounds 5 --clips 48 --workers 2]
+    .venv/bin/python bench/loader_throughput.py [--videos 12 --rounds 6 --clips 48 --workers 2]
 
 The reference side needs decord (`pip install decord`); it is NOT a progvid dependency.
 Test videos are generated once with PyAV into /tmp/progvid_bench_videos (reused when the
@@ -33,8 +33,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+import progvid
 from progvid.data.datasets import Sample, VideoDataset
-from progvid.data.loader import build_loader
+from progvid.data.loader import build_loader, collate
 from progvid.data.sampling import TemporalSampler
 from progvid.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transform
 from progvid.data.video import VideoReader
@@ -222,6 +223,25 @@ def reference_loader(videos: list[Path], n: int, *, batch: int, workers: int, se
                       prefetch_factor=4 if workers > 0 else None, pin_memory=False)
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _worker_pids(loader: DataLoader) -> list[int]:
+    """PIDs of a persistent-worker loader's processes (private torch attribute; [] if absent)."""
+    it = getattr(loader, "_iterator", None)
+    return [w.pid for w in getattr(it, "_workers", [])]
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """user + system CPU seconds of this process plus `pids` (from /proc/<pid>/stat)."""
+    t = os.times()
+    total = t.user + t.system
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+    return total
+
+
 def run_epoch(loader: DataLoader, epoch: int | None) -> tuple[int, float]:
     """Consume one whole epoch (so no worker keeps decoding into the other side's round)."""
     if epoch is not None:
@@ -242,71 +262,109 @@ def _fmt_ms(times: dict[str, float], n: int) -> list[str]:
     return rows
 
 
-def breakdown_ours(videos: list[Path], clips: int) -> tuple[dict[str, float], int]:
-    """Single process, per stage, the same work as VideoDataset._load + train_transform."""
-    tf = train_transform(SIZE, crop="multiscale", flip=True)
+def _ours_stages(tf, sampler: TemporalSampler, video: Path, rng: np.random.Generator,
+                 times: dict[str, float]) -> int:
+    """One clip, the same work as VideoDataset._load + train_transform, timed per stage."""
     crop_tf, flip_tf, norm_tf = tf.transforms
-    sampler = TemporalSampler("stride", FRAMES, STRIDE)
-    times: dict[str, float] = {}
-    decoded = 0
-    for i in range(clips):
-        rng = np.random.default_rng([0, 99, i])
+    tick = _Ticker(times)
+    with VideoReader(video) as reader:
+        tick("open (+demux index)")
+        clip = reader.read(sampler(reader.info.frames, train=True, rng=rng))
+        tick("seek+decode+rgb (read)")
+        decoded = reader.frames_decoded
+    clip = crop_tf(clip, rng)
+    tick("crop+resize")
+    clip = flip_tf(clip, rng)
+    tick("flip")
+    norm_tf(clip, rng)
+    tick("normalize")
+    return decoded
+
+
+def _replay_stages(sampler: TemporalSampler, video: Path, rng: np.random.Generator,
+                   times: dict[str, float]) -> None:
+    """Replays one VideoReader.read with bare PyAV to split decoding from rgb conversion: seek
+    to the keyframe before the first wanted frame, decode forward to the last one, then convert
+    the 16 wanted frames with to_ndarray (what read() calls per frame)."""
+    with VideoReader(video) as reader:
+        idx = sampler(reader.info.frames, train=True, rng=rng)
+        order = sorted(reader._index_of)  # pts of frame k (private, bench-only peek)
+    want = {order[int(k)] for k in idx}
+    first, last = order[int(idx[0])], order[int(idx[-1])]
+    with av.open(str(video)) as c:
+        s = c.streams.video[0]
+        s.codec_context.thread_count = 1
         tick = _Ticker(times)
-        with VideoReader(videos[i % len(videos)]) as reader:
-            tick("open (+demux index)")
-            idx = sampler(reader.info.frames, train=True, rng=rng)
-            clip = reader.read(idx)
-            tick("seek+decode+rgb (read)")
-            decoded += reader.frames_decoded
-        clip = crop_tf(clip, rng)
-        tick("crop+resize (float interp)")
-        clip = flip_tf(clip, rng)
-        tick("flip")
-        clip = norm_tf(clip, rng)
-        tick("normalize")
-    return times, decoded
+        c.seek(first, stream=s, backward=True, any_frame=False)
+        kept = []
+        for f in c.decode(s):
+            if f.pts in want:
+                kept.append(f)
+            if f.pts >= last:
+                break
+        tick("seek+decode, no conversion")
+        for f in kept:
+            f.to_ndarray(format="rgb24")
+        tick("16 x frame.to_ndarray(rgb24)")
 
 
-def split_decode_convert(videos: list[Path], clips: int) -> dict[str, float]:
-    """Replays what VideoReader.read does with bare PyAV to split decode from rgb conversion:
-    seek to the keyframe before the first wanted frame, decode forward to the last one
-    (timed), then convert the 16 wanted frames to rgb24 (timed separately)."""
+def breakdown(videos: list[Path], clips: int, repeats: int = 2) -> tuple[dict, dict, dict, float]:
+    """Per-stage CPU time of both paths, one process, interleaved clip by clip (so a burst of
+    load elsewhere hits both). Each clip is decoded `repeats` times per path."""
+    tf = train_transform(SIZE, crop="multiscale", flip=True)
     sampler = TemporalSampler("stride", FRAMES, STRIDE)
-    times: dict[str, float] = {}
-    for i in range(clips):
-        rng = np.random.default_rng([0, 99, i])
-        with VideoReader(videos[i % len(videos)]) as reader:
-            idx = sampler(reader.info.frames, train=True, rng=rng)
-            order = sorted(reader._index_of)  # pts of frame k
-            want = {order[k] for k in idx}
-            last = order[int(idx[-1])]
-            first = order[int(idx[0])]
-        with av.open(str(videos[i % len(videos)])) as c:
-            s = c.streams.video[0]
-            s.codec_context.thread_count = 1
-            t0 = time.perf_counter()
-            c.seek(first, stream=s, backward=True, any_frame=False)
-            kept = []
-            for f in c.decode(s):
-                if f.pts in want:
-                    kept.append(f)
-                if f.pts >= last:
-                    break
-            t1 = time.perf_counter()
-            for f in kept:
-                f.to_ndarray(format="rgb24")
-            t2 = time.perf_counter()
-        times["seek+decode (no conversion)"] = times.get("seek+decode (no conversion)", 0.0) + t1 - t0
-        times["yuv->rgb24 of 16 frames"] = times.get("yuv->rgb24 of 16 frames", 0.0) + t2 - t1
-    return times
+    ref = DecordClips(videos)
+    ours_t: dict[str, float] = {}
+    replay_t: dict[str, float] = {}
+    ref_t: dict[str, float] = {}
+    decoded = 0
+    for rep in range(repeats):
+        for i in range(clips):
+            video = videos[i % len(videos)]
+            rngs = [np.random.default_rng([0, 99, i]) for _ in range(2)]
+            jobs = [
+                (_ours_stages, (tf, sampler, video, rngs[0], ours_t)),
+                (_replay_stages, (sampler, video, rngs[1], replay_t)),
+                (ref.load, (i % len(videos), random.Random(i), ref_t)),
+            ]
+            for fn, fn_args in jobs if (i + rep) % 2 == 0 else jobs[::-1]:
+                out = fn(*fn_args)
+                if isinstance(out, int):
+                    decoded += out
+    n = clips * repeats
+    return ({k: v / repeats for k, v in ours_t.items()}, {k: v / repeats for k, v in replay_t.items()},
+            {k: v / repeats for k, v in ref_t.items()}, decoded / n)
 
 
-def breakdown_reference(videos: list[Path], clips: int) -> dict[str, float]:
-    ds = DecordClips(videos)
-    times: dict[str, float] = {}
-    for i in range(clips):
-        ds.load(i % len(videos), random.Random(i), times)
-    return times
+def handoff(batch: int, repeats: int = 6) -> tuple[float, float]:
+    """CPU ms per clip to hand a collated batch from a worker to the main process.
+
+    A worker's batch is pickled onto a queue; a tensor not already in shared memory is copied
+    into a fresh shared segment then. progvid's `collate` builds the batch with plain
+    `torch.cat` (so it is copied again); torch's `default_collate` (the reference side) stacks
+    straight into a shared segment when it runs in a worker."""
+    items = [{"video": torch.randn(1, 3, FRAMES, SIZE, SIZE), "label": -1, "index": k,
+              "skipped": []} for k in range(batch)]
+    clips = [it["video"][0] for it in items]
+
+    def ours() -> None:
+        collate(items)["video"].share_memory_()
+
+    def reference() -> None:
+        numel = sum(c.numel() for c in clips)
+        shared = clips[0].untyped_storage()._new_shared(numel * clips[0].element_size())
+        out = clips[0].new(shared).resize_(len(clips), *clips[0].shape)
+        torch.stack(clips, 0, out=out)
+
+    res = {ours: 0.0, reference: 0.0}
+    for fn in (ours, reference):
+        fn()
+    for _ in range(repeats):
+        for fn in (ours, reference):
+            t = time.process_time()
+            fn()
+            res[fn] += time.process_time() - t
+    return 1e3 * res[ours] / repeats / batch, 1e3 * res[reference] / repeats / batch
 
 
 def profile_ours(videos: list[Path], clips: int, top: int) -> str:
@@ -339,11 +397,53 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({model}), {int(mem) / 2**20:.1f} GiB RAM, {platform.platform()}"
 
 
+def throughput(videos: list[Path], args: argparse.Namespace) -> None:
+    """Both loaders side by side: warm-up epoch each, then alternating measured rounds."""
+    ours = build_loader(ours_dataset(videos, args.clips, args.seed), batch_size=args.batch, train=True,
+                        workers=args.workers, seed=args.seed)
+    ref = reference_loader(videos, args.clips, batch=args.batch, workers=args.workers, seed=args.seed)
+    sides = {"ours": (ours, True), "reference": (ref, False)}
+
+    # warm-up: worker start + first touches, one epoch each, excluded
+    for name, (loader, epochs) in sides.items():
+        n, dt = run_epoch(loader, 0 if epochs else None)
+        print(f"warm-up {name:<9}: {n} clips in {dt:.2f} s (excluded)", flush=True)
+
+    pids = {name: _worker_pids(loader) for name, (loader, _) in sides.items()}
+    rates: dict[str, list[float]] = {"ours": [], "reference": []}
+    cpu: dict[str, list[float]] = {"ours": [], "reference": []}  # CPU ms per clip
+    for r in range(args.rounds):
+        order = ["ours", "reference"] if r % 2 == 0 else ["reference", "ours"]
+        line = [f"round {r + 1}:"]
+        for name in order:
+            loader, epochs = sides[name]
+            c0 = _cpu_seconds(pids[name])
+            n, dt = run_epoch(loader, r + 1 if epochs else None)
+            cpu[name].append(1e3 * (_cpu_seconds(pids[name]) - c0) / n)
+            rates[name].append(n / dt)
+            line.append(f"{name} {n / dt:6.2f} clips/s ({dt:5.2f} s, {cpu[name][-1]:5.1f} CPU ms/clip)")
+        line.append(f"ratio {rates['ours'][-1] / rates['reference'][-1]:.2f}  load {os.getloadavg()[0]:.2f}")
+        print("  ".join(line), flush=True)
+    del ours, ref, sides  # stop the workers before single-process timing
+
+    mo, mr = statistics.median(rates["ours"]), statistics.median(rates["reference"])
+    paired = [a / b for a, b in zip(rates["ours"], rates["reference"], strict=True)]
+    print(f"median  : ours {mo:.2f} clips/s, reference {mr:.2f} clips/s")
+    print(f"RATIO ours/reference = {mo / mr:.2f} (median of rates); per-round ratios "
+          f"{', '.join(f'{x:.2f}' for x in paired)} (median {statistics.median(paired):.2f}, "
+          f"min {min(paired):.2f}, max {max(paired):.2f}); goal >= 2.00")
+    if all(pids.values()):
+        co, cr = statistics.median(cpu["ours"]), statistics.median(cpu["reference"])
+        print(f"CPU cost (workers + main process, median per round): ours {co:.1f} ms/clip, "
+              f"reference {cr:.1f} ms/clip -> reference/ours {cr / co:.2f} (the throughput ratio "
+              f"on an otherwise idle machine, when the CPUs are the bottleneck)")
+
+
 # --------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--videos", type=int, default=12)
-    p.add_argument("--rounds", type=int, default=5, help="measured rounds per side (alternating)")
+    p.add_argument("--rounds", type=int, default=6, help="measured rounds per side (alternating)")
     p.add_argument("--clips", type=int, default=48, help="clips per round (multiple of --batch)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--workers", type=int, default=2)
@@ -376,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"versions: python {platform.python_version()}, torch {torch.__version__}, av {av.__version__} "
           f"(libavcodec {'.'.join(map(str, av.library_versions['libavcodec']))}), "
           f"decord {decord.__version__}, numpy {np.__version__}, pillow {Image.__version__}")
+    print("progvid :", Path(progvid.__file__).parent)
     print(f"settings: {args.videos} videos {args.width}x{args.height} {args.seconds:g}s @{args.fps}fps "
           f"h264 yuv420p gop {args.gop} preset {args.preset} crf {args.crf}; clips {FRAMES}x stride "
           f"{STRIDE} -> {SIZE}; batch {args.batch}, workers {args.workers}, prefetch 4; "
@@ -389,47 +490,25 @@ def main(argv: list[str] | None = None) -> int:
           f"~{8 * size_mb / len(videos) / args.seconds:.2f} Mbit/s)")
     print("sanity  :", sanity(videos))
 
-    ours = build_loader(ours_dataset(videos, args.clips, args.seed), batch_size=args.batch, train=True,
-                        workers=args.workers, seed=args.seed)
-    ref = reference_loader(videos, args.clips, batch=args.batch, workers=args.workers, seed=args.seed)
-    sides = {"ours": (ours, True), "reference": (ref, False)}
-
-    # warm-up: worker start + first touches, one epoch each, excluded
-    for name, (loader, epochs) in sides.items():
-        n, dt = run_epoch(loader, 0 if epochs else None)
-        print(f"warm-up {name:<9}: {n} clips in {dt:.2f} s (excluded)", flush=True)
-
-    rates: dict[str, list[float]] = {"ours": [], "reference": []}
-    for r in range(args.rounds):
-        order = ["ours", "reference"] if r % 2 == 0 else ["reference", "ours"]
-        line = [f"round {r + 1}:"]
-        for name in order:
-            loader, epochs = sides[name]
-            n, dt = run_epoch(loader, r + 1 if epochs else None)
-            rates[name].append(n / dt)
-            line.append(f"{name} {n / dt:6.2f} clips/s ({dt:5.2f} s)")
-        line.append(f"ratio {rates['ours'][-1] / rates['reference'][-1]:.2f}  load {os.getloadavg()[0]:.2f}")
-        print("  ".join(line), flush=True)
-    del ours, ref, sides  # stop the workers before single-process timing
-
-    mo, mr = statistics.median(rates["ours"]), statistics.median(rates["reference"])
-    paired = [a / b for a, b in zip(rates["ours"], rates["reference"])]
-    print(f"median  : ours {mo:.2f} clips/s, reference {mr:.2f} clips/s")
-    print(f"RATIO ours/reference = {mo / mr:.2f} (median of rates); per-round ratios "
-          f"{', '.join(f'{x:.2f}' for x in paired)} (median {statistics.median(paired):.2f}, "
-          f"min {min(paired):.2f}, max {max(paired):.2f}); goal >= 2.00")
+    if args.rounds > 0:
+        throughput(videos, args)
 
     if args.breakdown_clips:
         torch.set_num_threads(1)  # what a DataLoader worker runs with
         k = args.breakdown_clips
-        print(f"\nsingle process (workers=0, 1 torch thread), mean per clip over {k} clips:")
-        times, decoded = breakdown_ours(videos, k)
-        print(f"  ours ({decoded / k:.1f} frames decoded per clip on average):")
-        print("\n".join(_fmt_ms(times, k)))
-        print("  ours, decode vs rgb conversion (bare-PyAV replay of the same reads):")
-        print("\n".join(_fmt_ms(split_decode_convert(videos, k), k)))
+        ours_t, replay_t, ref_t, decoded = breakdown(videos, k)
+        print(f"\nsingle process (workers=0, 1 torch thread), CPU time per clip, mean over {k} clips "
+              f"x 2, both paths interleaved:")
+        print(f"  ours ({decoded:.1f} frames decoded per clip on average):")
+        print("\n".join(_fmt_ms(ours_t, k)))
+        print("  ours, read() split by a bare-PyAV replay of the same reads:")
+        print("\n".join(_fmt_ms(replay_t, k)))
         print("  reference:")
-        print("\n".join(_fmt_ms(breakdown_reference(videos, k), k)))
+        print("\n".join(_fmt_ms(ref_t, k)))
+        o, r = handoff(args.batch)
+        print(f"  worker -> main hand-off of a batch of {args.batch}, CPU per clip: ours (collate + "
+              f"copy to shared memory) {o:.1f} ms, reference (default_collate into shared "
+              f"memory) {r:.1f} ms")
     if args.profile:
         torch.set_num_threads(1)
         print(f"\ncProfile of ours, {max(args.breakdown_clips, 12)} x VideoDataset.__getitem__ (1 process):")

@@ -124,6 +124,16 @@ def test_joint_forward_outputs_and_losses() -> None:
         net(video[:, :, :1], mode="motion", levels=[2])  # T = 1: no future step to predict
 
 
+def test_levels_with_temporal_downsampling_resample_the_lower_level() -> None:
+    torch.manual_seed(0)
+    backbone = resnet3d(18, num_classes=5, width=0.25, temporal_strides=(1, 2, 1, 1))
+    flow = FlowNet(3, feat_channels=(4, 8), dense_channels=(8, 8, 8, 8, 8))
+    net = HCMLNet(backbone, flow_net=flow, levels=(1, 2), num_samples=4)
+    out = net(torch.randn(2, 3, 6, 32, 32), mode="motion")
+    assert out.motion[1].shape[2] == 6 and out.motion[2].shape[2] == 3  # T halved at level 2
+    assert all(torch.isfinite(v) for v in out.contrastive.values()) and out.logits is None
+
+
 def test_zero_init_fusion_keeps_backbone_logits() -> None:
     net = small_net().eval()
     video = torch.randn(VIDEO_SHAPE)

@@ -8,6 +8,16 @@ import torch
 from progvid.errors import ConfigError
 from progvid.models.resnet3d import LEVELS, resnet3d
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny ops: a second thread only adds synchronization cost on a loaded 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # width 0.25: res2..res5 base widths 16, 32, 64, 128 (x4 for the bottleneck of ResNet-50)
 EXPECTED = {18: (16, 32, 64, 128), 50: (64, 128, 256, 512)}
 

@@ -85,18 +85,21 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from .config import load_config
 
     cfg = load_config(args.config, args.set)  # validate before launching anything
-    if cfg.task != "pretrain":
+    if cfg.task not in ("pretrain", "hcml"):
         from .errors import ConfigError
 
         raise ConfigError(f"{args.config}: `task` is {cfg.task!r}; `progvid pretrain` needs "
-                          "task: pretrain")
+                          "task: pretrain (VideoMAE / TPL) or task: hcml")
     if args.nproc and args.nproc > 1:
         from .engine.distributed import launch
 
         return launch(args.nproc, _strip_nproc(sys.argv[1:]))
-    from .pretrain import run_pretrain
+    if cfg.task == "hcml":
+        from .hcml_tasks import run_hcml_pretrain as run
+    else:
+        from .pretrain import run_pretrain as run
 
-    result = run_pretrain(cfg, out=args.out, resume=args.resume, config_path=args.config)
+    result = run(cfg, out=args.out, resume=args.resume, config_path=args.config)
     if result.checkpoint is not None:
         print(f"done: {result.steps} steps, final loss {result.final_loss:.4f}, "
               f"{result.flops / 1e15:.4g} PFLOPs (MACs), checkpoint {result.checkpoint}")
@@ -265,6 +268,32 @@ def cmd_viz_recon(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_viz_flow(args: argparse.Namespace) -> int:
+    from .viz import flow_from_checkpoint
+
+    out = flow_from_checkpoint(args.checkpoint, args.video, args.out, pairs=args.pairs)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from .hcml_tasks import deploy_report
+
+    r = deploy_report(args.checkpoint, args.out)
+    if args.json:
+        _print_json(r)
+    else:
+        print(f"deployed HCML (no flow net: {r['params_flow_net']:,} params, no predictors: "
+              f"{r['params_predictors']:,} params) on input {r['input']}:")
+        print(f"  parameters {r['params_deploy']:,} vs plain backbone {r['params_backbone']:,} "
+              f"({100 * r['params_overhead']:+.1f}%)")
+        print(f"  GMACs {r['macs_deploy'] / 1e9:.4g} vs plain backbone {r['macs_backbone'] / 1e9:.4g} "
+              f"({100 * r['macs_overhead']:+.1f}%)")
+        if "written" in r:
+            print(f"  wrote {r['written']}")
+    return 0
+
+
 def cmd_plot_losses(args: argparse.Namespace) -> int:
     from .viz import plot_losses
 
@@ -364,8 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print", action="store_true", help="print the fully resolved config")
     p.set_defaults(func=cmd_config_validate)
 
-    p = sub.add_parser("pretrain", help="VideoMAE pre-training (a TPL plan or the one-stage baseline)")
-    p.add_argument("config", help="YAML config (task: pretrain)")
+    p = sub.add_parser("pretrain", help="self-supervised pre-training: VideoMAE/TPL or HCML phases")
+    p.add_argument("config", help="YAML config (task: pretrain, or task: hcml)")
     _add_run_options(p)
     p.add_argument("--out", default=None, help="run folder (default: config `out`, else runs/<name>)")
     p.add_argument("--resume", default=None, metavar="auto|PATH",
@@ -442,6 +471,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--seed", type=int, default=0, help="seed of the random mask")
     p.set_defaults(func=cmd_viz_recon)
+
+    p = vsub.add_parser("flow", help="HCML optical flow (colour wheel) and warped frames of a clip")
+    p.add_argument("checkpoint", help="HCML checkpoint (pre-training or fine-tuning) or run folder")
+    p.add_argument("video")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--pairs", type=int, default=4, help="frame pairs to show (default 4)")
+    p.set_defaults(func=cmd_viz_flow)
+
+    p = sub.add_parser("deploy", help="HCML without flow net and predictors: parameters and FLOPs")
+    p.add_argument("checkpoint", help="HCML checkpoint or run folder")
+    p.add_argument("--out", default=None, help="also write the deployed weights to this folder")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_deploy)
 
     plot = sub.add_parser("plot", help="plots from run folders")
     psub = plot.add_subparsers(dest="plot_command", metavar="SUBCOMMAND")

@@ -267,6 +267,57 @@ class EvalConfig(Section):
     at_end: bool = True  # evaluate the final model on the val split when training ends
 
 
+class HCMLModelConfig(Section):
+    """HCML: a 3-D ResNet with prime motion blocks. Numbers the seed leaves open come from the
+    closest public practice; each default says where from."""
+
+    resnet_depth: Literal[18, 50] = 18
+    width: float = Field(1.0, gt=0.0)  # channel multiplier (0.25 for CPU-sized runs)
+    temporal_strides: tuple[int, int, int, int] = (1, 1, 1, 1)  # keep T for motion pairs
+    levels: tuple[typing.Annotated[int, Field(ge=1, le=4)], ...] = (1, 2, 3)  # res5 is ~ the 13x13 window
+    beta: int = Field(4, ge=1)  # channel reduction: the 4x of a ResNet bottleneck
+    max_displacement: int = Field(6, ge=1)  # seed [0036]
+    stride: int = Field(2, ge=1)  # seed [0036]: 49 cost-volume channels
+    deltas: tuple[typing.Annotated[int, Field(ge=1)], ...] = (1, 2, 3)  # DPC predicts 3 steps
+    num_samples: int = Field(16, ge=1)  # N locations per video: DPC's 4x4 grid
+    tau: float = Field(0.07, gt=0.0)  # MoCo/CMC temperature for cosine similarity
+    zeta: float = Field(1.0, ge=0.0)  # smoothness weight; UnFlow-style, tune per dataset
+    recon_weight: float = Field(1.0, ge=0.0)  # lambda: the seed gives none; terms are O(1) means
+    contrastive_weight: float = Field(1.0, ge=0.0)  # gamma_l, same reasoning
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+
+
+class HCMLPhasesConfig(Section):
+    """Progressive self-supervised training: the flow network, then each level in turn."""
+
+    flow_epochs: float = Field(10.0, gt=0.0)
+    level_epochs: float = Field(10.0, gt=0.0)  # per level, everything below frozen
+
+
+class HCMLOptimConfig(Section):
+    base_lr: float = Field(1e-3, gt=0.0)  # x total_batch / 256, per phase: warmup + cosine
+    min_lr: float = Field(1e-5, ge=0.0)
+    warmup_epochs: float = Field(1.0, ge=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0.0)
+    clip_grad: float | None = Field(None, gt=0.0)
+    accum_steps: int = Field(1, ge=1)
+
+
+class HCMLConfig(Section):
+    """`progvid pretrain` with task: hcml runs the self-supervised phases."""
+
+    task: Literal["hcml"] = "hcml"
+    seed: int = 0
+    out: str | None = None
+    data: DataConfig = DataConfig()
+    model: HCMLModelConfig = HCMLModelConfig()
+    optim: HCMLOptimConfig = HCMLOptimConfig()
+    train: TrainConfig = TrainConfig()
+    phases: HCMLPhasesConfig = HCMLPhasesConfig()
+
+
 class FinetuneConfig(Section):
     task: Literal["finetune"] = "finetune"
     seed: int = 0
@@ -278,6 +329,7 @@ class FinetuneConfig(Section):
     train: TrainConfig = TrainConfig()
     mixup: MixupConfig = MixupConfig()
     eval: EvalConfig = EvalConfig()
+    hcml: HCMLModelConfig = HCMLModelConfig()  # model.name: hcml without an HCML `init`
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,6 +485,7 @@ def load_config(
 
 _TASKS: dict[str, type[BaseModel]] = {
     "data": DataOnlyConfig, "pretrain": PretrainConfig, "finetune": FinetuneConfig,
+    "hcml": HCMLConfig,
 }
 
 

@@ -196,7 +196,7 @@ def evaluate_checkpoint(checkpoint: str, *, views: tuple[int, int] | None = None
     from .config import DataConfig
 
     samples = build_samples(DataConfig(**d), "val").samples
-    dataset = _test_dataset(samples, d, meta["model"]["num_frames"], clips, crops)
+    dataset = _test_dataset(samples, d, meta["data"]["num_frames"], clips, crops)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset)),
                         num_workers=d.get("workers", 0), collate_fn=collate)
     show = sys.stderr.isatty() if progress is None else progress
@@ -258,7 +258,7 @@ def predict_video(checkpoint: str, video: str, *, topk: int = 5,
 
     if not Path(video).exists():
         raise DataError(video, "file not found")
-    ds = _test_dataset([Sample(Path(video))], d, meta["model"]["num_frames"],
+    ds = _test_dataset([Sample(Path(video))], d, meta["data"]["num_frames"],
                        ev.get("clips", 1), ev.get("crops", 1))
     batch = collate([ds[0]])
     _, probs, _ = video_probabilities(model, [batch], torch.device(device))

@@ -84,6 +84,8 @@ def load_classifier(checkpoint: str | Path) -> tuple[torch.nn.Module, dict[str, 
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not match the saved classifier "
                               f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
+    if kind == "hcml":  # inference needs neither the flow network nor the predictors
+        model = model.deploy()
     return model.eval(), meta, path
 
 
@@ -132,12 +134,17 @@ class FinetuneTask:
             raise ConfigError("data.train: fine-tuning needs a label on every training video")
         if self.mixup is not None:
             video, targets = self.mixup(video, labels, ctx.generator)
-            logits = model(video)
-            loss = soft_cross_entropy(logits, targets)
+
+            def cls_loss(logits: torch.Tensor) -> torch.Tensor:
+                return soft_cross_entropy(logits, targets)
         else:
-            logits = model(video)
-            loss = F.cross_entropy(logits, labels, label_smoothing=self.cfg.mixup.label_smoothing)
-        return {"loss": loss}
+            def cls_loss(logits: torch.Tensor) -> torch.Tensor:
+                return F.cross_entropy(logits, labels, label_smoothing=self.cfg.mixup.label_smoothing)
+        if self.cfg.model.name == "hcml":  # the joint phase: classification + motion losses
+            from .hcml_tasks import hcml_joint_loss
+
+            return hcml_joint_loss(model, video, cls_loss, self.cfg, ctx.generator)
+        return {"loss": cls_loss(model(video))}
 
     def clips(self, batch: dict[str, Any]) -> int:
         return int(batch["video"].shape[0])

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from progvid.engine.checkpoint import META, load_meta, load_weights, resolve_resume
 from progvid.errors import CheckpointError, ProgvidError
-from progvid.models.videomae import VideoMAE
+from progvid.models.videomae import IMAGENET_MEAN, IMAGENET_STD, VideoMAE
 
 MASK_GREY = 0.25  # fill of hidden patches in the `masked` picture, in [0, 1] pixel units
 MAX_COLUMNS = 8
@@ -321,3 +321,68 @@ __all__ = [
     "reconstruct",
     "stage_changes",
 ]
+
+
+def _clip_for(meta: dict[str, Any], video_path: str | Path, frames: int, size: int) -> Tensor:
+    """The centred test clip a checkpoint's data settings describe: float (1, C, T, S, S)."""
+    from progvid.data.sampling import TemporalSampler
+    from progvid.data.transforms import CenterCrop, Normalize
+    from progvid.data.video import probe, read_clip
+
+    d = meta.get("data") or {}
+    sampler = TemporalSampler(d.get("sampler", "stride"), frames, int(d.get("sampling_rate", 4)),
+                              d.get("clip_mode", "clamp"))
+    indices = sampler(probe(video_path).frames, train=False).tolist()
+    clip = CenterCrop(size)(read_clip(video_path, indices, short_side=size))
+    return Normalize(d.get("mean", IMAGENET_MEAN), d.get("std", IMAGENET_STD))(clip).unsqueeze(0)
+
+
+def flow_from_checkpoint(checkpoint: str | Path, video_path: str | Path, out_png: str | Path,
+                         *, pairs: int = 4) -> Path:
+    """HCML level 0 on a clip: frame t, frame t+1, the flow field (colour wheel) and frame t+1
+    warped back onto frame t (out-of-image pixels dark), for up to `pairs` frame pairs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from progvid.hcml_tasks import load_hcml
+    from progvid.models.motion import warp
+
+    net, meta, path = load_hcml(checkpoint)
+    d = meta.get("data") or {}
+    video = _clip_for(meta, video_path, int(d.get("num_frames", 8)), int(d.get("input_size", 112)))
+    with torch.no_grad():
+        flow, _ = net.eval().flow_net.forward_clip(video)  # (1, 2, T, H, W)
+    mean = torch.tensor(d.get("mean", IMAGENET_MEAN)).view(3, 1, 1)
+    std = torch.tensor(d.get("std", IMAGENET_STD)).view(3, 1, 1)
+
+    def img(x: Tensor) -> np.ndarray:  # normalized (3, H, W) -> displayable (H, W, 3)
+        return (x * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+
+    t_count = video.shape[2]
+    ts = _columns(t_count - 1, pairs)
+    scale = float(flow[0, :, : t_count - 1].norm(dim=0).max().clamp(min=1e-6))
+    fig, axes = plt.subplots(4, len(ts), figsize=(2.2 * len(ts), 9), squeeze=False)
+    rows = ("frame t", "frame t+1", "flow t -> t+1", "t+1 warped to t")
+    for j, t in enumerate(ts):
+        f0, f1, fl = video[0, :, t], video[0, :, t + 1], flow[0, :, t]
+        warped, valid = warp(f1[None], fl[None])
+        pics = [img(f0), img(f1), flow_to_color(fl, max_norm=scale).numpy(),
+                img(warped[0]) * valid[0].permute(1, 2, 0).numpy()]
+        for i, pic in enumerate(pics):
+            ax = axes[i][j]
+            ax.imshow(pic)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(rows[i])
+            if i == 0:
+                ax.set_title(f"t = {t}")
+    fig.suptitle(f"{Path(video_path).name} - {path.name} (max flow {scale:.2f} px)")
+    fig.tight_layout()
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

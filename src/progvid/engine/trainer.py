@@ -54,6 +54,10 @@ class Task(Protocol):
 
     def clips(self, batch: Any) -> int: ...
 
+    # Optional: `param_groups(model) -> list[dict]` (default: `param_groups` below),
+    # `on_stage(model, stage_index, stage)` called whenever a stage begins (also on resume),
+    # `find_unused_parameters = True` when stages freeze parts of the model.
+
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -131,7 +135,11 @@ class Trainer:
         self.wrapped: torch.nn.Module = self.model
         if self.dist.enabled:
             ids = [device.index] if device.type == "cuda" else None
-            self.wrapped = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            # tasks that freeze parts of the model per stage (HCML levels) leave parameters
+            # without gradients; DDP must then look for them every step
+            unused = bool(getattr(task, "find_unused_parameters", False))
+            self.wrapped = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=ids, find_unused_parameters=unused)
         if settings.compile:
             self.wrapped = torch.compile(self.wrapped)
         self.step = 0
@@ -216,6 +224,7 @@ class Trainer:
         log = RunLogger(self.run_dir, total_steps=total, start_step=self.step,
                         enabled=self.dist.is_main, tensorboard=s.tensorboard, progress=s.progress)
         t_start = time.time()
+        self.model.train()
         history: list[dict[str, Any]] = []
         stage_idx, loader, it = -1, None, None
         window: dict[str, list[float]] = {}
@@ -229,6 +238,9 @@ class Trainer:
                     stage_idx = pos.stage
                     if stage.reset_optimizer and pos.step_in_stage == 0 and self.step > 0:
                         self.optimizer.state.clear()
+                    on_stage = getattr(self.task, "on_stage", None)
+                    if on_stage is not None:  # e.g. which levels are frozen: a function of the stage
+                        on_stage(self.model, pos.stage, stage)
                     loaders = self._stage_loaders(pos.stage, stage)
                     it = None
                     log.set_description(f"stage {pos.stage + 1}/{len(self.schedule.stages)} "

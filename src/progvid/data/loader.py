@@ -88,8 +88,15 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack views into one batch: (B * V, C, T, H, W); labels repeated per view."""
     views = [it["video"] for it in items]
     v = views[0].shape[0]
+    out = None
+    if torch.utils.data.get_worker_info() is not None:
+        # in a worker, build the batch in shared memory: pickling would copy it there again
+        first = views[0]
+        numel = sum(x.numel() for x in views)
+        storage = first.untyped_storage()._new_shared(numel * first.element_size())
+        out = first.new(storage).resize_(sum(x.shape[0] for x in views), *first.shape[1:])
     return {
-        "video": torch.cat(views, dim=0),
+        "video": torch.cat(views, dim=0, out=out),
         "label": torch.tensor([it["label"] for it in items]).repeat_interleave(v),
         "index": torch.tensor([it["index"] for it in items]),
         "views": v,

@@ -62,10 +62,11 @@ def resize(clip: torch.Tensor, h: int, w: int) -> torch.Tensor:
     H, W = _check_clip(clip)
     if (H, W) == (h, w):
         return clip
-    x = clip.permute(0, 3, 1, 2).float()  # (T, C, H, W): frames act as the batch
+    x = clip.permute(0, 3, 1, 2)  # (T, C, H, W) view, channels-last strides
+    if clip.dtype != torch.uint8:
+        x = x.float()
+    # uint8 channels-last input has a native antialiased bilinear kernel: no float round trip
     x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-    if clip.dtype == torch.uint8:
-        x = x.round_().clamp_(0, 255).to(torch.uint8)
     return x.permute(0, 2, 3, 1).contiguous()
 
 
@@ -293,10 +294,12 @@ class Normalize:
         if clip.shape[-1] != len(self.mean):
             raise ValueError(f"clip has {clip.shape[-1]} channels, mean/std {len(self.mean)}")
         # fold /255 into the affine map: one multiply-add pass over the clip
-        scale = 1.0 / (255.0 * self.std)
-        shift = -self.mean / self.std
-        x = clip.to(torch.float32) * scale + shift
-        return x.permute(3, 0, 1, 2).contiguous()
+        scale = (1.0 / (255.0 * self.std)).view(-1, 1, 1, 1)
+        shift = (-self.mean / self.std).view(-1, 1, 1, 1)
+        # one float buffer, filled by the layout-changing copy, then scaled in place
+        x = torch.empty(clip.permute(3, 0, 1, 2).shape, dtype=torch.float32)
+        x.copy_(clip.permute(3, 0, 1, 2))
+        return x.mul_(scale).add_(shift)
 
 
 def train_transform(

@@ -20,6 +20,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 
 from progvid.errors import DataError
 
@@ -80,6 +81,9 @@ class VideoReader:
         self._threads = threads
         # Running total of decoded frames: lets tests/benchmarks check we decode only what's needed.
         self.frames_decoded = 0
+        # One swscale context for all frames (frame.to_ndarray() builds a new one per call).
+        self._rgb = VideoReformatter()
+        self._want_pts: set[int] | None = None  # pts of the frames the current read() needs
         self._container = None
         self._use(_open(self.path))
         try:
@@ -167,7 +171,14 @@ class VideoReader:
         None when it came out after a packet failed to decode and may reference lost data."""
         packets, last = self._packets_from(k)
         clean_from = -1  # after a decode error: first index known not to depend on it
+        ctx = self._vs.codec_context
+        # skipping is only safe to toggle per packet without frame threading (untested there)
+        want = self._want_pts if self._threads <= 1 else None
         for packet in packets:
+            if want is not None:
+                # A non-reference frame nobody asked for: let the decoder drop it (no other
+                # frame predicts from it, so the wanted frames are bit-identical).
+                ctx.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in want else "NONREF"
             try:
                 frames = packet.decode()
             except _AV_ERRORS as err:
@@ -201,6 +212,9 @@ class VideoReader:
         positions: dict[int, list[int]] = {}
         for pos, i in enumerate(wanted):
             positions.setdefault(i, []).append(pos)
+        if self._timed:
+            order = sorted(self._index_of)
+            self._want_pts = {order[i] for i in positions}
         out: np.ndarray | None = None
         size: tuple[int, int] = (0, 0)
         errors: list[str] = []
@@ -230,7 +244,7 @@ class VideoReader:
                         size = _target_size(frame.width, frame.height, short_side)
                         out = np.empty((len(wanted), size[1], size[0], 3), dtype=np.uint8)
                     # Conversion (and resize) happen in C inside swscale.
-                    arr = frame.to_ndarray(width=size[0], height=size[1], format="rgb24")
+                    arr = self._rgb.reformat(frame, width=size[0], height=size[1], format="rgb24").to_ndarray()
                     out[positions[i]] = arr
                     break
                 else:

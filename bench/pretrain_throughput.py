@@ -69,7 +69,13 @@ def autocast(device: torch.device, precision: str) -> Any:
     return nullcontext()
 
 
-def make_opt(model: torch.nn.Module) -> torch.optim.Optimizer:
+def make_opt(model: torch.nn.Module, engine: bool = False) -> torch.optim.Optimizer:
+    """torch's default AdamW (what transformers' Trainer uses), or progvid's engine optimizer:
+    VideoMAE parameter groups and the fused AdamW kernel."""
+    if engine:
+        from progvid.engine.trainer import param_groups
+
+        return torch.optim.AdamW(param_groups(model, WD), lr=LR, betas=BETAS, fused=True)
     return torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, weight_decay=WD)
 
 
@@ -78,7 +84,7 @@ def build(size: str, frames: int, img: int, device: torch.device, ckpt: bool = F
     torch.manual_seed(0)
     ours = videomae(size, num_frames=frames, img_size=img, patch_size=16, mask_ratio=MASK,
                     grad_checkpointing=ckpt).to(device).train()
-    out: dict[str, Any] = {"ours": ours, "opt_ours": make_opt(ours)}
+    out: dict[str, Any] = {"ours": ours, "opt_ours": make_opt(ours, engine=True)}
     if with_hf:
         hf = to_transformers(copy.deepcopy(ours)).to(device).train()
         out.update(hf=hf, opt_hf=make_opt(hf))
@@ -141,7 +147,7 @@ def add_proposal(m: dict) -> None:
     """Third side: a copy of ours with `visible_embed_forward` patched in."""
     vis = copy.deepcopy(m["ours"])
     vis.encoder.forward = types.MethodType(visible_embed_forward, vis.encoder)
-    m.update(ours_vis=vis, opt_ours_vis=make_opt(vis))
+    m.update(ours_vis=vis, opt_ours_vis=make_opt(vis, engine=True))
 
 
 # --------------------------------------------------------------------------------------------

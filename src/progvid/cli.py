@@ -330,10 +330,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    from .config_doc import reference
+
+    print(reference(), end="")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(out=args.out, quick=args.quick)
+    return run_demo(out=args.out, quick=args.quick, with_hcml=args.with_hcml, seed=args.seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.add_argument("--print", action="store_true", help="print the fully resolved config")
     p.set_defaults(func=cmd_config_validate)
+    p = csub.add_parser("reference", help="print the configuration reference (markdown)")
+    p.set_defaults(func=cmd_config_reference)
 
     p = sub.add_parser("pretrain", help="self-supervised pre-training: VideoMAE/TPL or HCML phases")
     p.add_argument("config", help="YAML config (task: pretrain, or task: hcml)")
@@ -503,6 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the end-to-end demo on the synthetic dataset")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--quick", action="store_true", help="a smoke run of about two minutes")
+    p.add_argument("--with-hcml", action="store_true", help="also train HCML against its plain backbone")
+    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
     return parser
 

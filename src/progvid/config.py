@@ -31,30 +31,30 @@ class Section(BaseModel):
 class DataConfig(Section):
     """Where the videos are and how clips are sampled and augmented."""
 
-    format: Literal["list", "ssv2", "folder", "unlabeled"] = "list"
+    format: Literal["list", "ssv2", "folder", "unlabeled"] = "list"  # dataset layout (see README, Data)
     root: str = "."  # relative paths in lists and configs resolve against this folder
     train: str | None = None  # list file, SSv2 split json, or sub-folder (folder/unlabeled)
-    val: str | None = None
+    val: str | None = None  # the validation split, same kind as `train`
     classes: str | None = None  # classes.txt (one name per line) or the SSv2 labels json
-    num_frames: int = Field(16, ge=1)
-    sampler: Literal["stride", "segments", "random"] = "stride"
+    num_frames: int = Field(16, ge=1)  # frames per clip (TPL stages override it)
+    sampler: Literal["stride", "segments", "random"] = "stride"  # Kinetics-style stride, TSN segments, or random sorted frames
     sampling_rate: int = Field(4, ge=1)  # frame stride for the `stride` sampler
     clip_mode: Literal["clamp", "loop"] = "clamp"  # clips longer than the video
-    input_size: int = Field(224, ge=8)
+    input_size: int = Field(224, ge=8)  # crop size in pixels (square)
     short_side: int | None = Field(None, ge=8)  # resize at decode time (saves memory)
-    crop: Literal["multiscale", "rrc"] = "multiscale"
-    crop_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
-    rrc_scale: tuple[float, float] = (0.08, 1.0)
+    crop: Literal["multiscale", "rrc"] = "multiscale"  # VideoMAE multi-scale crop or random resized crop
+    crop_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)  # multi-scale crop sizes, fractions of the short side
+    rrc_scale: tuple[float, float] = (0.08, 1.0)  # random resized crop: area range
     flip: bool = True  # turn off for direction-sensitive data (SSv2)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # normalization, 0-1 pixel units
+    std: tuple[float, float, float] = IMAGENET_STD  # normalization, 0-1 pixel units
     num_sample: int = Field(1, ge=1)  # repeated augmentation: views per decode
-    test_clips: int = Field(1, ge=1)
-    test_crops: Literal[1, 3] = 1
-    workers: int = Field(2, ge=0)
-    decode_threads: int = Field(1, ge=1)
-    on_error: Literal["raise", "skip"] = "raise"
-    max_bad_fraction: float = Field(0.01, ge=0.0, le=1.0)
+    test_clips: int = Field(1, ge=1)  # clips per video when testing (`eval.clips` for fine-tuning)
+    test_crops: Literal[1, 3] = 1  # crops per clip when testing
+    workers: int = Field(2, ge=0)  # data-loader processes per training process
+    decode_threads: int = Field(1, ge=1)  # decoder threads per worker
+    on_error: Literal["raise", "skip"] = "raise"  # bad videos: stop with the reason, or replace and log them
+    max_bad_fraction: float = Field(0.01, ge=0.0, le=1.0)  # `skip` fails the run above this share of unreadable videos
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -71,7 +71,7 @@ class DataOnlyConfig(Section):
     """A config that only describes data (`task: data`), e.g. for `data check` recipes."""
 
     task: Literal["data"] = "data"
-    seed: int = 0
+    seed: int = 0  # seeds data order, augmentation, masks and init
     data: DataConfig = DataConfig()
 
 
@@ -82,15 +82,15 @@ class ModelConfig(Section):
     """VideoMAE geometry and size; the builder `progvid.models.videomae` takes these keywords."""
 
     name: Literal["videomae"] = "videomae"
-    size: Literal["tiny", "small", "base", "large", "huge"] = "base"
-    patch_size: int = Field(16, ge=1)
-    tubelet_size: int = Field(2, ge=1)
-    mask_ratio: float = Field(0.9, gt=0.0, lt=1.0)
-    mask_type: Literal["tube", "random"] = "tube"
-    decoder_depth: int = Field(4, ge=1)
-    drop_path: float = Field(0.0, ge=0.0, lt=1.0)
-    norm_pix_loss: bool = True
-    grad_checkpointing: bool = False
+    size: Literal["tiny", "small", "base", "large", "huge"] = "base"  # ViT size (width/depth/heads from VideoMAE)
+    patch_size: int = Field(16, ge=1)  # spatial patch in pixels
+    tubelet_size: int = Field(2, ge=1)  # frames per token
+    mask_ratio: float = Field(0.9, gt=0.0, lt=1.0)  # share of tokens masked
+    mask_type: Literal["tube", "random"] = "tube"  # tube: same spatial mask in every time slice
+    decoder_depth: int = Field(4, ge=1)  # decoder blocks
+    drop_path: float = Field(0.0, ge=0.0, lt=1.0)  # stochastic depth, rising linearly over blocks
+    norm_pix_loss: bool = True  # per-token normalized pixel target
+    grad_checkpointing: bool = False  # activation checkpointing: less memory, ~30% more compute
     # width/depth/heads overrides for custom (e.g. CPU-sized) models
     embed_dim: int | None = Field(None, ge=8)
     depth: int | None = Field(None, ge=1)
@@ -102,14 +102,14 @@ class ModelConfig(Section):
 class OptimConfig(Section):
     """AdamW and the learning-rate rule. lr = base_lr * total_batch / 256 (VideoMAE)."""
 
-    base_lr: float = Field(1.5e-4, gt=0.0)
+    base_lr: float = Field(1.5e-4, gt=0.0)  # lr = base_lr * total_batch / 256
     min_lr: float = Field(1e-5, ge=0.0)  # scaled by total_batch / 256 as well
-    warmup_epochs: float = Field(40.0, ge=0.0)
-    weight_decay: float = Field(0.05, ge=0.0)
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = Field(1e-8, gt=0.0)
-    clip_grad: float | None = Field(None, gt=0.0)
-    accum_steps: int = Field(1, ge=1)
+    warmup_epochs: float = Field(40.0, ge=0.0)  # linear warmup (per stage: scaled by its share of N_e)
+    weight_decay: float = Field(0.05, ge=0.0)  # AdamW; none on norms, biases, tokens
+    betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas
+    eps: float = Field(1e-8, gt=0.0)  # AdamW epsilon
+    clip_grad: float | None = Field(None, gt=0.0)  # max gradient norm (null: no clipping)
+    accum_steps: int = Field(1, ge=1)  # micro-batches per optimizer step
     lr_rule: Literal["per_stage", "global", "step"] = "per_stage"  # TPL mechanism 1, 2, ablation
     reset_between_stages: bool = False  # optimizer moments carry across stages by default
 
@@ -118,31 +118,31 @@ class TrainConfig(Section):
     """How the loop runs: batch per process, precision, device, logging and checkpoints."""
 
     batch_size: int = Field(32, ge=1)  # per process
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    compile: bool = False
-    log_every: int = Field(10, ge=1)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp16 uses a gradient scaler
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
+    compile: bool = False  # torch.compile the model
+    log_every: int = Field(10, ge=1)  # steps per metrics record
     ckpt_every: int = Field(1000, ge=1)  # steps
-    keep_last: int = Field(3, ge=1)
-    max_nonfinite: int = Field(5, ge=1)
-    tensorboard: bool = True
+    keep_last: int = Field(3, ge=1)  # checkpoints kept
+    max_nonfinite: int = Field(5, ge=1)  # non-finite losses in a row before the run stops
+    tensorboard: bool = True  # write TensorBoard scalars to <run>/tb
     max_steps: int | None = Field(None, ge=1)  # cap for smoke runs; the schedule is unchanged
 
 
 class StageConfig(Section):
     """One TPL stage: clip length, share of the budget and its recipe (None: the defaults)."""
 
-    frames: int = Field(ge=1)
-    share: float = Field(ge=0.0, le=1.0)
-    batch_size: int | None = Field(None, ge=1)
-    warmup_epochs: float | None = Field(None, ge=0.0)
+    frames: int = Field(ge=1)  # clip length f_i (a multiple of the tubelet)
+    share: float = Field(ge=0.0, le=1.0)  # p_i: share of the budget (frames processed)
+    batch_size: int | None = Field(None, ge=1)  # per process; null: train.batch_size
+    warmup_epochs: float | None = Field(None, ge=0.0)  # null: the baseline's warmup fraction
 
 
 class BudgetConfig(Section):
     """N_e: the budget in epochs at the reference clip length (frames processed)."""
 
-    epochs: float = Field(800.0, gt=0.0)
-    ref_frames: int = Field(16, ge=1)
+    epochs: float = Field(800.0, gt=0.0)  # N_e
+    ref_frames: int = Field(16, ge=1)  # the reference clip length f_ref
     scale: float = Field(1.0, gt=0.0)  # budget.scale=2 doubles every stage
 
 
@@ -202,7 +202,7 @@ class SearchConfig(Section):
 
 class PretrainConfig(Section):
     task: Literal["pretrain"] = "pretrain"
-    seed: int = 0
+    seed: int = 0  # seeds data order, augmentation, masks and init
     out: str | None = None  # run folder (the CLI's --out wins)
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -218,16 +218,16 @@ class ClassifierConfig(Section):
 
     name: Literal["vit", "resnet3d", "hcml"] = "vit"
     init: str | None = None  # progvid pre-training run/checkpoint, transformers folder, or .pth
-    size: Literal["tiny", "small", "base", "large", "huge"] = "base"
-    patch_size: int = Field(16, ge=1)
-    tubelet_size: int = Field(2, ge=1)
+    size: Literal["tiny", "small", "base", "large", "huge"] = "base"  # ViT size (width/depth/heads from VideoMAE)
+    patch_size: int = Field(16, ge=1)  # spatial patch in pixels
+    tubelet_size: int = Field(2, ge=1)  # frames per token
     embed_dim: int | None = Field(None, ge=8)
     depth: int | None = Field(None, ge=1)
     num_heads: int | None = Field(None, ge=1)
     drop_path: float = Field(0.1, ge=0.0, lt=1.0)
     head_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     init_scale: float = Field(0.001, gt=0.0)
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool = False  # activation checkpointing: less memory, ~30% more compute
     num_classes: int | None = Field(None, ge=1)  # default: the number of class names
     # 3-D CNN options (resnet3d / hcml)
     resnet_depth: Literal[18, 50] = 18
@@ -240,12 +240,12 @@ class FinetuneOptimConfig(Section):
     base_lr: float = Field(1e-3, gt=0.0)
     min_lr: float = Field(1e-6, ge=0.0)  # scaled like base_lr
     warmup_epochs: float = Field(5.0, ge=0.0)
-    weight_decay: float = Field(0.05, ge=0.0)
+    weight_decay: float = Field(0.05, ge=0.0)  # AdamW; none on norms, biases, tokens
     betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0.0)
+    eps: float = Field(1e-8, gt=0.0)  # AdamW epsilon
     layer_decay: float = Field(0.75, gt=0.0, le=1.0)
-    clip_grad: float | None = Field(None, gt=0.0)
-    accum_steps: int = Field(1, ge=1)
+    clip_grad: float | None = Field(None, gt=0.0)  # max gradient norm (null: no clipping)
+    accum_steps: int = Field(1, ge=1)  # micro-batches per optimizer step
 
 
 class MixupConfig(Section):
@@ -300,16 +300,16 @@ class HCMLOptimConfig(Section):
     warmup_epochs: float = Field(1.0, ge=0.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0.0)
-    clip_grad: float | None = Field(None, gt=0.0)
-    accum_steps: int = Field(1, ge=1)
+    eps: float = Field(1e-8, gt=0.0)  # AdamW epsilon
+    clip_grad: float | None = Field(None, gt=0.0)  # max gradient norm (null: no clipping)
+    accum_steps: int = Field(1, ge=1)  # micro-batches per optimizer step
 
 
 class HCMLConfig(Section):
     """`progvid pretrain` with task: hcml runs the self-supervised phases."""
 
     task: Literal["hcml"] = "hcml"
-    seed: int = 0
+    seed: int = 0  # seeds data order, augmentation, masks and init
     out: str | None = None
     data: DataConfig = DataConfig()
     model: HCMLModelConfig = HCMLModelConfig()
@@ -320,7 +320,7 @@ class HCMLConfig(Section):
 
 class FinetuneConfig(Section):
     task: Literal["finetune"] = "finetune"
-    seed: int = 0
+    seed: int = 0  # seeds data order, augmentation, masks and init
     out: str | None = None
     epochs: float = Field(100.0, gt=0.0)
     data: DataConfig = DataConfig()

@@ -71,6 +71,27 @@ def _target_size(width: int, height: int, short_side: int | None) -> tuple[int, 
     return max(1, round(width * short_side / height)), short_side
 
 
+# Frame tables of recently opened files, per process (a data-loader worker sees each video
+# once per epoch): demuxing a whole file costs as much as decoding a few frames.
+_TABLE_FIELDS = ("_timed", "_index_of", "_key_index", "_key_ts", "info")
+_TABLES: dict[tuple[str, int, int], dict] = {}
+_TABLES_MAX = 8192
+
+
+def _cache_key(path: Path) -> tuple[str, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def _remember(key: tuple[str, int, int], table: dict) -> None:
+    if len(_TABLES) >= _TABLES_MAX:
+        _TABLES.pop(next(iter(_TABLES)))  # oldest first
+    _TABLES[key] = table
+
+
 class VideoReader:
     """One open container plus its frame table; `read` may be called many times."""
 
@@ -87,7 +108,15 @@ class VideoReader:
         self._container = None
         self._use(_open(self.path))
         try:
-            self._build_table()
+            key = _cache_key(self.path)
+            cached = _TABLES.get(key) if key is not None else None
+            if cached is None:
+                self._build_table()
+                if key is not None:
+                    _remember(key, {k: getattr(self, k) for k in _TABLE_FIELDS if hasattr(self, k)})
+            else:  # the file is unchanged: reuse its frame table instead of demuxing it again
+                for k, v in cached.items():
+                    setattr(self, k, v)
         except BaseException:
             self.close()
             raise

@@ -37,10 +37,13 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=400)
     ap.add_argument("--val", type=int, default=200)
     ap.add_argument("--out", default="runs/bench_hcml")
+    ap.add_argument("--classes", type=int, default=4,
+                    help="motion classes (default 4: the four translations)")
     args = ap.parse_args()
     out = Path(args.out)
     data = out / "data"
-    write_dataset(data, train=args.train, val=args.val, size=32, frames=16, seed=0, workers=2)
+    write_dataset(data, train=args.train, val=args.val, size=32, frames=16, seed=0, workers=2,
+                  classes=args.classes)
     d = {**DATA, "root": str(data)}
     t0 = time.time()
     pre = validate(HCMLConfig, {
@@ -74,8 +77,9 @@ def main() -> None:
     md = ["# HCML vs the plain 3-D ResNet backbone (synthetic motion dataset)", "",
           f"- date: {time.strftime('%Y-%m-%d')}; commit {commit}; torch {torch.__version__}, {torch.get_num_threads()} threads",
           f"- command: `.venv/bin/python bench/hcml_vs_backbone.py --finetune-epochs {args.finetune_epochs:g} "
-          f"--flow-epochs {args.flow_epochs:g} --level-epochs {args.level_epochs:g} --train {args.train} --val {args.val}`",
-          f"- data: {args.train} train / {args.val} val synthetic clips, 8 frames (stride 2) at 32x32, 10 motion classes",
+          f"--flow-epochs {args.flow_epochs:g} --level-epochs {args.level_epochs:g} --train {args.train} --val {args.val} "
+          f"--classes {args.classes}`",
+          f"- data: {args.train} train / {args.val} val synthetic clips, 8 frames (stride 2) at 32x32, {args.classes} motion classes",
           "- backbone: ResNet3D-18 at width 0.25; HCML levels 1-3, beta 4, d 6, s 2",
           f"- HCML self-supervised phases: flow {args.flow_epochs:g} epochs, {args.level_epochs:g} epochs per level ({pre_s:.0f} s)",
           f"- fine-tuning: {args.finetune_epochs:g} epochs for both, AdamW lr 2e-2 x batch/256, no mixup; test 2 clips",

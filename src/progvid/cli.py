@@ -27,11 +27,11 @@ def _print_json(obj: Any) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from .data.synthetic import write_dataset
+    from .data.synthetic import MOTION_CLASSES, write_dataset
 
     s = write_dataset(
         args.out, train=args.train, val=args.val, size=args.size, frames=args.frames,
-        classes=args.classes, seed=args.seed, fmt=args.format, workers=args.workers,
+        classes=args.classes or len(MOTION_CLASSES), seed=args.seed, fmt=args.format, workers=args.workers,
         progress=sys.stderr.isatty(),
     )
     print(f"wrote {s.train} train + {s.val} val clips, {s.classes} classes, to {s.out} "
@@ -171,7 +171,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     target = args.target
     if target.endswith((".yaml", ".yml")) and Path(target).is_file():
-        from .pretrain import run_dir_for
+        from .runs import run_dir_for
 
         args.config = target
         target = str(run_dir_for(_load_task_config(args, "finetune"), None, target))
@@ -317,7 +317,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_plot_tradeoff(args: argparse.Namespace) -> int:
     from .progressive.tradeoff import plot_tradeoff
 
-    out = plot_tradeoff(args.runs, args.out, group_by=args.group_by)
+    out = plot_tradeoff(args.runs, args.out, group_by=args.group_by, metric=args.metric)
     print(f"wrote {out}")
     return 0
 
@@ -507,6 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="run folders with an eval.json or probe.json")
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--group-by", choices=["method", "model", "method+model"], default="method")
+    p.add_argument("--metric", choices=["top1", "val_loss"], default="top1",
+                   help="y axis: top-1, or the held-out masked-reconstruction loss")
     p.set_defaults(func=cmd_plot_tradeoff)
 
     p = sub.add_parser("demo", help="the end-to-end demo on the synthetic dataset")

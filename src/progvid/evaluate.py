@@ -20,10 +20,29 @@ class ProbeResult:
     method: str
 
 
+POOLS = ("mean", "temporal", "grid")
+
+
+def pool_tokens(tokens: torch.Tensor, grid: tuple[int, int, int], pool: str) -> torch.Tensor:
+    """(B, N, D) encoder tokens -> features. `mean`: the global mean (D), the usual choice;
+    `temporal`: the mean over space for each temporal token slot, concatenated (t*D), which keeps
+    the order in time that a global mean averages away; `grid`: means over a 2 x 2 spatial grid
+    per temporal slot (4*t*D), which also keeps coarse position (where an object goes)."""
+    if pool == "mean":
+        return tokens.mean(dim=1)
+    t, h, w = grid
+    if pool == "temporal":
+        return tokens.view(tokens.shape[0], t, h * w, tokens.shape[-1]).mean(dim=2).flatten(1)
+    if pool == "grid":  # a 2 x 2 spatial grid of means per temporal slot: where things go
+        x = tokens.view(tokens.shape[0], t, h, w, tokens.shape[-1]).permute(0, 4, 1, 2, 3)
+        return torch.nn.functional.adaptive_avg_pool3d(x, (t, min(2, h), min(2, w))).flatten(1)
+    raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+
+
 @torch.no_grad()
 def extract_features(encoder: torch.nn.Module, loader: DataLoader, device: torch.device | str = "cpu",
-                     progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features (N, D), labels (N,)) for a loader of `VideoDataset` items (any view count)."""
+                     progress: bool = False, pool: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+    """(features (N, F), labels (N,)) for a loader of `VideoDataset` items (any view count)."""
     encoder = encoder.to(device).eval()
     feats, labels = [], []
     it = loader
@@ -35,8 +54,8 @@ def extract_features(encoder: torch.nn.Module, loader: DataLoader, device: torch
         video = batch["video"].to(device)
         v = int(batch["views"])
         tokens = encoder(video, apply_norm=True)  # (B*V, N, D)
-        f = tokens.mean(dim=1).float().view(-1, v, tokens.shape[-1]).mean(dim=1)
-        feats.append(f.cpu())
+        f = pool_tokens(tokens, encoder.grid(*video.shape[2:]), pool).float()
+        feats.append(f.view(-1, v, f.shape[-1]).mean(dim=1).cpu())
         labels.append(batch["label"].view(-1, v)[:, 0])
     return torch.cat(feats), torch.cat(labels)
 
@@ -90,8 +109,12 @@ def knn(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y
 
 def probe_encoder(encoder: torch.nn.Module, data_cfg, *, num_frames: int, method: str = "linear",
                   seed: int = 0, device: torch.device | str = "cpu", batch_size: int = 16,
-                  progress: bool = False) -> ProbeResult:
-    """Linear probe or kNN of a frozen encoder on a config's train/val splits (centre views)."""
+                  progress: bool = False, pool: str = "temporal") -> ProbeResult:
+    """Linear probe or kNN of a frozen encoder on a config's train/val splits (centre views).
+
+    Features pool over space per temporal slot by default (`pool_tokens`): cheap evaluations
+    exist to rank pre-training runs, and classes defined by motion are invisible to a global
+    mean."""
     from .data.datasets import VideoDataset, build_samples
     from .data.loader import build_loader
     from .data.sampling import TemporalSampler
@@ -110,7 +133,7 @@ def probe_encoder(encoder: torch.nn.Module, data_cfg, *, num_frames: int, method
                           on_error=d.on_error)
         loader = build_loader(ds, batch_size=batch_size, train=False, workers=d.workers, seed=seed,
                               rank=0, world=1)
-        out.append(extract_features(encoder, loader, device, progress))
+        out.append(extract_features(encoder, loader, device, progress, pool))
     (tx, ty), (vx, vy) = out
     classes = len(names) if names else None
     if method == "knn":
@@ -265,3 +288,33 @@ def predict_video(checkpoint: str, video: str, *, topk: int = 5,
     names = meta.get("class_names") or [str(i) for i in range(probs.shape[1])]
     p, i = probs[0].topk(min(topk, probs.shape[1]))
     return [(names[j], float(q)) for q, j in zip(p.tolist(), i.tolist(), strict=True)]
+
+
+@torch.no_grad()
+def mae_val_loss(model: torch.nn.Module, data_cfg, *, num_frames: int, seed: int = 0,
+                 batch_size: int = 16, device: torch.device | str = "cpu") -> float:
+    """Held-out masked-reconstruction loss of a VideoMAE: centre clips of the val split with
+    masks drawn from a fixed seed, so different runs are scored on exactly the same task."""
+    from .data.datasets import VideoDataset, build_samples
+    from .data.loader import build_loader
+    from .data.sampling import TemporalSampler
+    from .data.transforms import test_transform
+
+    d = data_cfg
+    samples = build_samples(d, "val").samples
+    ds = VideoDataset(samples, sampler=TemporalSampler(d.sampler, num_frames, d.sampling_rate,
+                                                       d.clip_mode),
+                      transform=test_transform(d.input_size, crops=1, mean=d.mean, std=d.std),
+                      train=False, test_clips=1, seed=seed, on_error=d.on_error)
+    loader = build_loader(ds, batch_size=batch_size, train=False, workers=d.workers, seed=seed,
+                          rank=0, world=1)
+    model = model.to(device).eval()
+    gen = torch.Generator().manual_seed(seed)
+    total, count = 0.0, 0
+    for batch in loader:
+        video = batch["video"].to(device)
+        mask = model.random_mask(video.shape[0], num_frames, "cpu", gen,
+                                 img_size=tuple(video.shape[-2:])).to(device)
+        total += float(model(video, mask).loss) * video.shape[0]
+        count += video.shape[0]
+    return total / max(count, 1)

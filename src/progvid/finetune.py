@@ -9,7 +9,6 @@ names, so `progvid eval` and `progvid predict` need nothing else.
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,15 +18,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .config import FinetuneConfig, save_config
-from .data.datasets import Sample, VideoDataset, build_samples
-from .data.loader import SkipLog, build_loader
+from .data.datasets import Sample, build_samples
+from .data.loader import SkipLog, train_loader
 from .data.mixup import Mixup, soft_cross_entropy
-from .data.sampling import TemporalSampler
-from .data.transforms import train_transform
 from .engine.checkpoint import CheckpointError, load_meta, load_weights, resolve_resume
-from .engine.distributed import DistInfo, init_distributed, resolve_device, shutdown
-from .engine.schedule import CosineLR, Schedule, Stage
-from .engine.trainer import StepContext, Trainer, TrainResult, TrainSettings
+from .engine.distributed import DistInfo
+from .engine.schedule import Schedule, Stage
+from .engine.trainer import StepContext, TrainResult
 from .errors import ConfigError
 from .models.classifier import (
     VideoClassifier,
@@ -35,7 +32,7 @@ from .models.classifier import (
     classifier_from_pretrained,
     layer_decay_groups,
 )
-from .pretrain import run_dir_for
+from .runs import cosine_stage, run_context, train
 
 # Model kinds that can be fine-tuned: name -> (builder from config, rebuilder from hparams)
 MODEL_KINDS = ("vit", "resnet3d", "hcml")
@@ -107,15 +104,8 @@ class FinetuneTask:
 
     def loader(self, stage_index: int, stage: Stage, *, frames: int, dist: DistInfo,
                device: torch.device) -> DataLoader:
-        d = self.cfg.data
-        sampler = TemporalSampler(d.sampler, frames, d.sampling_rate, d.clip_mode)
-        transform = train_transform(d.input_size, crop=d.crop, flip=d.flip, mean=d.mean, std=d.std,
-                                    scales=d.crop_scales, rrc_scale=d.rrc_scale)
-        dataset = VideoDataset(self.samples, sampler=sampler, transform=transform, train=True,
-                               num_sample=d.num_sample, seed=self.cfg.seed, short_side=d.short_side,
-                               decode_threads=d.decode_threads, on_error=d.on_error)
-        return build_loader(dataset, batch_size=stage.batch_size, train=True, workers=d.workers,
-                            seed=self.cfg.seed, device=device, rank=dist.rank, world=dist.world)
+        return train_loader(self.cfg.data, self.samples, frames=frames, batch_size=stage.batch_size,
+                            seed=self.cfg.seed, rank=dist.rank, world=dist.world, device=device)
 
     def param_groups(self, model: torch.nn.Module) -> list[dict[str, Any]]:
         o = self.cfg.optim
@@ -153,15 +143,12 @@ class FinetuneTask:
 def finetune_schedule(cfg: FinetuneConfig, dataset_size: int, world: int,
                       flops_per_clip: float = 0.0) -> Schedule:
     """One stage: warmup then cosine, lr = base_lr * total_batch / 256."""
-    total_batch = cfg.train.batch_size * world * cfg.optim.accum_steps
-    per_epoch = dataset_size / total_batch
-    steps = max(1, math.ceil(cfg.epochs * per_epoch))
-    warmup = min(int(round(cfg.optim.warmup_epochs * per_epoch)), steps - 1) if steps > 1 else 0
-    scale = total_batch / 256
-    lr = CosineLR(cfg.optim.base_lr * scale, cfg.optim.min_lr * scale, warmup, steps)
-    return Schedule((Stage(steps=steps, num_frames=cfg.data.num_frames,
-                           batch_size=cfg.train.batch_size, lr=lr, name="finetune",
-                           flops_per_clip=flops_per_clip),))
+    o = cfg.optim
+    return Schedule((cosine_stage(
+        epochs=cfg.epochs, dataset_size=dataset_size,
+        total_batch=cfg.train.batch_size * world * o.accum_steps, base_lr=o.base_lr,
+        min_lr=o.min_lr, warmup_epochs=o.warmup_epochs, num_frames=cfg.data.num_frames,
+        batch_size=cfg.train.batch_size, name="finetune", flops_per_clip=flops_per_clip),))
 
 
 def _flops_per_clip(model: torch.nn.Module, cfg: FinetuneConfig) -> float:
@@ -181,12 +168,7 @@ def _flops_per_clip(model: torch.nn.Module, cfg: FinetuneConfig) -> float:
 def run_finetune(cfg: FinetuneConfig, *, out: str | None = None, resume: str | None = None,
                  config_path: str | None = None) -> TrainResult:
     """Fine-tune as the config says, then (by default) evaluate on the val split."""
-    run_dir = run_dir_for(cfg, out, config_path)
-    device = resolve_device(cfg.train.device)
-    dist = init_distributed(device)
-    device = resolve_device(cfg.train.device, dist.local_rank)
-    try:
-        torch.manual_seed(cfg.seed)
+    with run_context(cfg, out, config_path) as ctx:
         ss = build_samples(cfg.data, "train")
         names = ss.class_names
         num_classes = cfg.model.num_classes or (len(names) if names else None)
@@ -196,34 +178,19 @@ def run_finetune(cfg: FinetuneConfig, *, out: str | None = None, resume: str | N
         if names is not None and len(names) != num_classes:
             raise ConfigError(f"model.num_classes: {num_classes} but data.classes lists {len(names)}")
         model = build_classifier(cfg, num_classes)
-        schedule = finetune_schedule(cfg, len(ss.samples), dist.world, _flops_per_clip(model, cfg))
-        kind = cfg.model.name
-        hparams = model.hparams
-        if dist.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, run_dir / "config.yaml")
-        t = cfg.train
-        settings = TrainSettings(
-            precision=t.precision, compile=t.compile, grad_clip=cfg.optim.clip_grad,
-            accum_steps=cfg.optim.accum_steps, log_every=t.log_every, ckpt_every=t.ckpt_every,
-            keep_last=t.keep_last, max_nonfinite=t.max_nonfinite,
-            weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas, eps=cfg.optim.eps,
-            seed=cfg.seed, tensorboard=t.tensorboard)
-        meta = {"task": "finetune", "model_kind": kind, "model": hparams,
+        schedule = finetune_schedule(cfg, len(ss.samples), ctx.dist.world,
+                                     _flops_per_clip(model, cfg))
+        if ctx.dist.is_main:
+            ctx.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, ctx.run_dir / "config.yaml")
+        meta = {"task": "finetune", "model_kind": cfg.model.name, "model": model.hparams,
                 "data": cfg.data.model_dump(mode="json"), "class_names": names,
                 "num_classes": num_classes, "eval": cfg.eval.model_dump(mode="json")}
-        task = FinetuneTask(cfg, ss.samples, num_classes, run_dir)
-        trainer = Trainer(model, task, schedule, run_dir, settings, device=device, dist=dist,
-                          meta=meta)
-        path = resolve_resume(run_dir, resume)
-        if path is not None:
-            trainer.restore(path)
-        result = trainer.fit(stop_at=cfg.train.max_steps)
+        task = FinetuneTask(cfg, ss.samples, num_classes, ctx.run_dir)
+        result = train(ctx, cfg, model, task, schedule, meta, resume)
         if cfg.eval.at_end and cfg.data.val is not None:
             from .evaluate import evaluate_checkpoint
 
-            evaluate_checkpoint(run_dir, views=(cfg.eval.clips, cfg.eval.crops), device=device,
-                                batch_size=cfg.eval.batch_size)
+            evaluate_checkpoint(ctx.run_dir, views=(cfg.eval.clips, cfg.eval.crops),
+                                device=ctx.device, batch_size=cfg.eval.batch_size)
         return result
-    finally:
-        shutdown()

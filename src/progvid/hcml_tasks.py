@@ -11,7 +11,6 @@ schedule; which levels are frozen is a function of the stage, so resume is exact
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +18,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from .config import FinetuneConfig, HCMLConfig, HCMLModelConfig, save_config
-from .data.datasets import Sample, VideoDataset, build_samples
-from .data.loader import SkipLog, build_loader
-from .data.sampling import TemporalSampler
-from .data.transforms import train_transform
+from .data.datasets import Sample, build_samples
+from .data.loader import SkipLog, train_loader
 from .engine.checkpoint import CheckpointError, load_meta, load_weights, resolve_resume
-from .engine.distributed import DistInfo, init_distributed, resolve_device, shutdown
-from .engine.schedule import CosineLR, Schedule, Stage
-from .engine.trainer import StepContext, Trainer, TrainResult, TrainSettings
+from .engine.distributed import DistInfo
+from .engine.schedule import Schedule, Stage
+from .engine.trainer import StepContext, TrainResult
 from .models.hcml import HCMLNet, count_macs, count_params, deploy_overhead
 from .models.motion import FlowNet
 from .models.resnet3d import ResNet3D, resnet3d
+from .runs import cosine_stage, run_context, train
 
 
 def hcml_hparams(m: HCMLModelConfig, num_classes: int) -> dict[str, Any]:
@@ -74,19 +72,6 @@ def measured_macs(model: torch.nn.Module, frames: int, size: int) -> float:
 # self-supervised phases
 
 
-def _train_loader(cfg: Any, samples: list[Sample], stage: Stage, frames: int, dist: DistInfo,
-                  device: torch.device, seed: int) -> DataLoader:
-    d = cfg.data
-    sampler = TemporalSampler(d.sampler, frames, d.sampling_rate, d.clip_mode)
-    transform = train_transform(d.input_size, crop=d.crop, flip=d.flip, mean=d.mean, std=d.std,
-                                scales=d.crop_scales, rrc_scale=d.rrc_scale)
-    dataset = VideoDataset(samples, sampler=sampler, transform=transform, train=True,
-                           num_sample=d.num_sample, seed=seed, short_side=d.short_side,
-                           decode_threads=d.decode_threads, on_error=d.on_error)
-    return build_loader(dataset, batch_size=stage.batch_size, train=True, workers=d.workers,
-                        seed=seed, device=device, rank=dist.rank, world=dist.world)
-
-
 class HCMLPretrainTask:
     """Phase 0: L_recon of the flow network; phase l: L_contrastive^l, lower levels frozen."""
 
@@ -98,8 +83,9 @@ class HCMLPretrainTask:
 
     def loader(self, stage_index: int, stage: Stage, *, frames: int, dist: DistInfo,
                device: torch.device) -> DataLoader:
-        return _train_loader(self.cfg, self.samples, stage, frames, dist, device,
-                             self.cfg.seed * 1000 + stage_index)
+        return train_loader(self.cfg.data, self.samples, frames=frames, batch_size=stage.batch_size,
+                            seed=self.cfg.seed * 1000 + stage_index, rank=dist.rank,
+                            world=dist.world, device=device)
 
     def on_stage(self, model: torch.nn.Module, stage_index: int, stage: Stage) -> None:
         model.trainable_for(stage.extra["phase"])
@@ -122,60 +108,32 @@ class HCMLPretrainTask:
 def hcml_schedule(cfg: HCMLConfig, dataset_size: int, world: int, levels: tuple[int, ...],
                   flops_per_clip: float = 0.0) -> Schedule:
     """Stage 0 trains the flow net; stage k trains level `levels[k-1]`; each warmup + cosine."""
-    total_batch = cfg.train.batch_size * world * cfg.optim.accum_steps
-    per_epoch = dataset_size / total_batch
     o = cfg.optim
-    scale = total_batch / 256
-    stages = []
-    for phase, epochs in [(0, cfg.phases.flow_epochs), *((lv, cfg.phases.level_epochs) for lv in levels)]:
-        steps = max(1, math.ceil(epochs * per_epoch))
-        warmup = min(int(round(o.warmup_epochs * per_epoch)), steps - 1) if steps > 1 else 0
-        stages.append(Stage(steps=steps, num_frames=cfg.data.num_frames,
-                            batch_size=cfg.train.batch_size,
-                            lr=CosineLR(o.base_lr * scale, o.min_lr * scale, warmup, steps),
-                            name="flow" if phase == 0 else f"level{phase}",
-                            flops_per_clip=flops_per_clip, extra={"phase": phase}))
-    return Schedule(tuple(stages))
-
-
-def _settings(cfg: Any) -> TrainSettings:
-    t, o = cfg.train, cfg.optim
-    return TrainSettings(precision=t.precision, compile=t.compile, grad_clip=o.clip_grad,
-                         accum_steps=o.accum_steps, log_every=t.log_every, ckpt_every=t.ckpt_every,
-                         keep_last=t.keep_last, max_nonfinite=t.max_nonfinite,
-                         weight_decay=o.weight_decay, betas=o.betas, eps=o.eps, seed=cfg.seed,
-                         tensorboard=t.tensorboard)
+    phases = [(0, cfg.phases.flow_epochs), *((lv, cfg.phases.level_epochs) for lv in levels)]
+    return Schedule(tuple(cosine_stage(
+        epochs=epochs, dataset_size=dataset_size,
+        total_batch=cfg.train.batch_size * world * o.accum_steps, base_lr=o.base_lr,
+        min_lr=o.min_lr, warmup_epochs=o.warmup_epochs, num_frames=cfg.data.num_frames,
+        batch_size=cfg.train.batch_size, name="flow" if phase == 0 else f"level{phase}",
+        flops_per_clip=flops_per_clip, extra={"phase": phase}) for phase, epochs in phases))
 
 
 def run_hcml_pretrain(cfg: HCMLConfig, *, out: str | None = None, resume: str | None = None,
                       config_path: str | None = None) -> TrainResult:
     """The self-supervised HCML phases on the config's training videos (labels unused)."""
-    from .pretrain import run_dir_for
-
-    run_dir = run_dir_for(cfg, out, config_path)
-    device = resolve_device(cfg.train.device)
-    dist = init_distributed(device)
-    device = resolve_device(cfg.train.device, dist.local_rank)
-    try:
-        torch.manual_seed(cfg.seed)
+    with run_context(cfg, out, config_path) as ctx:
         samples = build_samples(cfg.data, "train").samples
         hp = hcml_hparams(cfg.model, num_classes=1)  # the head is trained by `finetune`
         net = build_hcml(hp)
         macs = 3.0 * measured_macs(net, cfg.data.num_frames, cfg.data.input_size)
-        schedule = hcml_schedule(cfg, len(samples), dist.world, net.levels, macs)
-        if dist.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, run_dir / "config.yaml")
+        schedule = hcml_schedule(cfg, len(samples), ctx.dist.world, net.levels, macs)
+        if ctx.dist.is_main:
+            ctx.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, ctx.run_dir / "config.yaml")
         meta = {"task": "hcml", "model_kind": "hcml", "model": hp,
                 "data": cfg.data.model_dump(mode="json")}
-        trainer = Trainer(net, HCMLPretrainTask(cfg, samples, run_dir), schedule, run_dir,
-                          _settings(cfg), device=device, dist=dist, meta=meta)
-        path = resolve_resume(run_dir, resume)
-        if path is not None:
-            trainer.restore(path)
-        return trainer.fit(stop_at=cfg.train.max_steps)
-    finally:
-        shutdown()
+        return train(ctx, cfg, net, HCMLPretrainTask(cfg, samples, ctx.run_dir), schedule, meta,
+                     resume)
 
 
 # --------------------------------------------------------------------------------------------

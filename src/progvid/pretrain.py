@@ -10,18 +10,17 @@ import torch
 from torch.utils.data import DataLoader
 
 from .config import PretrainConfig, save_config
-from .data.datasets import Sample, VideoDataset, build_samples
-from .data.loader import SkipLog, build_loader
-from .data.sampling import TemporalSampler
-from .data.transforms import train_transform
+from .data.datasets import Sample, build_samples
+from .data.loader import SkipLog, train_loader
 from .engine.checkpoint import resolve_resume
-from .engine.distributed import DistInfo, init_distributed, resolve_device, shutdown
+from .engine.distributed import DistInfo
 from .engine.schedule import Stage
-from .engine.trainer import StepContext, Trainer, TrainResult, TrainSettings
+from .engine.trainer import StepContext, TrainResult
 from .models import videomae
 from .models.videomae import VideoMAE
 from .progressive.flops import model_flops
 from .progressive.plan import build_plan, build_schedule
+from .runs import run_context, train
 
 
 def build_model(cfg: PretrainConfig) -> VideoMAE:
@@ -49,17 +48,10 @@ class PretrainTask:
 
     def loader(self, stage_index: int, stage: Stage, *, frames: int, dist: DistInfo,
                device: torch.device) -> DataLoader:
-        d = self.cfg.data
-        rate = stage.extra.get("rates", {}).get(frames, stage.extra.get("sampling_rate", d.sampling_rate))
-        sampler = TemporalSampler(d.sampler, frames, rate, d.clip_mode)
-        transform = train_transform(d.input_size, crop=d.crop, flip=d.flip, mean=d.mean, std=d.std,
-                                    scales=d.crop_scales, rrc_scale=d.rrc_scale)
-        seed = self.cfg.seed * 1000 + stage_index
-        dataset = VideoDataset(self.samples, sampler=sampler, transform=transform, train=True,
-                               num_sample=d.num_sample, seed=seed, short_side=d.short_side,
-                               decode_threads=d.decode_threads, on_error=d.on_error)
-        return build_loader(dataset, batch_size=stage.batch_size, train=True, workers=d.workers,
-                            seed=seed * 31 + frames, device=device, rank=dist.rank, world=dist.world)
+        rate = stage.extra.get("rates", {}).get(frames, stage.extra.get("sampling_rate"))
+        return train_loader(self.cfg.data, self.samples, frames=frames, batch_size=stage.batch_size,
+                            seed=self.cfg.seed * 1000 + stage_index, rank=dist.rank,
+                            world=dist.world, device=device, rate=rate)
 
     def step(self, model: torch.nn.Module, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         self.skips.update(batch["skipped"])
@@ -79,55 +71,23 @@ class PretrainTask:
         return int(batch["video"].shape[0])
 
 
-def settings_from(cfg: PretrainConfig) -> TrainSettings:
-    t, o = cfg.train, cfg.optim
-    return TrainSettings(
-        precision=t.precision, compile=t.compile, grad_clip=o.clip_grad, accum_steps=o.accum_steps,
-        log_every=t.log_every, ckpt_every=t.ckpt_every, keep_last=t.keep_last,
-        max_nonfinite=t.max_nonfinite, weight_decay=o.weight_decay, betas=o.betas, eps=o.eps,
-        seed=cfg.seed, tensorboard=t.tensorboard)
-
-
-def run_dir_for(cfg: Any, out: str | None, config_path: str | None) -> Path:
-    if out:
-        return Path(out)
-    if cfg.out:
-        return Path(cfg.out)
-    stem = Path(config_path).stem if config_path else cfg.task
-    return Path("runs") / stem
-
-
 def run_pretrain(cfg: PretrainConfig, *, out: str | None = None, resume: str | None = None,
                  config_path: str | None = None, progress: bool | None = None) -> TrainResult:
     """Pre-train as the config says; returns the result (rank 0 writes the run folder)."""
-    run_dir = run_dir_for(cfg, out, config_path)
-    device = resolve_device(cfg.train.device)
-    dist = init_distributed(device)
-    device = resolve_device(cfg.train.device, dist.local_rank)
-    try:
-        torch.manual_seed(cfg.seed)
+    with run_context(cfg, out, config_path) as ctx:
         samples = build_samples(cfg.data, "train").samples
         model = build_model(cfg)
-        planned = build_plan(cfg, len(samples), dist.world)
+        planned = build_plan(cfg, len(samples), ctx.dist.world)
         schedule = build_schedule(cfg, planned, lambda f: model_flops(model, f).train)
-        if dist.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, run_dir / "config.yaml")
-            (run_dir / "plan.json").write_text(json.dumps(
+        if ctx.dist.is_main:
+            ctx.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, ctx.run_dir / "config.yaml")
+            (ctx.run_dir / "plan.json").write_text(json.dumps(
                 {"stages": [p.to_json() for p in planned], "total_steps": schedule.total_steps,
-                 "world": dist.world}, indent=2))
-        settings = settings_from(cfg)
-        if progress is not None:
-            settings = TrainSettings(**{**settings.__dict__, "progress": progress})
+                 "world": ctx.dist.world}, indent=2))
         meta = {"task": "pretrain", "model": model.hparams, "data": cfg.data.model_dump(mode="json")}
-        trainer = Trainer(model, PretrainTask(cfg, samples, run_dir), schedule, run_dir, settings,
-                          device=device, dist=dist, meta=meta)
-        path = resolve_resume(run_dir, resume)
-        if path is not None:
-            trainer.restore(path)
-        return trainer.fit(stop_at=cfg.train.max_steps)
-    finally:
-        shutdown()
+        task = PretrainTask(cfg, samples, ctx.run_dir)
+        return train(ctx, cfg, model, task, schedule, meta, resume, progress)
 
 
 def load_videomae(checkpoint: str | Path) -> VideoMAE:

@@ -105,7 +105,7 @@ def collect_points(run_dirs: Iterable[str | Path],
             "model": cfg.model.size, "stages": [st.frames for st in cfg.plan.stages if st.share > 0],
             "top1": top1, "top1_pct": top1 * 100 if top1 <= 1.0 else top1,
             "pflops": flops[-1] / 1e15, "epochs_at_16": b.epochs * b.scale * b.ref_frames / 16,
-            "source": source})
+            "source": source, "val_loss": result.get("val_loss")})
     return points
 
 
@@ -117,13 +117,21 @@ def _group(point: dict[str, Any], group_by: str) -> str:
     return point["method"]
 
 
+METRICS = {"top1": ("top1_pct", "top-1 accuracy (%)"),
+           "val_loss": ("val_loss", "held-out masked-reconstruction loss (lower is better)")}
+
+
 def plot_tradeoff(run_dirs: Iterable[str | Path], out_png: str | Path, *, group_by: str = "method",
-                  warn: Callable[[str], None] = _warn) -> Path:
-    """Top-1 vs training PFLOPs (left) and vs epochs at 16 frames (right), one curve per group."""
+                  metric: str = "top1", warn: Callable[[str], None] = _warn) -> Path:
+    """`metric` (top-1, or the held-out MAE loss recorded next to it) vs training PFLOPs (left)
+    and vs epochs at 16 frames (right), one curve per group."""
+    if metric not in METRICS:
+        raise ProgvidError(f"--metric: unknown metric {metric!r} (one of {', '.join(METRICS)})")
+    field, ylabel = METRICS[metric]
     if group_by not in GROUPS:
         raise ProgvidError(f"--group-by: unknown grouping {group_by!r} (one of {', '.join(GROUPS)})")
     dirs = [Path(d) for d in run_dirs]
-    points = collect_points(dirs, warn)
+    points = [p for p in collect_points(dirs, warn) if p.get(field) is not None]
     if not points:
         names = ", ".join(str(d) for d in dirs) or "(none given)"
         raise ProgvidError(f"{names}: no run has an evaluation result ({' or '.join(RESULT_FILES)})")
@@ -139,16 +147,16 @@ def plot_tradeoff(run_dirs: Iterable[str | Path], out_png: str | Path, *, group_
     markers = "osD^v<>ph*"
     for i, (name, pts) in enumerate(sorted(groups.items())):
         for ax, key in zip(axes, ("pflops", "epochs_at_16"), strict=True):
-            pts_sorted = sorted(pts, key=lambda p: (p[key], p["top1_pct"]))
-            ax.plot([p[key] for p in pts_sorted], [p["top1_pct"] for p in pts_sorted],
+            pts_sorted = sorted(pts, key=lambda p: (p[key], p[field]))
+            ax.plot([p[key] for p in pts_sorted], [p[field] for p in pts_sorted],
                     marker=markers[i % len(markers)], color=f"C{i}", label=name)
     axes[0].set_xlabel(PFLOPS_LABEL)
     axes[1].set_xlabel(EPOCHS_LABEL)
-    axes[0].set_ylabel("top-1 accuracy (%)")
+    axes[0].set_ylabel(ylabel)
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("accuracy / training cost trade-off")
+    fig.suptitle(f"{'accuracy' if metric == 'top1' else 'pre-training loss'} / training cost trade-off")
     fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,33 @@
+"""`progvid demo --quick --with-hcml`: every file it promises, labelled as a smoke run, and a
+rerun resumes to the same numbers (deterministic for a seed)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from progvid.cli import main
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end(tmp_path: Path, capsys) -> None:
+    t0 = time.time()
+    assert main(["demo", "--quick", "--with-hcml", "--out", str(tmp_path)]) == 0
+    first = time.time() - t0
+    out = tmp_path / "quick"
+    for name in ("report.md", "results.json", "tradeoff.png", "tradeoff_top1.png", "recon.png",
+                 "flow.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    report = (out / "report.md").read_text()
+    assert "SMOKE RUN" in report and "| tpl |" in report and "| hcml |" in report
+    before = json.loads((out / "results.json").read_text())
+    t1 = time.time()
+    assert main(["demo", "--quick", "--with-hcml", "--out", str(tmp_path)]) == 0
+    assert time.time() - t1 < first  # resumed: nothing retrained
+    after = json.loads((out / "results.json").read_text())
+    for a, b in zip(before["pretrain"], after["pretrain"], strict=True):
+        assert a["val_loss"] == pytest.approx(b["val_loss"]) and a["top1"] == b["top1"]
+    assert [r["top1"] for r in before["hcml"]] == [r["top1"] for r in after["hcml"]]

@@ -121,3 +121,17 @@ def test_eval_from_config_and_bad_views(ft_run: Path, synth_dir: Path, tmp_path:
     assert "12 videos, 1x1 views" in capsys.readouterr().out
     assert main(["eval", str(ft_run), "--views", "5by3"]) == 2
     assert "--views: expected CLIPSxCROPS" in capsys.readouterr().err
+
+
+def test_probes_are_deterministic(tiny_run: Path, synth_dir: Path) -> None:
+    from progvid.config import DataConfig
+    from progvid.evaluate import probe_encoder
+    from progvid.pretrain import load_videomae
+
+    enc = load_videomae(tiny_run).encoder
+    d = DataConfig(root=str(synth_dir), train="train.csv", val="val.csv", classes="classes.txt",
+                   num_frames=4, sampling_rate=2, input_size=32, flip=False, workers=0)
+    for method in ("linear", "knn"):
+        a = probe_encoder(enc, d, num_frames=4, method=method, seed=3)
+        b = probe_encoder(enc, d, num_frames=4, method=method, seed=3)
+        assert a == b and 0.0 <= a.top1 <= a.top5 <= 1.0

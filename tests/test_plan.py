@@ -107,3 +107,29 @@ def test_multigrid_runs(synth_dir: Path, tmp_path: Path) -> None:
     run_pretrain(cfg, out=str(tmp_path / "mg"))
     rows = [json.loads(x) for x in (tmp_path / "mg" / "metrics.jsonl").read_text().splitlines()]
     assert {r["frames"] for r in rows} == {2, 4} and {r["stage"] for r in rows} == {0}
+
+
+def test_keep_span_sampling() -> None:
+    cfg = cfg_with(TPL, data={"sampling_rate": 2}, plan={"stages": TPL, "temporal": "span"})
+    assert [p.sampling_rate for p in build_plan(cfg, 100)] == [16, 8, 4, 2]  # 32 frames of time
+    stride = cfg_with(TPL, data={"sampling_rate": 2})
+    assert [p.sampling_rate for p in build_plan(stride, 100)] == [2, 2, 2, 2]
+
+
+def test_plan_cli_json_with_probe(synth_dir: Path, tmp_path: Path, capsys) -> None:
+    import json
+
+    from progvid.cli import main
+    from progvid.config import save_config
+
+    cfg = tiny_pretrain(synth_dir, plan={"stages": [{"frames": 2, "share": 0.5},
+                                                   {"frames": 4, "share": 0.5}]})
+    save_config(cfg, tmp_path / "p.yaml")
+    assert main(["plan", str(tmp_path / "p.yaml"), "--json", "--probe"]) == 0
+    t = json.loads(capsys.readouterr().out)
+    assert [s["frames"] for s in t["stages"]] == [2, 4]
+    assert all(s["est_seconds"] > 0 for s in t["stages"]) and t["totals"]["est_seconds"] > 0
+    for key in ("epochs_at_16", "pflops", "baseline_pflops", "flops_ratio_to_baseline"):
+        assert key in t["totals"]
+    assert main(["plan", str(tmp_path / "p.yaml")]) == 0
+    assert "measured (training FLOPs" in capsys.readouterr().out

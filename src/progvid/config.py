@@ -489,11 +489,6 @@ _TASKS: dict[str, type[BaseModel]] = {
 }
 
 
-def register_task(name: str, cls: type[BaseModel]) -> None:
-    """Add a task's config model (tasks defined outside this module)."""
-    _TASKS[name] = cls
-
-
 def config_class(task: Any, source: str) -> type[BaseModel]:
     if task not in _TASKS:
         known = ", ".join(sorted(_TASKS))

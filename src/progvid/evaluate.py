@@ -261,9 +261,9 @@ def confusion_figure(confusion: list[list[int]], names: list[str] | None, out_pn
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("confusion (row-normalized)")
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
+    from .viz import save_figure
+
+    save_figure(fig, out_png)
 
 
 def predict_video(checkpoint: str, video: str, *, topk: int = 5,

@@ -34,9 +34,6 @@ from .models.classifier import (
 )
 from .runs import cosine_stage, run_context, train
 
-# Model kinds that can be fine-tuned: name -> (builder from config, rebuilder from hparams)
-MODEL_KINDS = ("vit", "resnet3d", "hcml")
-
 
 def build_classifier(cfg: FinetuneConfig, num_classes: int) -> torch.nn.Module:
     """The classifier a config describes, initialised from `model.init` when given."""
@@ -133,7 +130,7 @@ class FinetuneTask:
         if self.cfg.model.name == "hcml":  # the joint phase: classification + motion losses
             from .hcml_tasks import hcml_joint_loss
 
-            return hcml_joint_loss(model, video, cls_loss, self.cfg, ctx.generator)
+            return hcml_joint_loss(model, video, cls_loss, ctx.generator)
         return {"loss": cls_loss(model(video))}
 
     def clips(self, batch: dict[str, Any]) -> int:

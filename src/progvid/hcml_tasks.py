@@ -177,7 +177,7 @@ def build_cnn_classifier(cfg: FinetuneConfig, num_classes: int) -> torch.nn.Modu
 
 
 def hcml_joint_loss(model: torch.nn.Module, video: torch.Tensor, cls_loss_fn: Any,
-                    cfg: FinetuneConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
+                    generator: torch.Generator) -> dict[str, torch.Tensor]:
     """L = L_cls + lambda L_recon + sum_l gamma_l L_contrastive^l, with each term for logging."""
     out = model(video, mode="joint", generator=generator)
     cls = cls_loss_fn(out.logits)

@@ -23,6 +23,18 @@ MASK_GREY = 0.25  # fill of hidden patches in the `masked` picture, in [0, 1] pi
 MAX_COLUMNS = 8
 
 
+def save_figure(fig: Any, out_png: str | Path) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 def _to_uint8(model: VideoMAE, tokens: Tensor, grid: tuple[int, int, int]) -> Tensor:
     """[0, 1] pixel tokens (1, N, D) -> uint8 clip (T, H, W, C) on the CPU."""
     clip = model.unpatchify(tokens, grid)[0].permute(1, 2, 3, 0)  # (T, H, W, C)
@@ -122,12 +134,7 @@ def recon_figure(
                 ax.set_ylabel(name, fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_png)
 
 
 def load_pretrained(checkpoint: str | Path) -> tuple[VideoMAE, dict[str, Any], Path]:
@@ -258,12 +265,7 @@ def plot_losses(
         ax.set_ylabel(keys[0] if len(keys) == 1 else "value")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_png)
 
 
 # Middlebury colour wheel (Baker et al. 2011): (steps, channel held at 255, ramped channel,
@@ -380,9 +382,4 @@ def flow_from_checkpoint(checkpoint: str | Path, video_path: str | Path, out_png
             if i == 0:
                 ax.set_title(f"t = {t}")
     fig.suptitle(f"{Path(video_path).name} - {path.name} (max flow {scale:.2f} px)")
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_png)

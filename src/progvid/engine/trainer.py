@@ -252,9 +252,9 @@ class Trainer:
                 gen = torch.Generator(device=self.device).manual_seed(_step_seed(s.seed, self.step))
                 frames = self._frames_at(stage)
                 loader = loaders[frames]
-                losses_acc: dict[str, float] = {}
+                # losses stay on the device until the step ends: one host sync per step
+                losses_acc: dict[str, torch.Tensor] = {}
                 step_clips = 0
-                finite = True
                 self.optimizer.zero_grad(set_to_none=True)
                 for k in range(s.accum_steps):
                     micro = pos.step_in_stage * s.accum_steps + k
@@ -267,13 +267,15 @@ class Trainer:
                     with (contextlib.nullcontext() if sync else self.wrapped.no_sync()):
                         with _autocast(self.device, s.precision):
                             out = self.task.step(self.wrapped, batch, ctx)
-                        loss = out["loss"]
-                        finite = finite and bool(torch.isfinite(loss.detach()).item())
-                        if finite:
-                            self.scaler.scale(loss / s.accum_steps).backward()
+                        # always backward, even on a non-finite loss: every DDP rank must reach
+                        # the same gradient all-reduce; a bad step's gradients are discarded below
+                        self.scaler.scale(out["loss"] / s.accum_steps).backward()
                     for name, v in out.items():
-                        losses_acc[name] = losses_acc.get(name, 0.0) + float(v.detach()) / s.accum_steps
+                        v = v.detach().float() / s.accum_steps
+                        losses_acc[name] = losses_acc[name] + v if name in losses_acc else v
                     step_clips += self.task.clips(batch) * self.dist.world
+                values = torch.stack(list(losses_acc.values())).tolist()
+                finite = math.isfinite(values[list(losses_acc).index("loss")])
                 if any_rank(not finite, self.device):
                     self._nonfinite(log)
                     self.step += 1
@@ -289,7 +291,7 @@ class Trainer:
                 per_clip = stage.extra.get("flops_by_frames", {}).get(frames, stage.flops_per_clip)
                 self.flops += step_clips * per_clip
                 self.step += 1
-                reduced = all_mean(torch.tensor(list(losses_acc.values()), dtype=torch.float64))
+                reduced = all_mean(torch.tensor(values, dtype=torch.float64, device=self.device))
                 for name, v in zip(losses_acc, reduced.tolist(), strict=True):
                     window.setdefault(name, []).append(v)
                 last_loss = window["loss"][-1]

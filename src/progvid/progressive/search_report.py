@@ -96,7 +96,7 @@ def write_plot(path: Path, phases: dict[str, list[dict[str, Any]]], best_id: str
     axes[0].set_title("TPL search: trials per phase (star = best)")
     for ax in axes:
         ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    from ..viz import save_figure
+
+    save_figure(fig, path)
     return path

@@ -157,9 +157,6 @@ def plot_tradeoff(run_dirs: Iterable[str | Path], out_png: str | Path, *, group_
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"{'accuracy' if metric == 'top1' else 'pre-training loss'} / training cost trade-off")
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    from ..viz import save_figure
+
+    return save_figure(fig, out_png)

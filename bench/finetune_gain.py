@@ -20,8 +20,8 @@ import torch
 from progvid.config import FinetuneConfig, validate
 from progvid.data.synthetic import write_dataset
 from progvid.demo import PLANS, synthetic_pretrain_config
-from progvid.finetune import run_finetune
-from progvid.pretrain import run_pretrain
+from progvid.tasks.finetune import run_finetune
+from progvid.tasks.pretrain import run_pretrain
 
 
 def finetune_config(data: Path, init: str | None, epochs: float, seed: int) -> FinetuneConfig:

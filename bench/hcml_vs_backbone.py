@@ -21,8 +21,8 @@ import torch
 
 from progvid.config import FinetuneConfig, HCMLConfig, validate
 from progvid.data.synthetic import write_dataset
-from progvid.finetune import run_finetune
-from progvid.hcml_tasks import deploy_report, run_hcml_pretrain
+from progvid.tasks.finetune import run_finetune
+from progvid.tasks.hcml import deploy_report, run_hcml_pretrain
 
 DATA = {"train": "train.csv", "val": "val.csv", "classes": "classes.txt", "num_frames": 8,
         "sampling_rate": 2, "input_size": 32, "flip": False, "workers": 1}

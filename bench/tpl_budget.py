@@ -21,8 +21,9 @@ import torch
 
 from progvid.data.synthetic import write_dataset
 from progvid.demo import PLANS, synthetic_pretrain_config
-from progvid.evaluate import mae_val_loss, probe_encoder
-from progvid.pretrain import load_videomae, run_pretrain
+from progvid.loading import load_videomae
+from progvid.tasks.evaluate import mae_val_loss, probe_encoder
+from progvid.tasks.pretrain import run_pretrain
 
 
 def cpu_model() -> str:

@@ -26,7 +26,7 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_run(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished two-step tiny pre-training run (checkpoint, metrics), shared by tests."""
     from engine_util import tiny_pretrain
-    from progvid.pretrain import run_pretrain
+    from progvid.tasks.pretrain import run_pretrain
 
     out = tmp_path_factory.mktemp("tiny_run")
     run_pretrain(tiny_pretrain(synth_dir, train__max_steps=2), out=str(out))

@@ -9,14 +9,9 @@ import torch
 
 from progvid.engine.checkpoint import plain_state_dict, save_checkpoint
 from progvid.errors import CheckpointError
+from progvid.loading import LoadReport, classifier_from_pretrained
 from progvid.models import VideoMAE, sincos_table, videomae
-from progvid.models.classifier import (
-    LoadReport,
-    VideoClassifier,
-    classifier,
-    classifier_from_pretrained,
-    layer_decay_groups,
-)
+from progvid.models.classifier import VideoClassifier, classifier, layer_decay_groups
 
 PRETRAIN_LEFTOVERS = {"mask_token", "encoder_to_decoder.weight", "encoder.norm.weight",
                       "encoder.norm.bias"}
@@ -141,8 +136,8 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory) -> tuple[VideoMAE, Path
 def test_load_progvid_checkpoint(pretrained) -> None:
     vmae, run_dir = pretrained
     for src in (run_dir, run_dir / "checkpoints" / "step_00000001"):
-        model, report = classifier_from_pretrained(src, num_classes=7, return_report=True)
-        assert isinstance(report, LoadReport) and model.load_report is report
+        model, report = classifier_from_pretrained(src, num_classes=7)
+        assert isinstance(report, LoadReport)
         assert report.kind == "progvid"
         encoder_equal(model, vmae)
         assert report.missing == ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"]
@@ -153,7 +148,7 @@ def test_load_progvid_checkpoint(pretrained) -> None:
         video = clip()
         torch.testing.assert_close(model.eval().encoder(video),
                                    vmae.eval().encoder(video, apply_norm=False))
-    model = classifier_from_pretrained(run_dir, num_classes=3, num_frames=8)
+    model, _ = classifier_from_pretrained(run_dir, num_classes=3, num_frames=8)
     assert model.hparams["num_frames"] == 8 and model(clip(8)).shape == (2, 3)
 
 
@@ -163,8 +158,7 @@ def test_load_official_pth(pretrained, tmp_path: Path) -> None:
     sd["encoder.pos_embed"] = sincos_table(32, 32).unsqueeze(0)  # dropped: fixed table
     file = tmp_path / "checkpoint.pth"
     torch.save({"model": sd}, file)
-    model, report = classifier_from_pretrained(file, num_classes=4, num_heads=2,
-                                               return_report=True)
+    model, report = classifier_from_pretrained(file, num_classes=4, num_heads=2)
     assert report.kind == "official"
     encoder_equal(model, vmae)
     assert report.missing == ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"]
@@ -181,8 +175,7 @@ def test_load_official_finetuned_layout(pretrained, tmp_path: Path) -> None:
                "head.weight": torch.zeros(400, 32), "head.bias": torch.zeros(400)})
     file = tmp_path / "finetuned.pth"
     torch.save({"module": sd}, file)
-    model, report = classifier_from_pretrained(file, num_classes=4, num_heads=2,
-                                               return_report=True)
+    model, report = classifier_from_pretrained(file, num_classes=4, num_heads=2)
     encoder_equal(model, vmae)
     assert torch.equal(model.fc_norm.weight, torch.full((32,), 2.0))
     assert report.missing == ["head.bias", "head.weight"]
@@ -196,16 +189,14 @@ def test_load_transformers_folders(pretrained, tmp_path: Path) -> None:
     vmae, _ = pretrained
     hf = to_transformers(vmae)
     hf.save_pretrained(str(tmp_path / "pretraining"))
-    model, report = classifier_from_pretrained(tmp_path / "pretraining", num_classes=4,
-                                               return_report=True)
+    model, report = classifier_from_pretrained(tmp_path / "pretraining", num_classes=4)
     assert report.kind == "transformers"
     encoder_equal(model, vmae)
     assert report.missing == ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"]
     assert report.unexpected == expected_unexpected(vmae)
 
     hf.videomae.save_pretrained(str(tmp_path / "model"))  # VideoMAEModel
-    model, report = classifier_from_pretrained(tmp_path / "model", num_classes=4,
-                                               return_report=True)
+    model, report = classifier_from_pretrained(tmp_path / "model", num_classes=4)
     encoder_equal(model, vmae)
     assert report.unexpected == ["encoder.norm.bias", "encoder.norm.weight"]
 
@@ -215,8 +206,7 @@ def test_load_transformers_folders(pretrained, tmp_path: Path) -> None:
     cls.videomae.load_state_dict(
         {k: v for k, v in hf.videomae.state_dict().items() if not k.startswith("layernorm.")})
     cls.save_pretrained(str(tmp_path / "classification"))
-    model, report = classifier_from_pretrained(tmp_path / "classification", num_classes=4,
-                                               return_report=True)
+    model, report = classifier_from_pretrained(tmp_path / "classification", num_classes=4)
     encoder_equal(model, vmae)
     assert torch.equal(model.fc_norm.weight, cls.fc_norm.weight.detach())
     assert report.missing == report.unexpected == ["head.bias", "head.weight"]

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from progvid.config import (
     DataConfig,
-    RunConfig,
+    DataOnlyConfig,
     apply_overrides,
     load_config,
     save_config,
@@ -24,7 +24,7 @@ def write(tmp_path: Path, data: object, name: str = "c.yaml") -> Path:
 
 
 def test_defaults_and_frozen() -> None:
-    cfg = RunConfig()
+    cfg = DataOnlyConfig()
     assert cfg.data.num_frames == 16
     with pytest.raises(ValidationError):
         cfg.data.num_frames = 8  # type: ignore[misc]
@@ -82,7 +82,7 @@ def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_save_roundtrip(tmp_path: Path) -> None:
-    cfg = validate(RunConfig, {"data": {"num_frames": 4, "flip": False}}, "x")
+    cfg = validate(DataOnlyConfig, {"data": {"num_frames": 4, "flip": False}}, "x")
     save_config(cfg, tmp_path / "run" / "config.yaml")
     again = load_config(tmp_path / "run" / "config.yaml")
     assert again == cfg

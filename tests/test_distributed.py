@@ -10,7 +10,7 @@ import pytest
 
 from engine_util import losses, tiny_pretrain
 from progvid.config import save_config
-from progvid.pretrain import run_pretrain
+from progvid.tasks.pretrain import run_pretrain
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from progvid.config_doc import reference
+from progvid.config.reference import reference
 
 ROOT = Path(__file__).resolve().parent.parent
 

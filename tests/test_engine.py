@@ -13,7 +13,7 @@ from progvid.engine import checkpoint as ckpt
 from progvid.engine.schedule import CosineLR, Schedule, Stage
 from progvid.engine.trainer import TrainingError
 from progvid.errors import CheckpointError
-from progvid.pretrain import run_pretrain
+from progvid.tasks.pretrain import run_pretrain
 
 
 def test_cosine_schedule_is_pure() -> None:
@@ -56,7 +56,7 @@ def test_resume_matches_uninterrupted(synth_dir: Path, tmp_path: Path) -> None:
 
 
 def test_nonfinite_losses_skip_then_stop(synth_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    import progvid.pretrain as pt
+    import progvid.tasks.pretrain as pt
 
     real = pt.PretrainTask.step
     calls = {"n": 0}

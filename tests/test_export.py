@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from progvid.cli import main
-from progvid.pretrain import load_videomae
+from progvid.loading import load_videomae
 
 
 def test_export_hf_from_cli(tiny_run: Path, tmp_path: Path, capsys) -> None:

@@ -11,8 +11,9 @@ import torch
 from progvid.cli import main
 from progvid.config import FinetuneConfig, validate
 from progvid.data.loader import ShardSampler
-from progvid.evaluate import classification_metrics, video_probabilities
-from progvid.finetune import load_classifier, run_finetune
+from progvid.loading import load_classifier
+from progvid.tasks.evaluate import classification_metrics, video_probabilities
+from progvid.tasks.finetune import run_finetune
 
 
 def tiny_finetune(data_dir: Path, **over) -> FinetuneConfig:
@@ -45,14 +46,15 @@ def test_finetune_from_pretrained_then_eval(ft_run: Path) -> None:
     assert ev["indices_evaluated"] == list(range(12))
     assert 0 <= ev["top1"] <= ev["top5"] <= 1
     assert (ft_run / "confusion.png").stat().st_size > 0
-    model, meta, _ = load_classifier(ft_run)
+    model, ckpt = load_classifier(ft_run)
+    meta = ckpt.meta
     assert meta["class_names"] and len(meta["class_names"]) == 4
     assert model.head.out_features == 4
 
 
 def test_encoder_weights_come_from_pretraining(synth_dir: Path, tiny_run: Path) -> None:
-    from progvid.finetune import build_classifier
-    from progvid.pretrain import load_videomae
+    from progvid.loading import load_videomae
+    from progvid.tasks.finetune import build_classifier
 
     cfg = tiny_finetune(synth_dir, model__init=str(tiny_run))
     model = build_classifier(cfg, 4)
@@ -125,8 +127,8 @@ def test_eval_from_config_and_bad_views(ft_run: Path, synth_dir: Path, tmp_path:
 
 def test_probes_are_deterministic(tiny_run: Path, synth_dir: Path) -> None:
     from progvid.config import DataConfig
-    from progvid.evaluate import probe_encoder
-    from progvid.pretrain import load_videomae
+    from progvid.loading import load_videomae
+    from progvid.tasks.evaluate import probe_encoder
 
     enc = load_videomae(tiny_run).encoder
     d = DataConfig(root=str(synth_dir), train="train.csv", val="val.csv", classes="classes.txt",

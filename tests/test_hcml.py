@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from progvid.errors import ConfigError
-from progvid.losses import info_nce, info_nce_bounds, negative_masks, sample_locations
 from progvid.models.hcml import (
     HCMLNet,
     count_macs,
@@ -15,6 +14,7 @@ from progvid.models.hcml import (
     deploy_overhead,
     trainable_names,
 )
+from progvid.models.losses import info_nce, info_nce_bounds, negative_masks, sample_locations
 from progvid.models.motion import FlowNet
 from progvid.models.resnet3d import resnet3d
 

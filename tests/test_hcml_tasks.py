@@ -12,8 +12,9 @@ from engine_util import losses
 from progvid.cli import main
 from progvid.config import FinetuneConfig, HCMLConfig, validate
 from progvid.engine import checkpoint as ckpt
-from progvid.finetune import load_classifier, run_finetune
-from progvid.hcml_tasks import run_hcml_pretrain
+from progvid.loading import load_classifier
+from progvid.tasks.finetune import run_finetune
+from progvid.tasks.hcml import run_hcml_pretrain
 
 
 def hcml_cfg(data: Path, **over) -> HCMLConfig:
@@ -89,7 +90,7 @@ def test_joint_finetune_deploy_and_predict(synth_dir: Path, hcml_run: Path, tmp_
     rec = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"cls", "recon", "contrastive_1", "contrastive_2"} <= set(rec)
     assert json.loads((run / "eval.json").read_text())["num_videos"] == 12
-    model, meta, _ = load_classifier(run)
+    model, _ = load_classifier(run)
     assert not hasattr(model, "flow_net")  # evaluation runs the deployed network
     assert main(["deploy", str(run), "--json", "--out", str(tmp_path / "dep")]) == 0
     rep = json.loads(capsys.readouterr().out)

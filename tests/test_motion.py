@@ -9,8 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from progvid.errors import ConfigError
-from progvid.losses import charbonnier, photometric_loss, reconstruction_loss, smoothness_loss
 from progvid.models import motion
+from progvid.models.losses import (
+    charbonnier,
+    photometric_loss,
+    reconstruction_loss,
+    smoothness_loss,
+)
 from progvid.models.motion import (
     FlowNet,
     Fusion,

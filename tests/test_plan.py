@@ -7,8 +7,8 @@ import pytest
 from engine_util import losses, tiny_pretrain
 from progvid.config import PretrainConfig, validate
 from progvid.errors import ConfigError
-from progvid.pretrain import run_pretrain
 from progvid.progressive.plan import build_plan, build_schedule, plan_table, stage_epochs
+from progvid.tasks.pretrain import run_pretrain
 
 TPL = [{"frames": 2, "share": 0.125}, {"frames": 4, "share": 0.125},
        {"frames": 8, "share": 0.5}, {"frames": 16, "share": 0.25}]

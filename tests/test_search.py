@@ -10,8 +10,9 @@ import pytest
 from engine_util import tiny_pretrain
 from progvid.config import PretrainConfig, load_config, to_plain, validate
 from progvid.errors import ConfigError
-from progvid.progressive import search as S
 from progvid.progressive.plan import validate_plan
+from progvid.tasks import search as S
+from progvid.tasks import trials as T
 
 SHARES = (0.0, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
 
@@ -29,7 +30,7 @@ def test_enumeration(n: int) -> None:
     assert len(set(picked)) == len(picked) and S.pick_evenly(tuples, 12, tuples[0]) == \
         S.pick_evenly(tuples, 12, tuples[0])  # deterministic
     frames, shares = S.canonical_plan(n, (2, 4, 8, 12, 16), SHARES)
-    assert frames == (2, 4, 8, 16)[-n:] and shares == S.CANONICAL_SHARES[n]
+    assert frames == (2, 4, 8, 16)[-n:] and shares == T.CANONICAL_SHARES[n]
     cfg = validate(PretrainConfig, {"task": "pretrain", "plan": {"stages": [
         {"frames": f, "share": s} for f, s in zip(frames, shares, strict=True)]}}, "t")
     assert len(validate_plan(cfg)) == n

@@ -26,7 +26,7 @@ class ToyTask:
         self.stages_seen: list[int] = []
         self.lrs: list[float] = []
 
-    def loader(self, stage_index, stage, *, frames, dist, device):
+    def loader(self, stage_index, stage, shape, *, dist, device):
         return DataLoader(Numbers(), batch_size=stage.batch_size,
                           sampler=EpochSampler(16, shuffle=True, seed=0, rank=0, world=1),
                           drop_last=True)

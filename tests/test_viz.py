@@ -12,18 +12,10 @@ import torch
 from progvid.data.transforms import Normalize
 from progvid.engine.checkpoint import META, plain_state_dict, save_checkpoint
 from progvid.errors import CheckpointError, DataError, ProgvidError
+from progvid.figures import color_wheel, flow_to_color, plot_losses, recon_figure
+from progvid.metrics import read_metrics, stage_changes
 from progvid.models import VideoMAE, videomae
-from progvid.viz import (
-    color_wheel,
-    flow_to_color,
-    paste_prediction,
-    plot_losses,
-    read_metrics,
-    recon_figure,
-    recon_from_checkpoint,
-    reconstruct,
-    stage_changes,
-)
+from progvid.viz import paste_prediction, recon_from_checkpoint, reconstruct
 from videos import make_frames, write_text_as_video, write_video
 
 _PNG = b"\x89PNG"
@@ -97,7 +89,7 @@ def _checkpoint(tmp_path: Path, model: VideoMAE, **meta) -> Path:
     data = {"num_frames": 4, "sampling_rate": 2, "sampler": "stride", "input_size": 32,
             "mean": model.hparams["mean"], "std": model.hparams["std"]}
     return save_checkpoint(tmp_path / "run", 1, plain_state_dict(model), {"step": 1},
-                           {"model": model.hparams, "data": data, **meta})
+                           {"task": "pretrain", "model": model.hparams, "data": data, **meta})
 
 
 def test_recon_from_checkpoint_end_to_end(tmp_path: Path) -> None:

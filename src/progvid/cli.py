@@ -95,9 +95,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
         return launch(args.nproc, _strip_nproc(sys.argv[1:]))
     if cfg.task == "hcml":
-        from .hcml_tasks import run_hcml_pretrain as run
+        from .tasks.hcml import run_hcml_pretrain as run
     else:
-        from .pretrain import run_pretrain as run
+        from .tasks.pretrain import run_pretrain as run
 
     result = run(cfg, out=args.out, resume=args.resume, config_path=args.config)
     if result.checkpoint is not None:
@@ -138,7 +138,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         from .engine.distributed import launch
 
         return launch(args.nproc, _strip_nproc(sys.argv[1:]))
-    from .finetune import run_finetune
+    from .tasks.finetune import run_finetune
 
     result = run_finetune(cfg, out=args.out, resume=args.resume, config_path=args.config)
     if result.checkpoint is not None:
@@ -167,11 +167,11 @@ def _parse_views(text: str | None) -> tuple[int, int] | None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_checkpoint
+    from .tasks.evaluate import evaluate_checkpoint
 
     target = args.target
     if target.endswith((".yaml", ".yml")) and Path(target).is_file():
-        from .runs import run_dir_for
+        from .tasks.base import run_dir_for
 
         args.config = target
         target = str(run_dir_for(_load_task_config(args, "finetune"), None, target))
@@ -185,7 +185,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .evaluate import predict_video
+    from .tasks.evaluate import predict_video
 
     top = predict_video(args.checkpoint, args.video, topk=args.topk)
     if args.json:
@@ -226,9 +226,9 @@ def cmd_flops(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from .config import load_config
     from .errors import ConfigError
-    from .pretrain import build_model
     from .progressive.flops import model_flops
     from .progressive.plan import format_plan, plan_table, probe_seconds_per_step
+    from .tasks.pretrain import build_model
 
     cfg = load_config(args.config, args.set)
     if cfg.task != "pretrain":
@@ -277,7 +277,7 @@ def cmd_viz_flow(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from .hcml_tasks import deploy_report
+    from .tasks.hcml import deploy_report
 
     r = deploy_report(args.checkpoint, args.out)
     if args.json:
@@ -295,7 +295,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_plot_losses(args: argparse.Namespace) -> int:
-    from .viz import plot_losses
+    from .figures import plot_losses
 
     out = plot_losses(args.runs, args.out, keys=tuple(args.keys))
     print(f"wrote {out}")
@@ -303,7 +303,7 @@ def cmd_plot_losses(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .progressive.search import run_search
+    from .tasks.search import run_search
 
     cfg = _load_task_config(args, "pretrain")
     out = args.out or str(Path("runs") / f"search_{Path(args.config).stem}")
@@ -323,7 +323,7 @@ def cmd_plot_tradeoff(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .pretrain import export_checkpoint
+    from .tasks.pretrain import export_checkpoint
 
     out = export_checkpoint(args.checkpoint, args.out_dir, args.format)
     print(f"wrote {out} (load with transformers.VideoMAEForPreTraining.from_pretrained)")
@@ -331,7 +331,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_config_reference(args: argparse.Namespace) -> int:
-    from .config_doc import reference
+    from .config.reference import reference
 
     print(reference(), end="")
     return 0

@@ -89,8 +89,8 @@ def _hcml_configs(data: Path, size: DemoSize) -> tuple[HCMLConfig, dict[str, Any
 
 
 def _run_hcml(out: Path, data: Path, size: DemoSize) -> list[dict[str, Any]]:
-    from .finetune import run_finetune
-    from .hcml_tasks import deploy_report, run_hcml_pretrain
+    from .tasks.finetune import run_finetune
+    from .tasks.hcml import deploy_report, run_hcml_pretrain
     from .viz import flow_from_checkpoint
 
     pre_cfg, ft = _hcml_configs(data, size)
@@ -119,9 +119,10 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, with_hcml: bool
              seed: int = 0) -> int:
     from .data.check import check_list
     from .data.synthetic import write_dataset
-    from .evaluate import mae_val_loss, probe_encoder
-    from .pretrain import load_videomae, run_pretrain
+    from .loading import load_videomae
     from .progressive.tradeoff import plot_tradeoff
+    from .tasks.evaluate import mae_val_loss, probe_encoder
+    from .tasks.pretrain import run_pretrain
     from .viz import recon_from_checkpoint
 
     size = QUICK if quick else FULL

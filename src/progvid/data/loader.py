@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..errors import DataError
+from .clips import train_dataset
 from .datasets import VideoDataset
 
 
@@ -200,15 +201,6 @@ def train_loader(d: Any, samples: list, *, frames: int, batch_size: int, seed: i
                  rank: int, world: int, device: str | torch.device = "cpu",
                  rate: int | None = None) -> DataLoader:
     """The training loader a `DataConfig` describes, for clips of `frames` frames."""
-    from .datasets import VideoDataset
-    from .sampling import TemporalSampler
-    from .transforms import train_transform
-
-    sampler = TemporalSampler(d.sampler, frames, rate or d.sampling_rate, d.clip_mode)
-    transform = train_transform(d.input_size, crop=d.crop, flip=d.flip, mean=d.mean, std=d.std,
-                                scales=d.crop_scales, rrc_scale=d.rrc_scale)
-    dataset = VideoDataset(samples, sampler=sampler, transform=transform, train=True,
-                           num_sample=d.num_sample, seed=seed, short_side=d.short_side,
-                           decode_threads=d.decode_threads, on_error=d.on_error)
+    dataset = train_dataset(d, samples, frames=frames, seed=seed, rate=rate)
     return build_loader(dataset, batch_size=batch_size, train=True, workers=d.workers, seed=seed,
                         device=device, rank=rank, world=world)

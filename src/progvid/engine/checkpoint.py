@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
+from ..models.common import unwrap
 
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
@@ -47,9 +48,27 @@ def _fsync_file(path: Path) -> None:
 
 def plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Weights without DDP / torch.compile wrappers, contiguous, ready for safetensors."""
-    inner = getattr(model, "module", model)
-    inner = getattr(inner, "_orig_mod", inner)
-    return {k: v.detach().contiguous().cpu() for k, v in inner.state_dict().items()}
+    return {k: v.detach().contiguous().cpu() for k, v in unwrap(model).state_dict().items()}
+
+
+def _short(keys: list[str], limit: int = 5) -> str:
+    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return "[" + ", ".join(keys[:limit]) + "]" + more
+
+
+def load_exact(model: torch.nn.Module, weights: dict[str, torch.Tensor], what: str) -> None:
+    """Load `weights` into `model`, all keys and shapes exactly, or raise a one-line
+    CheckpointError starting with `what` and listing the differences."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    shapes = sorted(f"{k} {tuple(weights[k].shape)} != {tuple(v.shape)}"
+                    for k, v in expected.items() if k in weights and weights[k].shape != v.shape)
+    if missing or unexpected or shapes:
+        parts = [f"{name} {_short(keys)}" for name, keys in
+                 (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if keys]
+        raise CheckpointError(f"{what} ({'; '.join(parts)})")
+    model.load_state_dict(weights, strict=True)
 
 
 def save_checkpoint(

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..metrics import METRICS_FILE
+
 
 class RunLogger:
     def __init__(self, run_dir: str | Path, *, total_steps: int, start_step: int = 0,
@@ -17,7 +19,7 @@ class RunLogger:
         self.enabled = enabled
         self.run_dir = Path(run_dir)
         self.total = total_steps
-        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.metrics_path = self.run_dir / METRICS_FILE
         self._tb = None
         self._bar = None
         self._last_line = 0.0

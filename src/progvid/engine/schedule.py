@@ -1,17 +1,43 @@
-"""Training schedules as pure functions of the global optimizer step.
+"""Training schedules as pure functions of the global optimizer step, and their arithmetic.
 
 A `Schedule` is a sequence of `Stage`s (clip length, per-process batch, number of steps, a
 learning-rate rule). Which stage, which learning rate and which frame count apply at step `s`
 depend on `s` alone, so resuming at any step, inside any stage, is exact. The engine consumes a
-schedule; plans (progressive/plan.py) build them.
+schedule; tasks and plans (progressive/plan.py) build them with the functions below, the one
+home of the budget arithmetic: total batch, epochs -> steps, warmup steps, lr scaling.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
+
+LR_REFERENCE_BATCH = 256  # VideoMAE's rule: lr = base_lr * total_batch / 256
+
+
+def total_batch(batch_size: int, world: int = 1, accum_steps: int = 1) -> int:
+    """Clips per optimizer step: per-process batch x processes x accumulation steps."""
+    return batch_size * world * accum_steps
+
+
+def scaled_lr(base_lr: float, batch: int) -> float:
+    """The learning rate for a total batch: base_lr * batch / 256."""
+    return base_lr * batch / LR_REFERENCE_BATCH
+
+
+def steps_for(epochs: float, dataset_size: int, batch: int) -> int:
+    """Optimizer steps for `epochs` passes over `dataset_size` clips at total batch `batch`
+    (at least 1; a product that is an integer up to float round-off is not rounded up)."""
+    return max(1, math.ceil(epochs * dataset_size / batch - 1e-9))
+
+
+def warmup_steps(warmup_epochs: float, dataset_size: int, batch: int, steps: int) -> int:
+    """Warmup steps for `warmup_epochs`, leaving at least one step after warmup."""
+    if steps <= 1:
+        return 0
+    return max(0, min(int(round(warmup_epochs * dataset_size / batch)), steps - 1))
 
 
 class LRRule(Protocol):
@@ -62,12 +88,23 @@ class ConstantLR:
 
 
 @dataclass(frozen=True)
+class ClipShape:
+    """The clips of a stage: frame count, frame stride (None: the data config's) and training
+    FLOPs (multiply-accumulates) per clip, for the metrics."""
+
+    frames: int
+    sampling_rate: int | None = None
+    flops_per_clip: float = 0.0
+
+
+@dataclass(frozen=True)
 class Stage:
     """One stretch of training with a fixed clip length and batch size.
 
     `lr` is evaluated at `step_in_stage + lr_offset`: a stage with its own schedule uses offset
     0; stages sharing one schedule over the whole run (TPL mechanism 2) pass their start step.
-    `frame_choices` (optional) draws the clip length per step among several values (multigrid).
+    `frame_choices` (optional) draws the clip shape per step among several (multigrid); `phase`
+    is the task's own label for the stage (HCML: 0 trains the flow network, l level l).
     """
 
     steps: int
@@ -77,9 +114,20 @@ class Stage:
     name: str = ""
     lr_offset: int = 0
     flops_per_clip: float = 0.0  # training FLOPs (multiply-accumulates) per clip, for metrics
-    frame_choices: tuple[int, ...] = ()
+    sampling_rate: int | None = None  # frame stride of this stage's clips (None: data config)
+    frame_choices: tuple[ClipShape, ...] = ()
     reset_optimizer: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    phase: int = 0
+
+    @property
+    def shape(self) -> ClipShape:
+        """The stage's clip shape (without frame choices)."""
+        return ClipShape(self.num_frames, self.sampling_rate, self.flops_per_clip)
+
+    @property
+    def shapes(self) -> tuple[ClipShape, ...]:
+        """Every clip shape the stage trains on."""
+        return self.frame_choices or (self.shape,)
 
 
 @dataclass(frozen=True)
@@ -121,3 +169,12 @@ class Schedule:
         pos = self.locate(step)
         stage = self.stages[pos.stage]
         return float(stage.lr(pos.step_in_stage + stage.lr_offset))
+
+
+def cosine_stage(*, epochs: float, dataset_size: int, batch: int, base_lr: float, min_lr: float,
+                 warmup_epochs: float, num_frames: int, batch_size: int, **stage: object) -> Stage:
+    """A stage of `epochs` over the data: warmup then cosine, lrs scaled by the total batch."""
+    steps = steps_for(epochs, dataset_size, batch)
+    warmup = warmup_steps(warmup_epochs, dataset_size, batch, steps)
+    lr = CosineLR(scaled_lr(base_lr, batch), scaled_lr(min_lr, batch), warmup, steps)
+    return Stage(steps=steps, num_frames=num_frames, batch_size=batch_size, lr=lr, **stage)  # type: ignore[arg-type]

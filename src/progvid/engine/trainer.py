@@ -21,11 +21,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..config import AdamWConfig, TrainConfig
 from ..errors import ProgvidError
 from . import checkpoint as ckpt
-from .distributed import DistInfo, all_mean, any_rank
+from .distributed import DistInfo, all_mean, any_rank, barrier
 from .logging import RunLogger
-from .schedule import Schedule, Stage
+from .schedule import ClipShape, Schedule, Stage
 
 
 class TrainingError(RuntimeError):
@@ -47,7 +48,7 @@ class StepContext:
 
 
 class Task(Protocol):
-    def loader(self, stage_index: int, stage: Stage, *, frames: int, dist: DistInfo,
+    def loader(self, stage_index: int, stage: Stage, shape: ClipShape, *, dist: DistInfo,
                device: torch.device) -> DataLoader: ...
 
     def step(self, model: torch.nn.Module, batch: Any, ctx: StepContext) -> dict[str, torch.Tensor]: ...
@@ -59,21 +60,26 @@ class Task(Protocol):
     # `find_unused_parameters = True` when stages freeze parts of the model.
 
 
+_TRAIN, _OPTIM = TrainConfig.model_fields, AdamWConfig.model_fields
+
+
 @dataclass(frozen=True)
 class TrainSettings:
-    precision: str = "fp32"  # fp32 | bf16 | fp16
-    compile: bool = False
-    grad_clip: float | None = None
-    accum_steps: int = 1
-    log_every: int = 10
-    ckpt_every: int = 500  # steps; a checkpoint is also written at the end
-    keep_last: int = 3
-    max_nonfinite: int = 5  # consecutive non-finite losses before the run stops
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
+    """The loop's settings; defaults are the config's (`train` and optimizer sections)."""
+
+    precision: str = _TRAIN["precision"].default  # fp32 | bf16 | fp16
+    compile: bool = _TRAIN["compile"].default
+    grad_clip: float | None = _OPTIM["clip_grad"].default
+    accum_steps: int = _OPTIM["accum_steps"].default
+    log_every: int = _TRAIN["log_every"].default
+    ckpt_every: int = _TRAIN["ckpt_every"].default  # steps; a checkpoint is also written at the end
+    keep_last: int = _TRAIN["keep_last"].default
+    max_nonfinite: int = _TRAIN["max_nonfinite"].default  # non-finite losses in a row before a stop
+    weight_decay: float = _OPTIM["weight_decay"].default
+    betas: tuple[float, float] = _OPTIM["betas"].default
+    eps: float = _OPTIM["eps"].default
     seed: int = 0
-    tensorboard: bool = True
+    tensorboard: bool = _TRAIN["tensorboard"].default
     progress: bool | None = None  # None: a bar only on a terminal
 
 
@@ -180,18 +186,11 @@ class Trainer:
             meta = {**self.meta, "schedule_steps": self.schedule.total_steps}
             path = ckpt.save_checkpoint(self.run_dir, self.step, ckpt.plain_state_dict(self.model),
                                         self.state(), meta, keep_last=self.settings.keep_last)
-        from .distributed import barrier
-
         barrier()
         return path
 
     def restore(self, path: str | Path) -> None:
-        weights = ckpt.load_weights(path)
-        missing, unexpected = self.model.load_state_dict(weights, strict=False)
-        if missing or unexpected:
-            raise ckpt.CheckpointError(
-                f"{path}: weights do not match the model (missing: {sorted(missing)[:5]}, "
-                f"unexpected: {sorted(unexpected)[:5]})")
+        ckpt.load_exact(self.model, ckpt.load_weights(path), f"{path}: weights do not match the model")
         state = ckpt.load_state(path)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -250,7 +249,8 @@ class Trainer:
                     group["lr"] = lr * group.get("lr_scale", 1.0)
                 torch.manual_seed(_step_seed(s.seed, self.step, self.dist.rank))
                 gen = torch.Generator(device=self.device).manual_seed(_step_seed(s.seed, self.step))
-                frames = self._frames_at(stage)
+                shape = self._shape_at(stage)
+                frames = shape.frames
                 loader = loaders[frames]
                 # losses stay on the device until the step ends: one host sync per step
                 losses_acc: dict[str, torch.Tensor] = {}
@@ -288,8 +288,7 @@ class Trainer:
                 self.scaler.update()
                 win_clips += step_clips
                 self.clips_seen += step_clips
-                per_clip = stage.extra.get("flops_by_frames", {}).get(frames, stage.flops_per_clip)
-                self.flops += step_clips * per_clip
+                self.flops += step_clips * shape.flops_per_clip
                 self.step += 1
                 reduced = all_mean(torch.tensor(values, dtype=torch.float64, device=self.device))
                 for name, v in zip(losses_acc, reduced.tolist(), strict=True):
@@ -322,15 +321,14 @@ class Trainer:
 
     # ---------------------------------------------------------------- helpers
     def _stage_loaders(self, index: int, stage: Stage) -> dict[int, DataLoader]:
-        choices = stage.frame_choices or (stage.num_frames,)
-        return {f: self.task.loader(index, stage, frames=f, dist=self.dist, device=self.device)
-                for f in sorted(set(choices))}
+        return {shape.frames: self.task.loader(index, stage, shape, dist=self.dist, device=self.device)
+                for shape in sorted(stage.shapes, key=lambda c: c.frames)}
 
-    def _frames_at(self, stage: Stage) -> int:
+    def _shape_at(self, stage: Stage) -> ClipShape:
         if not stage.frame_choices:
-            return stage.num_frames
+            return stage.shape
         rng = np.random.default_rng([self.settings.seed, self.step, 31])
-        return int(rng.choice(stage.frame_choices))
+        return stage.frame_choices[int(rng.choice(len(stage.frame_choices)))]
 
     def _epoch(self, step_in_stage: int, loader: DataLoader, stage: Stage) -> float:
         per_epoch = max(_batches_per_epoch(loader), 1)

@@ -1,5 +1,13 @@
 """Interoperability with other VideoMAE implementations (transformers, official checkpoints)."""
 
-from .hf import export_hf, from_transformers, load_official_state_dict, to_transformers
+from .hf import (
+    export_hf,
+    from_transformers,
+    load_official_state_dict,
+    read_official,
+    read_transformers_folder,
+    to_transformers,
+)
 
-__all__ = ["export_hf", "from_transformers", "load_official_state_dict", "to_transformers"]
+__all__ = ["export_hf", "from_transformers", "load_official_state_dict", "read_official",
+           "read_transformers_folder", "to_transformers"]

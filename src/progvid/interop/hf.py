@@ -23,9 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from progvid.constants import IMAGENET_MEAN, IMAGENET_STD
 from progvid.errors import CheckpointError, ProgvidError
-from progvid.models.videomae import IMAGENET_MEAN, IMAGENET_STD, VideoMAE
-from progvid.models.vit import sincos_table
+from progvid.models.videomae import DECODER_SIZES, VideoMAE
+from progvid.models.vit import ENCODER_SIZES, sincos_table
 
 # Keys outside the transformer blocks: progvid (= official) name -> transformers name.
 _TOP = {
@@ -58,7 +59,7 @@ _OURS_BLOCK_KEY = re.compile(r"^(encoder|decoder)\.blocks\.(\d+)\.(.+)$")
 _HF_BLOCK_KEY = re.compile(r"^(videomae\.encoder\.layer|decoder\.decoder_layers)\.(\d+)\.(.+)$")
 
 
-def _require_transformers() -> Any:
+def require_transformers() -> Any:
     try:
         import transformers
     except ImportError as e:
@@ -103,7 +104,7 @@ def _ours_to_hf(sd: Mapping[str, Tensor], hf_keys: set[str]) -> dict[str, Tensor
     return out
 
 
-def _hf_to_ours(hf_sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
+def hf_to_ours(hf_sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     top = {hf: ours for ours, hf in _TOP.items()}
     block = {hf: ours for ours, hf in _BLOCK.items()}
     side = {v: k for k, v in _BLOCK_PREFIX.items()}
@@ -138,7 +139,8 @@ def _hf_to_ours(hf_sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def _pair(value: Any, what: str) -> int:
+def square(value: Any, what: str) -> int:
+    """A side length from an int or an (h, w) pair with h == w (progvid's clips are square)."""
     if isinstance(value, int):
         return value
     a, b = value
@@ -150,7 +152,7 @@ def _pair(value: Any, what: str) -> int:
 def to_transformers(model: VideoMAE) -> Any:
     """progvid VideoMAE -> `transformers.VideoMAEForPreTraining` with identical weights, on the
     model's device and dtype, in the model's train/eval mode."""
-    transformers = _require_transformers()
+    transformers = require_transformers()
     hp = model.hparams
     if hp["in_chans"] == 3 and (
         tuple(hp["mean"]) != IMAGENET_MEAN or tuple(hp["std"]) != IMAGENET_STD
@@ -196,7 +198,7 @@ def from_transformers(
 
     mean/std are set to what transformers uses for its targets (ImageNet for 3 channels, identity
     otherwise); masking options are not part of the transformers config and are given here."""
-    _require_transformers()
+    require_transformers()
     if not hasattr(hf_model, "decoder") or not hasattr(hf_model, "videomae"):
         raise ProgvidError(f"expected a VideoMAEForPreTraining, got {type(hf_model).__name__}")
     c = hf_model.config
@@ -211,7 +213,7 @@ def from_transformers(
         warnings.warn("progvid has no dropout; the transformers dropout is dropped", stacklevel=2)
     rgb = c.num_channels == 3
     model = VideoMAE(
-        img_size=_pair(c.image_size, "image_size"), patch_size=_pair(c.patch_size, "patch_size"),
+        img_size=square(c.image_size, "image_size"), patch_size=square(c.patch_size, "patch_size"),
         tubelet_size=c.tubelet_size, num_frames=c.num_frames, in_chans=c.num_channels,
         embed_dim=c.hidden_size, depth=c.num_hidden_layers, num_heads=c.num_attention_heads,
         decoder_embed_dim=c.decoder_hidden_size, decoder_depth=c.decoder_num_hidden_layers,
@@ -222,7 +224,7 @@ def from_transformers(
         norm_eps=c.layer_norm_eps, decoder_norm_eps=hf_model.decoder.norm.eps,
         final_norm=not c.use_mean_pooling, grad_checkpointing=grad_checkpointing,
     )
-    model.load_state_dict(_hf_to_ours(hf_model.state_dict()), strict=True)
+    model.load_state_dict(hf_to_ours(hf_model.state_dict()), strict=True)
     param = next(hf_model.parameters())
     return model.to(device=param.device, dtype=param.dtype).train(hf_model.training)
 
@@ -304,3 +306,111 @@ def load_official_state_dict(
                     for s in _BLOCK_KEYS if f"{side}.blocks.{i}.{s}" not in out]
     _fail("missing keys", missing)
     return out
+
+
+# -- reading foreign sources as progvid weights + geometry ---------------------------------------
+
+TRANSFORMERS_ARCHS = ("VideoMAEForPreTraining", "VideoMAEModel", "VideoMAEForVideoClassification")
+
+
+def read_transformers_folder(path: str | Path) -> tuple[str, dict[str, Any], dict[str, Tensor]]:
+    """(architecture, encoder geometry, weights in progvid names) of a transformers VideoMAE
+    folder. A classification head comes back as `fc_norm.*` / `head.*`."""
+    path = Path(path)
+    transformers = require_transformers()
+    config = transformers.VideoMAEConfig.from_pretrained(str(path))
+    arch = (getattr(config, "architectures", None) or ["VideoMAEModel"])[0]
+    if arch not in TRANSFORMERS_ARCHS:
+        raise CheckpointError(f"{path}: unsupported transformers architecture {arch!r}")
+    if config.hidden_act != "gelu":
+        raise CheckpointError(f"{path}: hidden_act {config.hidden_act!r} is not supported")
+    hf_sd = getattr(transformers, arch).from_pretrained(str(path)).state_dict()
+    extra: dict[str, Tensor] = {}
+    body: dict[str, Tensor] = {}
+    for key, value in hf_sd.items():
+        if key.startswith(("fc_norm.", "classifier.")):  # VideoMAEForVideoClassification head
+            extra[key.replace("classifier.", "head.", 1)] = value
+        elif arch == "VideoMAEModel":
+            body[f"videomae.{key}"] = value
+        else:
+            body[key] = value
+    try:
+        sd = {**hf_to_ours(body), **extra}
+    except ProgvidError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    rgb = config.num_channels == 3
+    geometry = {
+        "img_size": square(config.image_size, "image_size"),
+        "patch_size": square(config.patch_size, "patch_size"),
+        "tubelet_size": config.tubelet_size, "num_frames": config.num_frames,
+        "in_chans": config.num_channels, "embed_dim": config.hidden_size,
+        "depth": config.num_hidden_layers, "num_heads": config.num_attention_heads,
+        "mlp_ratio": config.intermediate_size / config.hidden_size,
+        "norm_eps": config.layer_norm_eps,
+        "mean": list(IMAGENET_MEAN) if rgb else [0.0] * config.num_channels,
+        "std": list(IMAGENET_STD) if rgb else [1.0] * config.num_channels,
+    }
+    return arch, geometry, sd
+
+
+_PRETRAIN_ONLY = re.compile(r"^(decoder\.|encoder_to_decoder\.|mask_token$)")
+
+
+def _heads_for(width: int, table: Mapping[str, tuple[int, ...]], heads_at: int, path: Path,
+               given: int | None, what: str) -> int:
+    if given is not None:
+        return given
+    known = [dims[heads_at] for dims in table.values() if dims[0] == width]
+    if not known:
+        raise CheckpointError(f"{path}: cannot infer {what} for width {width}; pass num_heads")
+    return known[0]
+
+
+def read_official(raw: Mapping[str, Any], path: str | Path, num_heads: int | None = None,
+                  *, decoder: bool = False) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """(encoder geometry, weights in progvid names) of an official VideoMAE checkpoint's
+    contents (pre-training: `encoder.*` + decoder; fine-tuned: `blocks.*`, `fc_norm`, `head`) or
+    a plain state dict; the geometry is inferred from the weights. With `decoder`, a
+    pre-training checkpoint also gives the decoder's (`decoder_embed_dim`, `decoder_depth`,
+    `decoder_num_heads`)."""
+    path = Path(path)
+    if not isinstance(raw, Mapping):
+        raise CheckpointError(f"{path}: expected a state dict, got {type(raw).__name__}")
+    raw = next((raw[w] for w in ("model", "module", "state_dict")
+                if isinstance(raw.get(w), Mapping)), raw)
+    raw = {k.removeprefix("module."): v for k, v in raw.items()}
+    pretrain = any(_PRETRAIN_ONLY.match(k) for k in raw)
+    if pretrain:
+        sd = load_official_state_dict(raw)
+    else:  # official fine-tune layout has no `encoder.` prefix
+        sd = {}
+        for key, value in raw.items():
+            if key in ("pos_embed", "encoder.pos_embed"):
+                table = sincos_table(value.shape[-2], value.shape[-1])
+                if not torch.allclose(value.reshape(table.shape).float().cpu(), table, atol=1e-4):
+                    raise CheckpointError(f"{path}: {key} is a learned position table; only the "
+                                          "fixed sin-cos table is supported")
+                continue
+            if not isinstance(value, Tensor):
+                raise CheckpointError(f"{path}: {key} is not a tensor")
+            if key.startswith(("patch_embed.", "blocks.", "norm.")):
+                key = f"encoder.{key}"
+            sd[key] = value
+    proj = sd.get("encoder.patch_embed.proj.weight")
+    fc1 = sd.get("encoder.blocks.0.mlp.fc1.weight")
+    if proj is None or proj.ndim != 5 or fc1 is None:
+        raise CheckpointError(f"{path}: missing [encoder.patch_embed.proj.weight / "
+                              "encoder.blocks.0.*]: not a VideoMAE encoder")
+    dim, chans, tubelet, patch, _ = proj.shape
+    depth = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("encoder.blocks."))
+    geometry = {"patch_size": patch, "tubelet_size": tubelet, "in_chans": chans,
+                "embed_dim": dim, "depth": depth,
+                "num_heads": _heads_for(dim, ENCODER_SIZES, 2, path, num_heads, "num_heads"),
+                "mlp_ratio": fc1.shape[0] / dim}
+    if pretrain and decoder:
+        dec_dim = int(sd["encoder_to_decoder.weight"].shape[0])
+        geometry.update(
+            decoder_embed_dim=dec_dim,
+            decoder_depth=1 + max(int(k.split(".")[2]) for k in sd if k.startswith("decoder.blocks.")),
+            decoder_num_heads=_heads_for(dec_dim, DECODER_SIZES, 1, path, None, "decoder heads"))
+    return geometry, sd

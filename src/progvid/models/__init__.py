@@ -2,8 +2,6 @@
 
 from .videomae import (
     DECODER_SIZES,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     VideoMAE,
     VideoMAEDecoder,
     VideoMAEOutput,
@@ -16,8 +14,6 @@ from .vit import ENCODER_SIZES, VisionTransformer, build_encoder, sincos_table
 __all__ = [
     "DECODER_SIZES",
     "ENCODER_SIZES",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "VideoMAE",
     "VideoMAEDecoder",
     "VideoMAEOutput",

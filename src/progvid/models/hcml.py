@@ -20,8 +20,8 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from progvid.errors import ConfigError
-from progvid.losses import TAU, ZETA, info_nce, reconstruction_loss, sample_locations
 
+from .losses import TAU, ZETA, info_nce, reconstruction_loss, sample_locations
 from .motion import (
     BETA,
     CV_STRIDE,
@@ -33,7 +33,7 @@ from .motion import (
     PrimeMotionBlock,
     resample_to,
 )
-from .resnet3d import ResNet3D
+from .resnet3d import ResNet3D, resnet3d
 
 LEVELS = (1, 2, 3)  # res2..res4: res5 (7x7 at 224 px) is barely larger than the 13x13 window
 NUM_SAMPLES = 16  # N locations per video: DPC contrasts a 4x4 = 16-position grid per video
@@ -160,6 +160,19 @@ class HCMLNet(nn.Module):
             lower_ch = upper_ch
         self.num_samples, self.tau, self.zeta = num_samples, tau, zeta
         self.frozen_below = 0
+
+    @classmethod
+    def from_hparams(cls, hp: Mapping[str, object]) -> HCMLNet:
+        """Rebuild from the JSON-safe settings a checkpoint carries (the `model.hcml` config
+        section plus `num_classes`); they are kept on `.hparams`, loss weights included."""
+        backbone = resnet3d(hp["resnet_depth"], num_classes=hp["num_classes"], width=hp["width"],
+                            dropout=hp["dropout"], temporal_strides=tuple(hp["temporal_strides"]))
+        net = cls(backbone, levels=tuple(hp["levels"]), flow_net=FlowNet(3), beta=hp["beta"],
+                  max_displacement=hp["max_displacement"], stride=hp["stride"],
+                  deltas=tuple(hp["deltas"]), num_samples=hp["num_samples"], tau=hp["tau"],
+                  zeta=hp["zeta"])
+        net.hparams = dict(hp)
+        return net
 
     @property
     def backbone(self) -> ResNet3D:

@@ -13,7 +13,7 @@ Parameter names follow the usual ResNet ones (conv1, bn1, layer{k}.{i}.conv1, ..
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -198,3 +198,12 @@ def resnet3d(
         dropout=dropout,
         temporal_strides=temporal_strides,
     )
+
+
+def resnet3d_from_hparams(hp: Mapping[str, object]) -> ResNet3D:
+    """Rebuild from the JSON-safe settings a checkpoint carries (`resnet_depth`, `num_classes`,
+    `width`, `dropout`, `temporal_strides`; other keys are ignored), kept on `.hparams`."""
+    model = resnet3d(hp["resnet_depth"], num_classes=hp["num_classes"], width=hp["width"],
+                     dropout=hp["dropout"], temporal_strides=tuple(hp["temporal_strides"]))
+    model.hparams = dict(hp)
+    return model

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from progvid.constants import IMAGENET_MEAN, IMAGENET_STD
 from progvid.errors import ConfigError, ProgvidError
 
 from .vit import (
@@ -28,9 +29,6 @@ from .vit import (
     sincos_table,
     size_dims,
 )
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 # name -> (decoder_embed_dim, decoder_num_heads), as in the official pretrain configs.
 DECODER_SIZES: dict[str, tuple[int, int]] = {
@@ -351,8 +349,6 @@ def videomae(
 
 __all__ = [
     "DECODER_SIZES",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "VideoMAE",
     "VideoMAEDecoder",
     "VideoMAEOutput",

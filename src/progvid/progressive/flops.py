@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..models.common import unwrap
+
 TRAIN_FACTOR = 3.0
 
 
@@ -87,8 +89,7 @@ def encoder_flops(*, embed_dim: int, depth: int, num_frames: int, img_size: int,
 
 def model_flops(model: Any, num_frames: int, img_size: int | None = None) -> FlopBreakdown:
     """`videomae_flops` with the geometry read from a built VideoMAE (its `hparams`)."""
-    inner = getattr(getattr(model, "module", model), "_orig_mod", getattr(model, "module", model))
-    h = inner.hparams
+    h = unwrap(model).hparams
     return videomae_flops(
         embed_dim=h["embed_dim"], depth=h["depth"], decoder_dim=h["decoder_embed_dim"],
         decoder_depth=h["decoder_depth"], num_frames=num_frames,

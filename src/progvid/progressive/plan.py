@@ -15,13 +15,21 @@ epochs warms up for warmup_epochs * N_ei / N_e epochs (40 of 800 for the baselin
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..config import PretrainConfig
-from ..engine.schedule import CosineLR, Schedule, Stage, StepLR
+from ..engine.schedule import (
+    CosineLR,
+    Schedule,
+    Stage,
+    StepLR,
+    scaled_lr,
+    steps_for,
+    total_batch,
+    warmup_steps,
+)
 from ..errors import ConfigError
 
 SHARE_TOLERANCE = 1e-6
@@ -84,20 +92,20 @@ def build_plan(cfg: PretrainConfig, dataset_size: int, world: int = 1) -> list[P
     out = []
     for i, st in kept:
         bs = st.batch_size or cfg.train.batch_size
-        total_batch = bs * world * cfg.optim.accum_steps
+        batch = total_batch(bs, world, cfg.optim.accum_steps)
         epochs = stage_epochs(st.share, budget, st.frames, cfg.budget.ref_frames)
-        steps = max(1, math.ceil(epochs * dataset_size / total_batch))
+        steps = steps_for(epochs, dataset_size, batch)
         warm_epochs = st.warmup_epochs if st.warmup_epochs is not None else (
             cfg.optim.warmup_epochs * epochs / budget)
-        warmup = min(int(round(warm_epochs * dataset_size / total_batch)), steps - 1) if steps > 1 else 0
         rate = cfg.data.sampling_rate
         if cfg.plan.temporal == "span":  # keep the time span of the longest stage
             span = cfg.plan.stages[-1].frames * cfg.data.sampling_rate
             rate = max(1, int(span / st.frames + 0.5))
         out.append(PlannedStage(
             index=i, frames=st.frames, share=st.share, epochs=epochs, batch_size=bs,
-            total_batch=total_batch, steps=steps, lr=cfg.optim.base_lr * total_batch / 256,
-            min_lr=cfg.optim.min_lr * total_batch / 256, warmup_steps=max(warmup, 0),
+            total_batch=batch, steps=steps, lr=scaled_lr(cfg.optim.base_lr, batch),
+            min_lr=scaled_lr(cfg.optim.min_lr, batch),
+            warmup_steps=warmup_steps(warm_epochs, dataset_size, batch, steps),
             sampling_rate=rate))
     return out
 
@@ -110,7 +118,6 @@ def build_schedule(cfg: PretrainConfig, planned: list[PlannedStage],
     first = planned[0]
     global_warmup = min(sum(p.warmup_steps for p in planned), total - 1) if total > 1 else 0
     stages, offset = [], 0
-    multigrid = cfg.plan.multigrid
     for p in planned:
         if rule == "per_stage":
             lr, lr_offset = CosineLR(p.lr, p.min_lr, p.warmup_steps, p.steps), 0
@@ -122,20 +129,18 @@ def build_schedule(cfg: PretrainConfig, planned: list[PlannedStage],
             steps=p.steps, num_frames=p.frames, batch_size=p.batch_size, lr=lr,
             name=f"stage{p.index + 1}", lr_offset=lr_offset,
             flops_per_clip=flops_per_clip(p.frames) if flops_per_clip else 0.0,
-            reset_optimizer=cfg.optim.reset_between_stages,
-            extra={"sampling_rate": p.sampling_rate}))
+            sampling_rate=p.sampling_rate, reset_optimizer=cfg.optim.reset_between_stages))
         offset += p.steps
-    if multigrid:
+    if cfg.plan.multigrid:
         # multigrid baseline (seed FIG. 12): one stage, the clip length drawn per iteration from
         # the plan's lengths; the budget is the plan's total steps at the mean clip cost
-        choices = tuple(p.frames for p in planned)
-        mean_flops = sum(s.flops_per_clip for s in stages) / len(stages)
+        choices = tuple(s.shape for s in stages)
+        mean_flops = sum(c.flops_per_clip for c in choices) / len(choices)
         lr = CosineLR(first.lr, first.min_lr, global_warmup, total)
-        stages = [Stage(steps=total, num_frames=max(choices), batch_size=first.batch_size, lr=lr,
-                        name="multigrid", flops_per_clip=mean_flops, frame_choices=choices,
-                        extra={"sampling_rate": first.sampling_rate,
-                               "rates": {p.frames: p.sampling_rate for p in planned},
-                               "flops_by_frames": {s.num_frames: s.flops_per_clip for s in stages}})]
+        stages = [Stage(steps=total, num_frames=max(c.frames for c in choices),
+                        batch_size=first.batch_size, lr=lr, name="multigrid",
+                        flops_per_clip=mean_flops, sampling_rate=first.sampling_rate,
+                        frame_choices=choices)]
     return Schedule(tuple(stages))
 
 
@@ -190,9 +195,9 @@ def plan_table(cfg: PretrainConfig, dataset_size: int, world: int = 1,
         s["flops_share"] = s["pflops"] / total_pflops if total_pflops else 0.0
     # the one-stage VideoMAE baseline at the same N_e, reference length and base batch
     ref = cfg.budget.ref_frames
-    base_batch = cfg.train.batch_size * world * cfg.optim.accum_steps
+    base_batch = total_batch(cfg.train.batch_size, world, cfg.optim.accum_steps)
     budget = cfg.budget.epochs * cfg.budget.scale
-    base_steps = max(1, math.ceil(budget * dataset_size / base_batch))
+    base_steps = steps_for(budget, dataset_size, base_batch)
     base_clips = base_steps * base_batch
     totals = {
         "epochs_at_16": budget,

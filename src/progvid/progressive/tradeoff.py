@@ -21,6 +21,8 @@ from typing import Any
 
 from ..config import load_config
 from ..errors import ProgvidError
+from ..figures import pyplot, save_figure
+from ..metrics import read_metrics
 
 RESULT_FILES = ("eval.json", "probe.json")
 GROUPS = ("method", "model", "method+model")
@@ -78,8 +80,6 @@ def collect_points(run_dirs: Iterable[str | Path],
     """One point per run with a result: run, name, method, model, stages, top1 (as read),
     top1_pct, pflops, epochs_at_16, source. Runs without a result file are skipped with a
     warning; a path that is not a folder is an error."""
-    from ..viz import read_metrics
-
     points = []
     for item in run_dirs:
         run = Path(item)
@@ -135,11 +135,7 @@ def plot_tradeoff(run_dirs: Iterable[str | Path], out_png: str | Path, *, group_
     if not points:
         names = ", ".join(str(d) for d in dirs) or "(none given)"
         raise ProgvidError(f"{names}: no run has an evaluation result ({' or '.join(RESULT_FILES)})")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     groups: dict[str, list[dict[str, Any]]] = {}
     for p in points:
         groups.setdefault(_group(p, group_by), []).append(p)
@@ -157,6 +153,4 @@ def plot_tradeoff(run_dirs: Iterable[str | Path], out_png: str | Path, *, group_
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"{'accuracy' if metric == 'top1' else 'pre-training loss'} / training cost trade-off")
-    from ..viz import save_figure
-
     return save_figure(fig, out_png)

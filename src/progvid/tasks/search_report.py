@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config import PretrainConfig, to_plain
-from .plan import stage_epochs
-from .search import PHASES, _num, plan_label, probe_frames, rank_key
+from ..figures import pyplot, save_figure
+from ..progressive.plan import stage_epochs
+from .trials import PHASES, finite_or, plan_label, probe_frames, rank_key
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -69,11 +70,7 @@ def write_results(path: Path, cfg: PretrainConfig, phases: dict[str, list[dict[s
 
 def write_plot(path: Path, phases: dict[str, list[dict[str, Any]]], best_id: str) -> Path:
     """Top-1 and final loss per trial, trials grouped (and coloured) by phase; the best starred."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(2, 1, sharex=True, figsize=(max(6.0, 0.3 * sum(map(len, phases.values())) + 3), 6))
     x, ticks = 0, []
     for k, phase in enumerate(PHASES):
@@ -83,7 +80,7 @@ def write_plot(path: Path, phases: dict[str, list[dict[str, Any]]], best_id: str
         xs = list(range(x, x + len(rows)))
         ticks.append((sum(xs) / len(xs), f"{k + 1}. {phase}"))
         for ax, key in zip(axes, ("top1", "final_loss"), strict=True):
-            ys = [_num(r.get(key), math.nan) for r in rows]
+            ys = [finite_or(r.get(key), math.nan) for r in rows]
             ax.plot(xs, ys, "o", color=f"C{k}", label=phase if key == "top1" else None)
             for xi, yi, r in zip(xs, ys, rows, strict=True):
                 if r["trial_id"] == best_id and math.isfinite(yi):
@@ -96,7 +93,5 @@ def write_plot(path: Path, phases: dict[str, list[dict[str, Any]]], best_id: str
     axes[0].set_title("TPL search: trials per phase (star = best)")
     for ax in axes:
         ax.grid(alpha=0.3, axis="y")
-    from ..viz import save_figure
-
     save_figure(fig, path)
     return path

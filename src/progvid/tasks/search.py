@@ -20,55 +20,46 @@ budget) and its probe, so equal trials met in two phases run once.
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
-import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..config import PretrainConfig, to_plain, validate
+from ..data.datasets import build_samples
+from ..engine.distributed import resolve_device
+from ..engine.trainer import TrainingError
 from ..errors import ConfigError, ProgvidError
-from .plan import SHARE_TOLERANCE
-
-PHASES = ("stages", "frames", "shares", "recipe")
-CANONICAL_FRAMES = (2, 4, 8, 16)
-CANONICAL_SHARES = {1: (1.0,), 2: (0.5, 0.5), 3: (0.25, 0.25, 0.5), 4: (0.125, 0.125, 0.5, 0.25)}
-CPU_BATCH_CAP = 64
-CUDA_SAFETY = 0.9  # fraction of free GPU memory the trials may fill
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A plan with its recipe: clip lengths, shares and per-stage batch sizes."""
-
-    frames: tuple[int, ...]
-    shares: tuple[float, ...]
-    batches: tuple[int, ...]
-
-    def effective(self) -> Candidate:
-        """The stages that train (share > 0)."""
-        keep = [i for i, s in enumerate(self.shares) if s > 0]
-        return Candidate(*(tuple(v[i] for i in keep) for v in (self.frames, self.shares, self.batches)))
-
-    def stages(self) -> list[dict[str, Any]]:
-        e = self.effective()
-        return [{"frames": f, "share": s, "batch_size": b}
-                for f, s, b in zip(e.frames, e.shares, e.batches, strict=True)]
-
-    def label(self) -> str:
-        return plan_label(self.stages())
-
-
-def plan_label(stages: Sequence[dict[str, Any]]) -> str:
-    """`2f x 0.5 @ 8 | 4f x 0.5 @ 8`: frames x share @ batch per stage."""
-    return " -> ".join(f"{d['frames']}f x {d['share']:g} @ {d['batch_size']}" for d in stages)
+from ..loading import load_videomae
+from ..metrics import read_metrics
+from .evaluate import probe_encoder
+from .pretrain import run_pretrain
+from .search_memory import bz_max_table, measure_memory
+from .search_report import write_best, write_plot, write_results
+from .trials import (
+    PHASES,
+    Candidate,
+    TrialStore,
+    batch_candidates,
+    best_config,
+    canonical_plan,
+    frame_combos,
+    pick_evenly,
+    plan_label,
+    probe_frames,
+    rank_key,
+    share_tuples,
+    tail_loss,
+    trial_config,
+    trial_id,
+)
 
 
 @dataclass
@@ -84,50 +75,6 @@ class SearchResult:
     plot: Path
     bz_max: dict[int, int] = field(default_factory=dict)
 
-
-# ---------------------------------------------------------------------------- enumeration
-def frame_combos(frames: Iterable[int], n: int) -> list[tuple[int, ...]]:
-    """Every strictly increasing choice of n clip lengths: C(|F|, n) of them."""
-    return list(itertools.combinations(sorted(set(frames)), n))
-
-
-def share_tuples(shares: Iterable[float], n: int) -> list[tuple[float, ...]]:
-    """Every length-n tuple of allowed shares summing to 1, in sorted order."""
-    values = sorted(set(shares))
-    return [t for t in itertools.product(values, repeat=n) if abs(sum(t) - 1.0) <= SHARE_TOLERANCE]
-
-
-def pick_evenly(items: Sequence[Any], k: int, keep: Any) -> list[Any]:
-    """`keep` first, then at most k - 1 of the other items, evenly spaced over their order."""
-    others = [x for x in items if x != keep]
-    m = k - 1
-    if len(others) > m:
-        idx = [round(i * (len(others) - 1) / (m - 1)) for i in range(m)] if m > 1 else [len(others) // 2]
-        others = [others[i] for i in sorted(set(idx))] if m > 0 else []
-    return [keep, *others]
-
-
-def canonical_plan(n: int, frames: Iterable[int], shares: Iterable[float]) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    """Phase 1's plan for n stages: the last n of (2, 4, 8, 16) and the seed's shares.
-
-    With a restricted space it falls back to the last n allowed lengths and to the allowed share
-    tuple (positive shares preferred) closest to the canonical one."""
-    allowed = sorted(set(frames))
-    preferred = [f for f in CANONICAL_FRAMES if f in allowed]
-    chosen = tuple(preferred[-n:] if len(preferred) >= n else allowed[-n:])
-    target = CANONICAL_SHARES[n]
-    options = share_tuples(shares, n)
-    if not options:
-        raise ConfigError(f"search.shares: no {n} values from {sorted(set(shares))} sum to 1")
-    if target in options:
-        return chosen, target
-    dist = lambda t: (min(t) <= 0, sum(abs(a - b) for a, b in zip(t, target, strict=True)))  # noqa: E731
-    return chosen, min(options, key=dist)
-
-
-def batch_candidates(exponents: Iterable[int], bz_max: int) -> list[int]:
-    """{min(2^j, bz_max)} for the exponents, sorted."""
-    return sorted({min(2**j, bz_max) for j in exponents})
 
 
 def check_search(cfg: PretrainConfig) -> None:
@@ -152,64 +99,14 @@ def check_search(cfg: PretrainConfig) -> None:
         raise ConfigError("data.format: the search's probe needs labels; `unlabeled` data has none")
 
 
-def trial_id(cand: Candidate, cfg: PretrainConfig) -> str:
-    """A stable hash of what the trial runs (its whole config) and how it is evaluated."""
-    raw = to_plain(trial_config(cfg, cand))
-    raw.pop("search")
-    key = {"trial": raw, "metric": cfg.search.metric, "probe_frames": probe_frames(cfg)}
-    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def probe_frames(cfg: PretrainConfig) -> int:
-    return cfg.search.probe_frames or max(cfg.search.frames)
-
-
-def trial_config(cfg: PretrainConfig, cand: Candidate) -> PretrainConfig:
-    """The user's config at the proxy budget (warmup scaled alike) with the candidate's plan."""
-    raw = to_plain(cfg)
-    user_budget = cfg.budget.epochs * cfg.budget.scale
-    proxy = cfg.search.proxy_epochs
-    raw["budget"].update(epochs=proxy, scale=1.0)
-    raw["optim"]["warmup_epochs"] = cfg.optim.warmup_epochs * proxy / user_budget
-    raw["plan"]["stages"] = cand.stages()
-    raw["out"] = None
-    return validate(PretrainConfig, raw, "search trial")
-
-
-def best_config(cfg: PretrainConfig, cand: Candidate) -> PretrainConfig:
-    """The user's config (budget untouched: the proxy plan scales by epochs) with the best plan."""
-    raw = to_plain(cfg)
-    raw["plan"]["stages"] = cand.stages()
-    return validate(PretrainConfig, raw, "search best")
-
 
 # ---------------------------------------------------------------------------- one trial
-def tail_loss(records: Sequence[dict[str, Any]], fraction: float = 0.1) -> float:
-    """Mean logged loss over the last `fraction` of the steps (the last record at least)."""
-    by_step = {int(r["step"]): r.get("loss") for r in records if "step" in r}  # resumes: last wins
-    if not by_step:
-        return float("nan")
-    last = max(by_step)
-    vals = [v for s, v in by_step.items() if s >= last - fraction * (last + 1) and isinstance(v, int | float)]
-    return float(sum(vals) / len(vals)) if vals else float("nan")
-
-
 def _init_worker(threads: int) -> None:
-    import torch
-
     torch.set_num_threads(threads)
 
 
 def execute_trial(job: dict[str, Any]) -> dict[str, Any]:
     """Worker body: pre-train (resuming a half-done run), probe, return the trial record."""
-    import torch
-
-    from ..engine.distributed import resolve_device
-    from ..engine.trainer import TrainingError
-    from ..evaluate import probe_encoder
-    from ..pretrain import load_videomae, run_pretrain
-    from ..viz import read_metrics
-
     cfg = validate(PretrainConfig, job["config"], "search trial")
     run_dir = Path(job["dir"])
     rec = {k: job[k] for k in ("trial_id", "phase", "stages", "proxy_epochs")}
@@ -228,113 +125,8 @@ def execute_trial(job: dict[str, Any]) -> dict[str, Any]:
             "top5": probe.top5, "pflops": result.flops / 1e15, "seconds": time.time() - t0}
 
 
-# ---------------------------------------------------------------------------- memory -> bz_max
-def measure_memory(job: dict[str, Any]) -> dict[str, float]:
-    """Bytes one clip adds to a training step at the job's frame count, and bytes available.
-
-    CUDA: peak allocated during a batch-1 step minus the steady state; available = free memory
-    (times a safety factor, less the other workers' models) / workers. CPU: the growth of the
-    process's peak resident size over a batch-1 step; available = physical memory / 4 / workers.
-    """
-    import torch
-
-    from ..engine.distributed import resolve_device
-    from ..pretrain import build_model
-
-    cfg = validate(PretrainConfig, job["config"], "search memory probe")
-    device, workers = resolve_device(cfg.train.device), int(job["workers"])
-    model = build_model(cfg).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
-    size = cfg.data.input_size
-    video = torch.randn(1, model.in_chans, job["frames"], size, size, device=device)
-
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = model(video).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    step()  # optimizer state and allocator warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        step()
-        torch.cuda.synchronize(device)
-        per_clip = torch.cuda.max_memory_allocated(device) - base
-        free, _ = torch.cuda.mem_get_info(device)
-        available = max(0.0, (free * CUDA_SAFETY - (workers - 1) * base) / workers)
-        return {"per_clip": float(max(per_clip, 1 << 20)), "available": available, "cuda": 1.0}
-    before = _rss(current=True)
-    step()
-    per_clip = _rss(current=False) - before
-    available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 4 / workers
-    return {"per_clip": float(max(per_clip, 1 << 20)), "available": float(available), "cuda": 0.0}
-
-
-def _rss(current: bool) -> int:
-    """Resident bytes now (Linux /proc) or the peak so far (getrusage; also the fallback)."""
-    import resource
-
-    if current and os.path.exists("/proc/self/statm"):
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
-
-
-def bz_max_table(memory: dict[str, float], frames: Iterable[int], measured_at: int) -> dict[int, int]:
-    """Largest batch per clip length: memory per clip scales with the clip length (linear in
-    tokens, an over-estimate for shorter clips since attention is quadratic)."""
-    out = {}
-    for f in frames:
-        bz = max(1, int(memory["available"] // (memory["per_clip"] * f / measured_at)))
-        out[f] = bz if memory.get("cuda") else min(bz, CPU_BATCH_CAP)
-    return out
-
 
 # ---------------------------------------------------------------------------- the search
-class TrialStore:
-    """`trials.jsonl`: one record per finished trial, appended, flushed and fsynced."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.records: dict[str, dict[str, Any]] = {}
-        if path.is_file():
-            text = path.read_text()
-            for line in text.splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a crash
-                if isinstance(rec, dict) and "trial_id" in rec:
-                    self.records[rec["trial_id"]] = rec
-            if text and not text.endswith("\n"):
-                with path.open("a") as fh:
-                    fh.write("\n")
-
-    def add(self, rec: dict[str, Any]) -> None:
-        self.records[rec["trial_id"]] = rec
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(rec) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-
-
-def _num(v: Any, bad: float) -> float:
-    return float(v) if isinstance(v, int | float) and math.isfinite(v) else bad
-
-
-def rank_key(rec: dict[str, Any], by: str) -> tuple[float, ...]:
-    """Smaller is better. `metric`: higher top-1, then lower loss; `loss`: the other way round."""
-    failed = 1.0 if rec.get("error") else 0.0
-    top1, loss = _num(rec.get("top1"), -math.inf), _num(rec.get("final_loss"), math.inf)
-    return (failed, -top1, loss) if by == "metric" else (failed, loss, -top1)
-
-
 class _Search:
     def __init__(self, cfg: PretrainConfig, out: Path, workers: int, say: Callable[[str], None]) -> None:
         self.cfg, self.out, self.workers, self.say = cfg, out, workers, say
@@ -403,8 +195,6 @@ class _Search:
 
     def bz_max(self, cand: Candidate) -> dict[int, int]:
         """Largest batch per clip length: `search.bz_max` or measured; at most the train set."""
-        from ..data.datasets import build_samples
-
         s, clips = self.cfg.search, len(build_samples(self.cfg.data, "train").samples)
         if s.bz_max is not None:
             return {f: min(s.bz_max, clips) for f in cand.frames}
@@ -418,8 +208,7 @@ class _Search:
             memory = saved.get("memory") if saved.get("key") == key else None
         if memory is None:
             self.say(f"[search] measuring memory of a batch-1 step at {longest} frames")
-            torch = sys.modules.get("torch")
-            if torch is not None and torch.cuda.is_initialized():
+            if torch.cuda.is_initialized():
                 torch.cuda.empty_cache()  # in-process trials' cached blocks are not in use
             probe_cfg = trial_config(self.cfg, Candidate((longest,), (1.0,), (1,)))
             job = {"config": to_plain(probe_cfg), "frames": longest, "workers": self.workers}
@@ -474,8 +263,6 @@ def run_search(cfg: PretrainConfig, *, out: str | Path, workers: int | None = No
         search.close()
     best_cfg = best_config(cfg, best)
     best_rec = search.store.records[trial_id(best, cfg)]
-    from .search_report import write_best, write_plot, write_results
-
     paths = (write_best(out / "best.yaml", best_cfg, best_rec, config_path),
              write_results(out / "results.md", cfg, search.phases, best_rec, limits, config_path),
              write_plot(out / "search.png", search.phases, best_rec["trial_id"]))

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from progvid.errors import ConfigError
-from progvid.models.motion import warp
+
+from .motion import warp
 
 CHARBONNIER_ALPHA = 0.45  # seed [0053] and UnFlow: generalized Charbonnier exponent
 CHARBONNIER_EPS = 1e-3  # seed [0053]

@@ -1,16 +1,28 @@
-"""Cheap evaluations on frozen encoder features: linear probe and kNN (deterministic per seed).
-
-Used by the search (to rank short pre-training trials) and by the demo. Features are the mean
-of the encoder's tokens over the whole clip (no masking), averaged over test views.
+"""The evaluation path: cheap evaluations of frozen encoders (linear probe and kNN,
+deterministic per seed), the held-out masked-reconstruction loss, multi-view testing of a
+fine-tuned classifier, and prediction. Every test clip comes from `data.clips.test_dataset`,
+every checkpoint from `progvid.loading`.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
+
+from ..config import DataConfig
+from ..data.clips import test_dataset
+from ..data.datasets import Sample, build_samples
+from ..data.loader import ShardSampler, build_loader, collate
+from ..engine.distributed import init_distributed, resolve_device
+from ..errors import DataError
+from ..figures import confusion_figure
+from ..loading import load_classifier
 
 
 @dataclass(frozen=True)
@@ -107,30 +119,22 @@ def knn(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y
     return ProbeResult(top1, top5, "knn")
 
 
-def probe_encoder(encoder: torch.nn.Module, data_cfg, *, num_frames: int, method: str = "linear",
-                  seed: int = 0, device: torch.device | str = "cpu", batch_size: int = 16,
-                  progress: bool = False, pool: str = "temporal") -> ProbeResult:
+def probe_encoder(encoder: torch.nn.Module, data_cfg: DataConfig, *, num_frames: int,
+                  method: str = "linear", seed: int = 0, device: torch.device | str = "cpu",
+                  batch_size: int = 16, progress: bool = False,
+                  pool: str = "temporal") -> ProbeResult:
     """Linear probe or kNN of a frozen encoder on a config's train/val splits (centre views).
 
     Features pool over space per temporal slot by default (`pool_tokens`): cheap evaluations
     exist to rank pre-training runs, and classes defined by motion are invisible to a global
     mean."""
-    from .data.datasets import VideoDataset, build_samples
-    from .data.loader import build_loader
-    from .data.sampling import TemporalSampler
-    from .data.transforms import test_transform
-
     d = data_cfg
-    sampler = TemporalSampler(d.sampler, num_frames, d.sampling_rate, d.clip_mode)
-    tf = test_transform(d.input_size, crops=1, mean=d.mean, std=d.std)
     out = []
     names = None
     for split in ("train", "val"):
         ss = build_samples(d, split)
         names = names or ss.class_names
-        ds = VideoDataset(ss.samples, sampler=sampler, transform=tf, train=False, test_clips=1,
-                          seed=seed, short_side=d.short_side, decode_threads=d.decode_threads,
-                          on_error=d.on_error)
+        ds = test_dataset(d, ss.samples, frames=num_frames, seed=seed)
         loader = build_loader(ds, batch_size=batch_size, train=False, workers=d.workers, seed=seed,
                               rank=0, world=1)
         out.append(extract_features(encoder, loader, device, progress, pool))
@@ -143,18 +147,6 @@ def probe_encoder(encoder: torch.nn.Module, data_cfg, *, num_frames: int, method
 
 # --------------------------------------------------------------------------------------------
 # Multi-view testing of a fine-tuned classifier
-
-
-def _test_dataset(samples, d: dict, frames: int, clips: int, crops: int):
-    from .data.datasets import VideoDataset
-    from .data.sampling import TemporalSampler
-    from .data.transforms import test_transform
-
-    sampler = TemporalSampler(d["sampler"], frames, d["sampling_rate"], d["clip_mode"])
-    tf = test_transform(d["input_size"], crops=crops, mean=tuple(d["mean"]), std=tuple(d["std"]))
-    return VideoDataset(samples, sampler=sampler, transform=tf, train=False, test_clips=clips,
-                        seed=0, short_side=d.get("short_side"),
-                        decode_threads=d.get("decode_threads", 1), on_error="raise")
 
 
 @torch.no_grad()
@@ -194,34 +186,20 @@ def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, num_classe
             "num_videos": int(labels.numel())}
 
 
-def evaluate_checkpoint(checkpoint: str, *, views: tuple[int, int] | None = None,
+def evaluate_checkpoint(checkpoint: str | Path, *, views: tuple[int, int] | None = None,
                         device: torch.device | str | None = None, batch_size: int = 4,
                         out_dir: str | None = None, progress: bool | None = None) -> dict:
     """Multi-view evaluation of a fine-tuning run on its val split; writes eval.json and the
     confusion picture into the run folder. Under torchrun every rank evaluates a shard."""
-    import json
-    import sys
-    from pathlib import Path
-
-    from .data.datasets import build_samples
-    from .data.loader import ShardSampler, collate
-    from .engine.distributed import init_distributed, resolve_device
-    from .finetune import load_classifier
-
-    model, meta, path = load_classifier(checkpoint)
-    d = meta["data"]
-    ev = meta.get("eval", {})
-    clips, crops = views or (ev.get("clips", 5), ev.get("crops", 3))
-    if device is None:
-        device = resolve_device("auto")
-    device = torch.device(device)
+    model, ckpt = load_classifier(checkpoint)
+    d = ckpt.data
+    clips, crops = views or (ckpt.eval.clips, ckpt.eval.crops)
+    device = torch.device(device) if device is not None else resolve_device("auto")
     dist = init_distributed(device)
-    from .config import DataConfig
-
-    samples = build_samples(DataConfig(**d), "val").samples
-    dataset = _test_dataset(samples, d, meta["data"]["num_frames"], clips, crops)
+    samples = build_samples(d, "val").samples
+    dataset = test_dataset(d, samples, clips=clips, crops=crops, on_error="raise")
     loader = DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset)),
-                        num_workers=d.get("workers", 0), collate_fn=collate)
+                        num_workers=d.workers, collate_fn=collate)
     show = sys.stderr.isatty() if progress is None else progress
     idx, probs, labels = video_probabilities(model, loader, device, show and dist.is_main)
     if dist.enabled:
@@ -232,80 +210,38 @@ def evaluate_checkpoint(checkpoint: str, *, views: tuple[int, int] | None = None
         labels = torch.cat([g[2] for g in gathered])
     order = idx.argsort()
     idx, probs, labels = idx[order], probs[order], labels[order]
-    num_classes = meta.get("num_classes") or probs.shape[1]
+    num_classes = ckpt.num_classes or probs.shape[1]
     result = classification_metrics(probs, labels, num_classes)
-    result.update({"views": f"{clips}x{crops}", "checkpoint": str(path),
+    result.update({"views": f"{clips}x{crops}", "checkpoint": str(ckpt.path),
                    "indices_evaluated": idx.tolist()})
     if dist.is_main:
-        run = Path(out_dir) if out_dir else path.parent.parent
+        run = Path(out_dir) if out_dir else ckpt.path.parent.parent
         (run / "eval.json").write_text(json.dumps(result, indent=2))
-        confusion_figure(result["confusion"], meta.get("class_names"), run / "confusion.png")
+        confusion_figure(result["confusion"], ckpt.class_names, run / "confusion.png")
     return result
 
 
-def confusion_figure(confusion: list[list[int]], names: list[str] | None, out_png) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    m = torch.tensor(confusion, dtype=torch.float)
-    m = m / m.sum(dim=1, keepdim=True).clamp(min=1)
-    k = m.shape[0]
-    fig, ax = plt.subplots(figsize=(2 + 0.4 * k, 2 + 0.4 * k))
-    ax.imshow(m.numpy(), cmap="Blues", vmin=0, vmax=1)
-    labels = names if names and len(names) == k else [str(i) for i in range(k)]
-    if k <= 40:
-        ax.set_xticks(range(k), labels, rotation=90, fontsize=7)
-        ax.set_yticks(range(k), labels, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title("confusion (row-normalized)")
-    from .viz import save_figure
-
-    save_figure(fig, out_png)
-
-
-def predict_video(checkpoint: str, video: str, *, topk: int = 5,
+def predict_video(checkpoint: str | Path, video: str | Path, *, topk: int = 5,
                   device: torch.device | str = "cpu") -> list[tuple[str, float]]:
     """Top-k (class name, probability) for one video file with the checkpoint's preprocessing."""
-    from .data.datasets import Sample
-    from .data.loader import collate
-    from .errors import DataError
-    from .finetune import load_classifier
-
-    model, meta, _ = load_classifier(checkpoint)
-    d = meta["data"]
-    ev = meta.get("eval", {})
-    from pathlib import Path
-
+    model, ckpt = load_classifier(checkpoint)
     if not Path(video).exists():
         raise DataError(video, "file not found")
-    ds = _test_dataset([Sample(Path(video))], d, meta["data"]["num_frames"],
-                       ev.get("clips", 1), ev.get("crops", 1))
-    batch = collate([ds[0]])
-    _, probs, _ = video_probabilities(model, [batch], torch.device(device))
-    names = meta.get("class_names") or [str(i) for i in range(probs.shape[1])]
+    ds = test_dataset(ckpt.data, [Sample(Path(video))], clips=ckpt.eval.clips,
+                      crops=ckpt.eval.crops, on_error="raise")
+    _, probs, _ = video_probabilities(model, [collate([ds[0]])], torch.device(device))
+    names = ckpt.class_names or [str(i) for i in range(probs.shape[1])]
     p, i = probs[0].topk(min(topk, probs.shape[1]))
     return [(names[j], float(q)) for q, j in zip(p.tolist(), i.tolist(), strict=True)]
 
 
 @torch.no_grad()
-def mae_val_loss(model: torch.nn.Module, data_cfg, *, num_frames: int, seed: int = 0,
+def mae_val_loss(model: torch.nn.Module, data_cfg: DataConfig, *, num_frames: int, seed: int = 0,
                  batch_size: int = 16, device: torch.device | str = "cpu") -> float:
     """Held-out masked-reconstruction loss of a VideoMAE: centre clips of the val split with
     masks drawn from a fixed seed, so different runs are scored on exactly the same task."""
-    from .data.datasets import VideoDataset, build_samples
-    from .data.loader import build_loader
-    from .data.sampling import TemporalSampler
-    from .data.transforms import test_transform
-
     d = data_cfg
-    samples = build_samples(d, "val").samples
-    ds = VideoDataset(samples, sampler=TemporalSampler(d.sampler, num_frames, d.sampling_rate,
-                                                       d.clip_mode),
-                      transform=test_transform(d.input_size, crops=1, mean=d.mean, std=d.std),
-                      train=False, test_clips=1, seed=seed, on_error=d.on_error)
+    ds = test_dataset(d, build_samples(d, "val").samples, frames=num_frames, seed=seed)
     loader = build_loader(ds, batch_size=batch_size, train=False, workers=d.workers, seed=seed,
                           rank=0, world=1)
     model = model.to(device).eval()

@@ -1,0 +1,46 @@
+"""The metrics file of a run (`metrics.jsonl`: one JSON object per logged step), read back.
+
+Ground floor: the engine's logger writes the file, and plots, the search and the trade-off
+reader use these functions to read it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import ProgvidError
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a metrics.jsonl (or of a run folder holding one); lines cut by a crash and
+    non-object lines are skipped."""
+    file = Path(path)
+    if file.is_dir():
+        file = file / METRICS_FILE
+    if not file.is_file():
+        raise ProgvidError(f"{file}: metrics file not found")
+    records = []
+    for line in file.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int | float):
+            records.append(rec)
+    return records
+
+
+def stage_changes(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records where the `stage` field differs from the previous record's."""
+    out, prev = [], None
+    for i, rec in enumerate(records):
+        stage = rec.get("stage")
+        if i > 0 and stage is not None and prev is not None and stage != prev:
+            out.append(rec)
+        prev = stage if stage is not None else prev
+    return out

@@ -7,6 +7,9 @@ on the masked tokens. Attention's quadratic terms (QK^T and AV) are included; no
 GELU and additions are not (they are not multiply-accumulates of a matrix product and are a
 fraction of a percent). Training = 3 x forward (backward ~ 2 x forward), as is customary.
 Reference: ViT-B, 224^2, 16 frames, mask 0.9, decoder 4 x 384 gives ~35.4 G; 2 frames ~3.55 G.
+
+`executed_forward` / `executed_train` count what progvid actually runs: the same, except that
+the cube embedding runs on the visible tokens only (same function, fewer MACs).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ TRAIN_FACTOR = 3.0
 
 @dataclass(frozen=True)
 class FlopBreakdown:
-    """MACs per clip, by part."""
+    """MACs per clip, by part. `embed` follows the official convention (all tokens);
+    `embed_executed` is what runs (visible tokens; None = same as `embed`)."""
 
     embed: float
     encoder: float
@@ -28,6 +32,7 @@ class FlopBreakdown:
     head: float
     tokens: int
     visible: int
+    embed_executed: float | None = None
 
     @property
     def forward(self) -> float:
@@ -37,8 +42,19 @@ class FlopBreakdown:
     def train(self) -> float:
         return TRAIN_FACTOR * self.forward
 
+    @property
+    def executed_forward(self) -> float:
+        """Forward MACs that actually run (the embedding on the visible tokens only)."""
+        embed = self.embed if self.embed_executed is None else self.embed_executed
+        return self.forward - self.embed + embed
+
+    @property
+    def executed_train(self) -> float:
+        return TRAIN_FACTOR * self.executed_forward
+
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "forward": self.forward, "train": self.train}
+        return {**asdict(self), "forward": self.forward, "train": self.train,
+                "executed_forward": self.executed_forward, "executed_train": self.executed_train}
 
 
 def block_macs(tokens: int, dim: int, mlp_ratio: float = 4.0) -> float:
@@ -74,6 +90,7 @@ def videomae_flops(*, embed_dim: int, depth: int, decoder_dim: int, decoder_dept
         head=nm * decoder_dim * token_pixels,
         tokens=n,
         visible=nv,
+        embed_executed=nv * token_pixels * embed_dim,
     )
 
 

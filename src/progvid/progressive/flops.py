@@ -10,6 +10,11 @@ Reference: ViT-B, 224^2, 16 frames, mask 0.9, decoder 4 x 384 gives ~35.4 G; 2 f
 
 `executed_forward` / `executed_train` count what progvid actually runs: the same, except that
 the cube embedding runs on the visible tokens only (same function, fewer MACs).
+
+With VideoMAE V2 dual masking (`decoder_mask="running_cell"`) the decoder runs on the visible
+tokens + one mask token per decoder-kept position (encoder-visible kept positions included, as
+in V2), and the head on the kept positions; both conventions count it that way, since that is
+the computation the method defines.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ TRAIN_FACTOR = 3.0
 @dataclass(frozen=True)
 class FlopBreakdown:
     """MACs per clip, by part. `embed` follows the official convention (all tokens);
-    `embed_executed` is what runs (visible tokens; None = same as `embed`)."""
+    `embed_executed` is what runs (visible tokens; None = same as `embed`). `decoder_tokens` is
+    the decoder's sequence length and `predicted` the tokens the head runs on (None: v1, i.e.
+    all tokens and the masked ones)."""
 
     embed: float
     encoder: float
@@ -33,6 +40,8 @@ class FlopBreakdown:
     tokens: int
     visible: int
     embed_executed: float | None = None
+    decoder_tokens: int | None = None
+    predicted: int | None = None
 
     @property
     def forward(self) -> float:
@@ -74,23 +83,43 @@ def visible_tokens(num_frames: int, img_size: int, patch: int, tubelet: int, mas
     return n, n - int(mask_ratio * n)
 
 
+def decoder_kept_tokens(num_frames: int, img_size: int, patch: int, tubelet: int,
+                        decoder_mask: str = "none", decoder_mask_ratio: float = 0.5) -> int | None:
+    """Positions the decoder keeps per clip under `decoder_mask` (None when it is off)."""
+    if decoder_mask == "none":
+        return None
+    from progvid.errors import ConfigError
+    from progvid.models.videomae import running_cell_kept
+
+    if decoder_mask != "running_cell":
+        raise ConfigError(f"decoder_mask must be none or running_cell, got {decoder_mask!r}")
+    side = img_size // patch
+    return running_cell_kept(num_frames // tubelet, side, side, decoder_mask_ratio)
+
+
 def videomae_flops(*, embed_dim: int, depth: int, decoder_dim: int, decoder_depth: int,
                    num_frames: int, img_size: int, patch_size: int = 16, tubelet_size: int = 2,
                    mask_ratio: float = 0.9, mask_type: str = "tube", in_chans: int = 3,
-                   mlp_ratio: float = 4.0) -> FlopBreakdown:
-    """MACs of one pre-training forward pass for one clip."""
+                   mlp_ratio: float = 4.0, decoder_mask: str = "none",
+                   decoder_mask_ratio: float = 0.5) -> FlopBreakdown:
+    """MACs of one pre-training forward pass for one clip. With `decoder_mask="running_cell"`
+    the decoder blocks run on visible + kept tokens and the head on the kept tokens."""
     n, nv = visible_tokens(num_frames, img_size, patch_size, tubelet_size, mask_ratio, mask_type)
-    nm = n - nv
+    kept = decoder_kept_tokens(num_frames, img_size, patch_size, tubelet_size, decoder_mask,
+                               decoder_mask_ratio)
+    dec_tokens, predicted = (n, n - nv) if kept is None else (nv + kept, kept)
     token_pixels = in_chans * tubelet_size * patch_size * patch_size
     return FlopBreakdown(
         embed=n * token_pixels * embed_dim,
         encoder=depth * block_macs(nv, embed_dim, mlp_ratio),
         enc_to_dec=nv * embed_dim * decoder_dim,
-        decoder=decoder_depth * block_macs(n, decoder_dim, mlp_ratio),
-        head=nm * decoder_dim * token_pixels,
+        decoder=decoder_depth * block_macs(dec_tokens, decoder_dim, mlp_ratio),
+        head=predicted * decoder_dim * token_pixels,
         tokens=n,
         visible=nv,
         embed_executed=nv * token_pixels * embed_dim,
+        decoder_tokens=dec_tokens,
+        predicted=predicted,
     )
 
 
@@ -103,7 +132,9 @@ def encoder_flops(*, embed_dim: int, depth: int, num_frames: int, img_size: int,
 
 
 def model_flops(model: Any, num_frames: int, img_size: int | None = None) -> FlopBreakdown:
-    """`videomae_flops` with the geometry read from a built VideoMAE (its `hparams`)."""
+    """`videomae_flops` with the geometry read from a built VideoMAE (its `hparams`), including
+    its decoder masking: the training computation (in eval mode a dual-masking model runs the
+    full decoder unless given a decoder mask)."""
     inner = getattr(getattr(model, "module", model), "_orig_mod", getattr(model, "module", model))
     h = inner.hparams
     return videomae_flops(
@@ -111,4 +142,6 @@ def model_flops(model: Any, num_frames: int, img_size: int | None = None) -> Flo
         decoder_depth=h["decoder_depth"], num_frames=num_frames,
         img_size=img_size or h["img_size"], patch_size=h["patch_size"],
         tubelet_size=h["tubelet_size"], mask_ratio=h["mask_ratio"], mask_type=h["mask_type"],
-        in_chans=h.get("in_chans", 3), mlp_ratio=h.get("mlp_ratio", 4.0))
+        in_chans=h.get("in_chans", 3), mlp_ratio=h.get("mlp_ratio", 4.0),
+        decoder_mask=h.get("decoder_mask", "none"),
+        decoder_mask_ratio=h.get("decoder_mask_ratio", 0.5))

@@ -4,6 +4,24 @@ The model owns its geometry (tubelet, patch size) and its target construction, s
 delivers normalized clips (B, C, T, H, W) and, optionally, masks. Parameter names follow the
 official VideoMAE pretrain checkpoints (`encoder.*`, `encoder_to_decoder`, `mask_token`,
 `decoder.blocks`, `decoder.norm`, `decoder.head`).
+
+Dual masking (VideoMAE V2, Wang et al., CVPR 2023; code: github.com/OpenGVLab/VideoMAEv2 at
+commit 29eab1e) is available with `decoder_mask="running_cell"`: the decoder also drops tokens, by
+V2's running-cell pattern (`running_cell_mask`), so it runs on fewer tokens. It adds no
+parameters: the encoder, the weights and checkpoints are the same as without it. The rules, as in
+V2's code:
+- decoder input (models/modeling_pretrain.py, `PretrainVisionTransformer.forward`, lines
+  340-358): all encoder-visible latents, then one mask token at every position the decoder keeps
+  (`decode_vis = ~decode_mask`, line 341). A kept position that the encoder saw gets a mask
+  token too (V2 does not exclude it), which keeps the token count the same for every sample:
+  N_visible + N_kept decoder tokens instead of N.
+- predictions and targets (line 358; engine_for_pretraining.py line 98): the head predicts every
+  kept position, in token order; the target is the normalized pixels at those positions.
+- loss (engine_for_pretraining.py lines 102-105): squared error averaged over each token's
+  pixels, then summed over the kept positions that the encoder did not see and divided by their
+  number over the whole batch, i.e. exactly the encoder-invisible tokens among the kept ones.
+- without a decoder mask V2 passes `decode_mask = ~encoder_mask` (dataset/pretrain_datasets.py
+  line 58), i.e. the VideoMAE v1 decoder; progvid's default path is that v1 code, unchanged.
 """
 
 from __future__ import annotations
@@ -23,6 +41,7 @@ from .vit import (
     ENCODER_SIZES,
     Block,
     VisionTransformer,
+    check_mask,
     check_overrides,
     init_weights,
     run_blocks,
@@ -39,6 +58,11 @@ DECODER_SIZES: dict[str, tuple[int, int]] = {
     "huge": (640, 8),
 }
 MASK_TYPES = ("tube", "random")
+DECODER_MASK_TYPES = ("none", "running_cell")
+# VideoMAE V2's running cell: a 2x2 block of tokens (dataset/masking_generator.py lines 86-101:
+# a queue of 4 entries read as `reshape(2, 2)` and tiled over each temporal slice).
+CELL_SIDE = 2
+CELL_SIZE = CELL_SIDE * CELL_SIDE
 
 
 def _noise(
@@ -86,12 +110,81 @@ def random_mask(
     return _keep_k_smallest(_noise(batch, num_tokens, device, generator), k)
 
 
+def running_cell_drops(ratio: float) -> int:
+    """Tokens dropped per 2x2 cell for a running-cell `ratio`: 1, 2 or 3 for 0.25, 0.5, 0.75.
+
+    V2 uses int(4 * ratio) and asserts 0 < it < 4 (masking_generator.py lines 86-88), silently
+    rounding other ratios down; progvid accepts only the ratios the cell realises exactly."""
+    drops = round(ratio * CELL_SIZE)
+    if not 0 < drops < CELL_SIZE or abs(ratio * CELL_SIZE - drops) > 1e-9:
+        allowed = ", ".join(str(k / CELL_SIZE) for k in range(1, CELL_SIZE))
+        raise ConfigError(
+            f"decoder_mask_ratio must be one of {allowed} for running_cell masking (the decoder "
+            f"drops k of the {CELL_SIZE} tokens of each {CELL_SIDE}x{CELL_SIDE} cell), got {ratio}"
+        )
+    return drops
+
+
+def _check_cell_grid(h_tokens: int, w_tokens: int) -> None:
+    if h_tokens % CELL_SIDE or w_tokens % CELL_SIDE:
+        raise ConfigError(
+            f"running_cell decoder masking tiles {CELL_SIDE}x{CELL_SIDE} cells over the token grid, "
+            f"which must be even: got {h_tokens}x{w_tokens} tokens per frame (choose img_size / "
+            f"patch_size even, e.g. 224/16 or 32/8)"
+        )
+
+
+def running_cell_kept(t_tokens: int, h_tokens: int, w_tokens: int, ratio: float) -> int:
+    """Tokens the decoder keeps per sample under `running_cell_mask` (the same for every sample)."""
+    drops = running_cell_drops(ratio)
+    _check_cell_grid(h_tokens, w_tokens)
+    return t_tokens * h_tokens * w_tokens * (CELL_SIZE - drops) // CELL_SIZE
+
+
+def running_cell_mask(
+    batch: int, t_tokens: int, h_tokens: int, w_tokens: int, ratio: float = 0.5,
+    device: torch.device | str | None = None, generator: torch.Generator | None = None,
+) -> Tensor:
+    """VideoMAE V2's running-cell decoder mask. Returns bool (B, t*h*w), True = dropped by the
+    decoder, token order (t, h, w).
+
+    Definition (OpenGVLab/VideoMAEv2 dataset/masking_generator.py, `Cell` and
+    `RunningCellMaskingGenerator`, lines 11-113): the token grid of each temporal slice is tiled
+    with 2x2 cells; cell slot j = 2 * (h % 2) + (w % 2) (row-major, as `reshape(2, 2)` then
+    `np.tile`). A queue of 4 values holds k = ratio * 4 "drop" entries then 4 - k "keep" entries;
+    with a start pointer p the queue is rotated by one more position at every temporal slice
+    *before* it is read (`run_cell` then `get_cell`), so slot j of slice t is dropped iff
+    (j + p + t + 1) mod 4 < k. Every cell of every slice drops exactly k of its 4 tokens; over
+    time the dropped slots shift by one (slot j at slice t+1 takes the state of slot j+1 at t),
+    so each position is dropped in k of every 4 consecutive slices. p is drawn uniformly from
+    {0, 1, 2, 3} per sample (V2: `np.random.randint(cell_size)` over its 4 precomputed maps), here
+    from `generator` on its own device like `tube_mask`, so masks are reproducible."""
+    drops = running_cell_drops(ratio)
+    _check_cell_grid(h_tokens, w_tokens)
+    src = generator.device if generator is not None else torch.device(device or "cpu")
+    start = torch.randint(CELL_SIZE, (batch, 1, 1, 1), device=src, generator=generator)
+    if device is not None:
+        start = start.to(device)
+    dev = start.device
+    t = torch.arange(t_tokens, device=dev).view(1, -1, 1, 1)
+    slot = (CELL_SIDE * (torch.arange(h_tokens, device=dev) % CELL_SIDE).view(1, 1, -1, 1)
+            + (torch.arange(w_tokens, device=dev) % CELL_SIDE).view(1, 1, 1, -1))
+    phase = (slot + start + t + 1) % CELL_SIZE  # (B, t, h, w)
+    return (phase < drops).reshape(batch, t_tokens * h_tokens * w_tokens)
+
+
 @dataclass
 class VideoMAEOutput:
+    """Without decoder masking `pred`/`target` hold the encoder-masked tokens (VideoMAE v1).
+    With it they hold every token the decoder keeps (V2), and `loss_mask` says which of those
+    rows the loss uses (the encoder-masked ones)."""
+
     loss: Tensor  # scalar, float32
-    pred: Tensor  # (B, N_masked, tubelet*p*p*C), decoder output for masked tokens
-    target: Tensor  # (B, N_masked, tubelet*p*p*C), in the same token order as pred
-    mask: Tensor  # bool (B, N), True = masked
+    pred: Tensor  # (B, N_pred, tubelet*p*p*C): decoder output, in token order
+    target: Tensor  # (B, N_pred, tubelet*p*p*C), in the same token order as pred
+    mask: Tensor  # bool (B, N), True = masked (hidden from the encoder)
+    decoder_mask: Tensor | None = None  # bool (B, N), True = dropped by the decoder; None if off
+    loss_mask: Tensor | None = None  # bool (B, N_pred), True = row in the loss; None = all rows
 
 
 class VideoMAEDecoder(nn.Module):
@@ -122,10 +215,13 @@ class VideoMAEDecoder(nn.Module):
 
 
 class VideoMAE(nn.Module):
-    """VideoMAE pre-training model. `forward(video, mask=None)` -> VideoMAEOutput.
+    """VideoMAE pre-training model. `forward(video, mask=None, generator=None, decoder_mask=None)`
+    -> VideoMAEOutput.
 
     video: float (B, C, T, H, W) normalized with `mean`/`std`; T a multiple of `tubelet_size`.
-    mask: bool (B, N), True = masked, same count per sample; drawn with `random_mask` if None."""
+    mask: bool (B, N), True = masked, same count per sample; drawn with `random_mask` if None.
+    `decoder_mask="running_cell"` turns on VideoMAE V2 dual masking with `decoder_mask_ratio`
+    (0.25, 0.5 or 0.75; see the module docstring); the default "none" is VideoMAE v1."""
 
     def __init__(
         self,
@@ -152,11 +248,16 @@ class VideoMAE(nn.Module):
         decoder_norm_eps: float = 1e-6,
         final_norm: bool = True,
         grad_checkpointing: bool = False,
+        decoder_mask: str = "none",
+        decoder_mask_ratio: float = 0.5,
     ) -> None:
         super().__init__()
         if mask_type not in MASK_TYPES:
             raise ConfigError(f"mask_type must be one of {', '.join(MASK_TYPES)}, got {mask_type!r}")
         _check_ratio(mask_ratio, 2)
+        if decoder_mask not in DECODER_MASK_TYPES:
+            raise ConfigError(f"decoder_mask must be one of {', '.join(DECODER_MASK_TYPES)}, "
+                              f"got {decoder_mask!r}")
         if len(mean) != in_chans or len(std) != in_chans or min(std) <= 0:
             raise ConfigError(f"mean/std need {in_chans} values (std > 0), got {mean} / {std}")
         if img_size % patch_size or num_frames % tubelet_size:
@@ -175,6 +276,12 @@ class VideoMAE(nn.Module):
             "std": list(std), "norm_eps": norm_eps, "decoder_norm_eps": decoder_norm_eps,
             "final_norm": final_norm, "grad_checkpointing": grad_checkpointing,
         }
+        if decoder_mask != "none":
+            # Only when on: a default model's hparams (and checkpoint meta) stay as they were, and
+            # dicts written before the option existed rebuild with the defaults.
+            running_cell_drops(decoder_mask_ratio)
+            _check_cell_grid(img_size // patch_size, img_size // patch_size)
+            self.hparams.update(decoder_mask=decoder_mask, decoder_mask_ratio=decoder_mask_ratio)
         self.img_size = img_size
         self.patch_size = patch_size
         self.tubelet_size = tubelet_size
@@ -182,6 +289,8 @@ class VideoMAE(nn.Module):
         self.in_chans = in_chans
         self.mask_ratio = mask_ratio
         self.mask_type = mask_type
+        self.decoder_mask_type = decoder_mask
+        self.decoder_mask_ratio = decoder_mask_ratio
         self.norm_pix_loss = norm_pix_loss
         self.decoder_output_dim = tubelet_size * patch_size * patch_size * in_chans
         self.encoder = VisionTransformer(
@@ -232,6 +341,20 @@ class VideoMAE(nn.Module):
             return tube_mask(batch, t, gh, gw, self.mask_ratio, device, generator)
         return random_mask(batch, t * gh * gw, self.mask_ratio, device, generator)
 
+    def random_decoder_mask(
+        self, batch: int, num_frames: int | None = None, device: torch.device | str | None = None,
+        generator: torch.Generator | None = None, *, img_size: int | tuple[int, int] | None = None,
+    ) -> Tensor | None:
+        """Decoder mask of this model's `decoder_mask`/`decoder_mask_ratio`: bool (B, N), True =
+        dropped by the decoder; None (and nothing drawn from `generator`) when decoder masking
+        is off. Draw it after `random_mask` from the same generator for reproducible steps."""
+        if self.decoder_mask_type == "none":
+            return None
+        size = img_size or self.img_size
+        h, w = (size, size) if isinstance(size, int) else size
+        t, gh, gw = self.encoder.grid(num_frames or self.num_frames, h, w)
+        return running_cell_mask(batch, t, gh, gw, self.decoder_mask_ratio, device, generator)
+
     def patchify(self, video: Tensor) -> Tensor:
         """(B, C, T, H, W) -> (B, N, t*p*p*C): token order (t, h, w), pixels (t p p) then channel
         last, i.e. 'b c (t p0) (h p1) (w p2) -> b (t h w) (p0 p1 p2 c)'."""
@@ -271,19 +394,28 @@ class VideoMAE(nn.Module):
         """video (B, C, T, H, W), mask (B, N) -> visible latents (B, N_visible, D_enc)."""
         return self.encoder(video, mask)
 
-    def forward_decoder(self, latent: Tensor, mask: Tensor) -> Tensor:
+    def forward_decoder(
+        self, latent: Tensor, mask: Tensor, decoder_mask: Tensor | None = None
+    ) -> Tensor:
         """latent (B, N_visible, D_enc), mask (B, N) -> pred (B, N_masked, t*p*p*C), masked
         tokens in token order. Visible tokens are not unshuffled; their positions are gathered
-        instead, which is equivalent because attention is permutation-equivariant."""
+        instead, which is equivalent because attention is permutation-equivariant.
+
+        With `decoder_mask` (bool (B, N), True = dropped, same count per sample) the mask tokens
+        go to the positions it keeps instead, encoder-visible ones included (V2,
+        modeling_pretrain.py lines 341-358; its decoder's head reads the last N_kept tokens,
+        lines 223-236): pred is (B, N_kept, t*p*p*C), kept tokens in token order, and the decoder
+        runs on N_visible + N_kept tokens."""
         x = self.encoder_to_decoder(latent)  # (B, N_visible, Dd)
         b, _, d = x.shape
         pos = sincos_table(mask.shape[1], d, x.device).to(x.dtype).expand(b, -1, -1)  # (B, N, Dd)
         pos_vis = pos[~mask].reshape(b, -1, d)
-        pos_mask = pos[mask].reshape(b, -1, d)  # (B, N_masked, Dd)
+        slots = mask if decoder_mask is None else ~decoder_mask  # where mask tokens go
+        pos_mask = pos[slots].reshape(b, -1, d)  # (B, N_masked or N_kept, Dd)
         num_masked = pos_mask.shape[1]
         if num_masked == 0:
             raise ProgvidError("the mask hides no token: nothing to reconstruct")
-        x = torch.cat([x + pos_vis, self.mask_token.to(x.dtype) + pos_mask], dim=1)  # (B, N, Dd)
+        x = torch.cat([x + pos_vis, self.mask_token.to(x.dtype) + pos_mask], dim=1)
         return self.decoder(x, num_masked)
 
     def forward_loss(self, video: Tensor, pred: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -293,17 +425,54 @@ class VideoMAE(nn.Module):
         target = target[mask].reshape(pred.shape)  # (B, N_masked, D)
         return F.mse_loss(pred.float(), target), target
 
+    def forward_dual_loss(
+        self, video: Tensor, pred: Tensor, mask: Tensor, decoder_mask: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Dual-masking loss in float32 (V2, engine_for_pretraining.py lines 98-105). pred
+        (B, N_kept, D) covers the tokens the decoder keeps (~decoder_mask) in token order.
+        Returns (loss, target (B, N_kept, D), loss_mask (B, N_kept)), where loss_mask marks the
+        kept tokens the encoder did not see. The loss is the per-token MSE (mean over D) summed
+        over the loss_mask rows of the batch and divided by their number (at least 1: a batch
+        whose kept tokens were all visible gives 0 rather than NaN)."""
+        kept = ~decoder_mask
+        target = self.normalized_target(video)[kept].reshape(pred.shape)  # (B, N_kept, D)
+        loss_mask = mask[kept].reshape(pred.shape[:2])  # (B, N_kept), True = in the loss
+        per_token = (pred.float() - target).pow(2).mean(dim=-1)
+        weight = loss_mask.to(per_token.dtype)
+        loss = (per_token * weight).sum() / weight.sum().clamp_min(1.0)
+        return loss, target, loss_mask
+
     def forward(
-        self, video: Tensor, mask: Tensor | None = None, generator: torch.Generator | None = None
+        self, video: Tensor, mask: Tensor | None = None, generator: torch.Generator | None = None,
+        decoder_mask: Tensor | None = None,
     ) -> VideoMAEOutput:
+        """Masks not given are drawn from `generator` (encoder mask first, then decoder mask).
+
+        decoder_mask: bool (B, N), True = dropped by the decoder. When None and the model was
+        built with `decoder_mask="running_cell"`, one is drawn in training mode only; in eval
+        mode the decoder then sees every position (the v1 reconstruction of all masked tokens:
+        a deterministic validation loss comparable across runs, and full pictures for viz).
+        An explicit decoder_mask is always used, whatever the model's option or mode."""
         if mask is None:
             _, _, t, h, w = video.shape
             mask = self.random_mask(video.shape[0], t, video.device, generator, img_size=(h, w))
         mask = mask.to(device=video.device)
+        if decoder_mask is None and self.training and self.decoder_mask_type != "none":
+            _, _, t, h, w = video.shape  # drawn masks keep the same count per sample: no check
+            decoder_mask = self.random_decoder_mask(
+                video.shape[0], t, video.device, generator, img_size=(h, w))
+        elif decoder_mask is not None:
+            decoder_mask = decoder_mask.to(device=video.device)
+            check_mask(decoder_mask, *mask.shape)  # a given mask: same count per sample?
         latent = self.forward_encoder(video, mask)
-        pred = self.forward_decoder(latent, mask)
-        loss, target = self.forward_loss(video, pred, mask)
-        return VideoMAEOutput(loss=loss, pred=pred, target=target, mask=mask)
+        pred = self.forward_decoder(latent, mask, decoder_mask)
+        if decoder_mask is None:
+            loss, target = self.forward_loss(video, pred, mask)
+            loss_mask = None
+        else:
+            loss, target, loss_mask = self.forward_dual_loss(video, pred, mask, decoder_mask)
+        return VideoMAEOutput(loss=loss, pred=pred, target=target, mask=mask,
+                              decoder_mask=decoder_mask, loss_mask=loss_mask)
 
 
 _OVERRIDES = {
@@ -327,6 +496,8 @@ def videomae(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     grad_checkpointing: bool = False,
+    decoder_mask: str = "none",
+    decoder_mask_ratio: float = 0.5,
     **overrides: Any,
 ) -> VideoMAE:
     """VideoMAE by size name (tiny, small, base, large, huge). `overrides` may set embed_dim,
@@ -343,16 +514,21 @@ def videomae(
         img_size=img_size, patch_size=patch_size, tubelet_size=tubelet_size,
         num_frames=num_frames, decoder_depth=decoder_depth, mask_ratio=mask_ratio,
         mask_type=mask_type, drop_path=drop_path, norm_pix_loss=norm_pix_loss, mean=mean,
-        std=std, grad_checkpointing=grad_checkpointing, **dims,
+        std=std, grad_checkpointing=grad_checkpointing, decoder_mask=decoder_mask,
+        decoder_mask_ratio=decoder_mask_ratio, **dims,
     )
 
 
 __all__ = [
+    "DECODER_MASK_TYPES",
     "DECODER_SIZES",
     "VideoMAE",
     "VideoMAEDecoder",
     "VideoMAEOutput",
     "random_mask",
+    "running_cell_drops",
+    "running_cell_kept",
+    "running_cell_mask",
     "tube_mask",
     "videomae",
 ]

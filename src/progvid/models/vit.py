@@ -157,6 +157,22 @@ class PatchEmbed(nn.Module):
         # (B, C, T, H, W) -> (B, D, T/t, H/p, W/p) -> (B, N, D) with N ordered (t, h, w)
         return self.proj(video).flatten(2).transpose(1, 2)
 
+    def forward_tokens(self, video: Tensor, keep: Tensor) -> Tensor:
+        """Embed only the tokens where `keep` (bool (B, N), same count per sample) is True:
+        (B, C, T, H, W) -> (B, N_keep, D) in token order.
+
+        Kernel = stride, so the Conv3d is a per-cube linear map: gather the kept cubes (flattened
+        (C, t, p, p) like the conv weight) from a strided view of the video, then apply the conv
+        weight as a matrix. Same function as `forward(video)[keep]` up to float round-off, at
+        N_keep / N of its multiply-accumulates and without copying the hidden cubes."""
+        b, c, frames, height, width = video.shape
+        ts, p = self.tubelet_size, self.patch_size
+        t, h, w = frames // ts, height // p, width // p
+        cubes = video.reshape(b, c, t, ts, h, p, w, p).permute(0, 2, 4, 6, 1, 3, 5, 7)
+        cubes = cubes[keep.view(b, t, h, w)].reshape(b, -1, c * ts * p * p)  # (B, N_keep, K)
+        weight = self.proj.weight
+        return F.linear(cubes, weight.reshape(weight.shape[0], -1), self.proj.bias)
+
 
 class VisionTransformer(nn.Module):
     """Video ViT encoder. `forward(video, mask)` returns the visible tokens.
@@ -226,18 +242,27 @@ class VisionTransformer(nn.Module):
     def forward(self, video: Tensor, mask: Tensor | None = None, apply_norm: bool = True) -> Tensor:
         """video (B, C, T, H, W), mask bool (B, N) True = masked (same count per sample) ->
         visible tokens (B, N_visible, D) in token order. `apply_norm=False` skips the final norm
-        (fine-tune style: mean-pool these tokens, then apply your own fc_norm)."""
+        (fine-tune style: mean-pool these tokens, then apply your own fc_norm).
+
+        With a mask only the visible cubes are embedded (`PatchEmbed.forward_tokens`); the
+        official model embeds all tokens and then drops the masked ones, which is the same
+        function (FLOPs reports keep that convention and show the executed count beside it)."""
         if video.ndim != 5 or video.shape[1] != self.in_chans:
             raise ProgvidError(
                 f"expected video (B, {self.in_chans}, T, H, W), got shape {tuple(video.shape)}"
             )
-        self.grid(*video.shape[2:])
-        x = self.patch_embed(video)  # (B, N, D)
-        b, n, d = x.shape
-        x = x + sincos_table(n, d, x.device).to(x.dtype)
-        if mask is not None:
+        t, h, w = self.grid(*video.shape[2:])
+        if mask is None:
+            x = self.patch_embed(video)  # (B, N, D)
+            b, n, d = x.shape
+            x = x + sincos_table(n, d, x.device).to(x.dtype)
+        else:
+            # Embed the visible cubes only (the embedding is per token: same result, less work).
+            b, n, d = video.shape[0], t * h * w, self.embed_dim
             check_mask(mask, b, n)
-            x = x[~mask].reshape(b, -1, d)  # (B, N_visible, D)
+            x = self.patch_embed.forward_tokens(video, ~mask)  # (B, N_visible, D)
+            pos = sincos_table(n, d, x.device).to(x.dtype).expand(b, -1, -1)
+            x = x + pos[~mask].reshape(b, -1, d)
         x = run_blocks(self.blocks, x, self.grad_checkpointing and self.training)
         return self.norm(x) if apply_norm else x
 

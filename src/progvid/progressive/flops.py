@@ -7,6 +7,14 @@ on the masked tokens. Attention's quadratic terms (QK^T and AV) are included; no
 GELU and additions are not (they are not multiply-accumulates of a matrix product and are a
 fraction of a percent). Training = 3 x forward (backward ~ 2 x forward), as is customary.
 Reference: ViT-B, 224^2, 16 frames, mask 0.9, decoder 4 x 384 gives ~35.4 G; 2 frames ~3.55 G.
+
+`executed_forward` / `executed_train` count what progvid actually runs: the same, except that
+the cube embedding runs on the visible tokens only (same function, fewer MACs).
+
+With VideoMAE V2 dual masking (`decoder_mask="running_cell"`) the decoder runs on the visible
+tokens + one mask token per decoder-kept position (encoder-visible kept positions included, as
+in V2), and the head on the kept positions; both conventions count it that way, since that is
+the computation the method defines.
 """
 
 from __future__ import annotations
@@ -21,7 +29,10 @@ TRAIN_FACTOR = 3.0
 
 @dataclass(frozen=True)
 class FlopBreakdown:
-    """MACs per clip, by part."""
+    """MACs per clip, by part. `embed` follows the official convention (all tokens);
+    `embed_executed` is what runs (visible tokens; None = same as `embed`). `decoder_tokens` is
+    the decoder's sequence length and `predicted` the tokens the head runs on (None: v1, i.e.
+    all tokens and the masked ones)."""
 
     embed: float
     encoder: float
@@ -30,6 +41,9 @@ class FlopBreakdown:
     head: float
     tokens: int
     visible: int
+    embed_executed: float | None = None
+    decoder_tokens: int | None = None
+    predicted: int | None = None
 
     @property
     def forward(self) -> float:
@@ -39,8 +53,19 @@ class FlopBreakdown:
     def train(self) -> float:
         return TRAIN_FACTOR * self.forward
 
+    @property
+    def executed_forward(self) -> float:
+        """Forward MACs that actually run (the embedding on the visible tokens only)."""
+        embed = self.embed if self.embed_executed is None else self.embed_executed
+        return self.forward - self.embed + embed
+
+    @property
+    def executed_train(self) -> float:
+        return TRAIN_FACTOR * self.executed_forward
+
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "forward": self.forward, "train": self.train}
+        return {**asdict(self), "forward": self.forward, "train": self.train,
+                "executed_forward": self.executed_forward, "executed_train": self.executed_train}
 
 
 def block_macs(tokens: int, dim: int, mlp_ratio: float = 4.0) -> float:
@@ -60,22 +85,43 @@ def visible_tokens(num_frames: int, img_size: int, patch: int, tubelet: int, mas
     return n, n - int(mask_ratio * n)
 
 
+def decoder_kept_tokens(num_frames: int, img_size: int, patch: int, tubelet: int,
+                        decoder_mask: str = "none", decoder_mask_ratio: float = 0.5) -> int | None:
+    """Positions the decoder keeps per clip under `decoder_mask` (None when it is off)."""
+    if decoder_mask == "none":
+        return None
+    from progvid.errors import ConfigError
+    from progvid.models.videomae import running_cell_kept
+
+    if decoder_mask != "running_cell":
+        raise ConfigError(f"decoder_mask must be none or running_cell, got {decoder_mask!r}")
+    side = img_size // patch
+    return running_cell_kept(num_frames // tubelet, side, side, decoder_mask_ratio)
+
+
 def videomae_flops(*, embed_dim: int, depth: int, decoder_dim: int, decoder_depth: int,
                    num_frames: int, img_size: int, patch_size: int = 16, tubelet_size: int = 2,
                    mask_ratio: float = 0.9, mask_type: str = "tube", in_chans: int = 3,
-                   mlp_ratio: float = 4.0) -> FlopBreakdown:
-    """MACs of one pre-training forward pass for one clip."""
+                   mlp_ratio: float = 4.0, decoder_mask: str = "none",
+                   decoder_mask_ratio: float = 0.5) -> FlopBreakdown:
+    """MACs of one pre-training forward pass for one clip. With `decoder_mask="running_cell"`
+    the decoder blocks run on visible + kept tokens and the head on the kept tokens."""
     n, nv = visible_tokens(num_frames, img_size, patch_size, tubelet_size, mask_ratio, mask_type)
-    nm = n - nv
+    kept = decoder_kept_tokens(num_frames, img_size, patch_size, tubelet_size, decoder_mask,
+                               decoder_mask_ratio)
+    dec_tokens, predicted = (n, n - nv) if kept is None else (nv + kept, kept)
     token_pixels = in_chans * tubelet_size * patch_size * patch_size
     return FlopBreakdown(
         embed=n * token_pixels * embed_dim,
         encoder=depth * block_macs(nv, embed_dim, mlp_ratio),
         enc_to_dec=nv * embed_dim * decoder_dim,
-        decoder=decoder_depth * block_macs(n, decoder_dim, mlp_ratio),
-        head=nm * decoder_dim * token_pixels,
+        decoder=decoder_depth * block_macs(dec_tokens, decoder_dim, mlp_ratio),
+        head=predicted * decoder_dim * token_pixels,
         tokens=n,
         visible=nv,
+        embed_executed=nv * token_pixels * embed_dim,
+        decoder_tokens=dec_tokens,
+        predicted=predicted,
     )
 
 
@@ -88,11 +134,15 @@ def encoder_flops(*, embed_dim: int, depth: int, num_frames: int, img_size: int,
 
 
 def model_flops(model: Any, num_frames: int, img_size: int | None = None) -> FlopBreakdown:
-    """`videomae_flops` with the geometry read from a built VideoMAE (its `hparams`)."""
+    """`videomae_flops` with the geometry read from a built VideoMAE (its `hparams`), including
+    its decoder masking: the training computation (in eval mode a dual-masking model runs the
+    full decoder unless given a decoder mask)."""
     h = unwrap(model).hparams
     return videomae_flops(
         embed_dim=h["embed_dim"], depth=h["depth"], decoder_dim=h["decoder_embed_dim"],
         decoder_depth=h["decoder_depth"], num_frames=num_frames,
         img_size=img_size or h["img_size"], patch_size=h["patch_size"],
         tubelet_size=h["tubelet_size"], mask_ratio=h["mask_ratio"], mask_type=h["mask_type"],
-        in_chans=h.get("in_chans", 3), mlp_ratio=h.get("mlp_ratio", 4.0))
+        in_chans=h.get("in_chans", 3), mlp_ratio=h.get("mlp_ratio", 4.0),
+        decoder_mask=h.get("decoder_mask", "none"),
+        decoder_mask_ratio=h.get("decoder_mask_ratio", 0.5))

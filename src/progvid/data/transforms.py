@@ -310,8 +310,17 @@ def train_transform(
     std: Sequence[float] = IMAGENET_STD,
     scales: Sequence[float] = (1, 0.875, 0.75, 0.66),
     rrc_scale: tuple[float, float] = (0.08, 1.0),
+    randaug: str | bool | Callable[..., Any] | None = None,
+    erase: float | bool | Callable[..., Any] | None = None,
 ) -> Compose:
-    """Random crop (multi-scale or RRC) -> optional flip -> Normalize: (C, T, size, size)."""
+    """Random crop (multi-scale or RRC) -> optional flip -> [RandAugment] -> Normalize ->
+    [random erasing]: (C, T, size, size).
+
+    ``randaug``: a timm RandAugment spec (``True``: VideoMAE's ``rand-m7-n4-mstd0.5-inc1``) or a
+    clip transform, run on the uint8 crop. ``erase``: a random-erasing probability (``True``:
+    VideoMAE's 0.25, pixel mode, one box) or a transform, run on the normalised clip. See
+    :mod:`progvid.data.augment`. Both default to off.
+    """
     if crop == "multiscale":
         steps: list[Callable[..., Any]] = [MultiScaleCrop(size, scales)]
     elif crop == "rrc":
@@ -320,7 +329,32 @@ def train_transform(
         raise ValueError(f"crop must be 'multiscale' or 'rrc', got {crop!r}")
     if flip:
         steps.append(HorizontalFlip())
+    if randaug is not None and randaug is not False:
+        from .augment import clip_randaugment
+
+        if randaug is True:
+            steps.append(clip_randaugment())
+        elif isinstance(randaug, str):
+            steps.append(clip_randaugment(randaug))
+        elif callable(randaug):
+            steps.append(randaug)
+        else:
+            raise ValueError(
+                f"randaug must be a spec string, a bool or a transform, got {randaug!r}"
+            )
     steps.append(Normalize(mean, std))
+    if erase is not None and erase is not False:
+        from .augment import RandomErasing
+
+        if erase is True:
+            steps.append(RandomErasing())
+        elif isinstance(erase, (int, float)):
+            if erase:  # 0 means off
+                steps.append(RandomErasing(float(erase)))
+        elif callable(erase):
+            steps.append(erase)
+        else:
+            raise ValueError(f"erase must be a probability, a bool or a transform, got {erase!r}")
     return Compose(steps)
 
 

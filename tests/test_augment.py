@@ -1,4 +1,5 @@
-"""Tests for progvid.data.augment: clip RandAugment and random erasing (VideoMAE recipe).
+"""Tests for progvid.data.augment and frame_ops: clip RandAugment and random erasing (VideoMAE
+recipe).
 
 Each op is checked against Pillow (used here only) on crops of a real photograph plus two
 synthetic frames (flat regions with hard edges, and ramps). Tolerances found:
@@ -21,6 +22,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 from progvid.data import augment as A
+from progvid.data import frame_ops as O
 from progvid.data import transforms as T
 
 
@@ -67,31 +69,31 @@ def solarize_add_pil(im: Image.Image, add: int, thresh: int = 128) -> Image.Imag
 
 
 EXACT_OPS = [
-    ("invert", lambda c: A.invert(c), ImageOps.invert),
-    ("autocontrast", lambda c: A.auto_contrast(c), ImageOps.autocontrast),
-    ("equalize", lambda c: A.equalize(c), ImageOps.equalize),
+    ("invert", lambda c: O.invert(c), ImageOps.invert),
+    ("autocontrast", lambda c: O.auto_contrast(c), ImageOps.autocontrast),
+    ("equalize", lambda c: O.equalize(c), ImageOps.equalize),
 ]
 EXACT_OPS += [
-    (f"posterize{b}", lambda c, b=b: A.posterize(c, b), lambda im, b=b: ImageOps.posterize(im, b))
+    (f"posterize{b}", lambda c, b=b: O.posterize(c, b), lambda im, b=b: ImageOps.posterize(im, b))
     for b in (1, 2, 3, 4, 8)
 ]
 EXACT_OPS += [
-    (f"solarize{t}", lambda c, t=t: A.solarize(c, t), lambda im, t=t: ImageOps.solarize(im, t))
+    (f"solarize{t}", lambda c, t=t: O.solarize(c, t), lambda im, t=t: ImageOps.solarize(im, t))
     for t in (0, 77, 128, 201, 256)
 ]
 EXACT_OPS += [
     (
         f"solarize_add{a}",
-        lambda c, a=a: A.solarize_add(c, a),
+        lambda c, a=a: O.solarize_add(c, a),
         lambda im, a=a: solarize_add_pil(im, a),
     )
     for a in (0, 33, 77, 110)
 ]
 ENHANCE = [
-    ("color", A.color, ImageEnhance.Color),
-    ("contrast", A.contrast, ImageEnhance.Contrast),
-    ("brightness", A.brightness, ImageEnhance.Brightness),
-    ("sharpness", A.sharpness, ImageEnhance.Sharpness),
+    ("color", O.color, ImageEnhance.Color),
+    ("contrast", O.contrast, ImageEnhance.Contrast),
+    ("brightness", O.brightness, ImageEnhance.Brightness),
+    ("sharpness", O.sharpness, ImageEnhance.Sharpness),
 ]
 EXACT_OPS += [
     (f"{name}{f}", lambda c, op=op, f=f: op(c, f), lambda im, cls=cls, f=f: cls(im).enhance(f))
@@ -126,7 +128,7 @@ GEOMETRY = []
 GEOMETRY += [
     (
         f"rotate{d}",
-        lambda c, i, d=d: A.rotate(c, d, interpolation=i),
+        lambda c, i, d=d: O.rotate(c, d, interpolation=i),
         lambda im, i, d=d: im.rotate(d, resample=RESAMPLE[i], fillcolor=FILL),
     )
     for d in (-30, -21, 5.5, 17.3, 90, 180)
@@ -134,7 +136,7 @@ GEOMETRY += [
 GEOMETRY += [
     (
         f"shear_x{s}",
-        lambda c, i, s=s: A.shear_x(c, s, interpolation=i),
+        lambda c, i, s=s: O.shear_x(c, s, interpolation=i),
         _pil_affine(lambda im, s=s: (1, s, 0, 0, 1, 0)),
     )
     for s in (-0.3, 0.13, 0.21)
@@ -142,7 +144,7 @@ GEOMETRY += [
 GEOMETRY += [
     (
         f"shear_y{s}",
-        lambda c, i, s=s: A.shear_y(c, s, interpolation=i),
+        lambda c, i, s=s: O.shear_y(c, s, interpolation=i),
         _pil_affine(lambda im, s=s: (1, 0, 0, s, 1, 0)),
     )
     for s in (-0.21, 0.3)
@@ -150,7 +152,7 @@ GEOMETRY += [
 GEOMETRY += [
     (
         f"translate_x{p}",
-        lambda c, i, p=p: A.translate_x_rel(c, p, interpolation=i),
+        lambda c, i, p=p: O.translate_x_rel(c, p, interpolation=i),
         _pil_affine(lambda im, p=p: (1, 0, p * im.size[0], 0, 1, 0)),
     )
     for p in (-0.45, 0.1, 0.315)
@@ -158,7 +160,7 @@ GEOMETRY += [
 GEOMETRY += [
     (
         f"translate_y{p}",
-        lambda c, i, p=p: A.translate_y_rel(c, p, interpolation=i),
+        lambda c, i, p=p: O.translate_y_rel(c, p, interpolation=i),
         _pil_affine(lambda im, p=p: (1, 0, 0, 0, 1, p * im.size[1])),
     )
     for p in (-0.315, 0.45)
@@ -182,14 +184,14 @@ def test_geometric_ops_match_pil(ours, ref, interp) -> None:
 
 
 def test_affine_fill_and_identity() -> None:
-    shifted = A.translate_x(CLIP, 1000.0, fill=(1, 2, 3))  # everything leaves the frame
+    shifted = O.translate_x(CLIP, 1000.0, fill=(1, 2, 3))  # everything leaves the frame
     assert torch.equal(shifted, torch.tensor([1, 2, 3], dtype=torch.uint8).expand_as(CLIP))
-    assert torch.equal(A.rotate(CLIP, 0.0), CLIP)
-    assert torch.equal(A.translate_y(CLIP, 3.0, interpolation="bicubic")[:, :-3], CLIP[:, 3:])
+    assert torch.equal(O.rotate(CLIP, 0.0), CLIP)
+    assert torch.equal(O.translate_y(CLIP, 3.0, interpolation="bicubic")[:, :-3], CLIP[:, 3:])
     with pytest.raises(ValueError, match="interpolation"):
-        A.rotate(CLIP, 10, interpolation="lanczos")
+        O.rotate(CLIP, 10, interpolation="lanczos")
     with pytest.raises(ValueError, match="fill"):
-        A.rotate(CLIP, 10, fill=(1, 2))
+        O.rotate(CLIP, 10, fill=(1, 2))
 
 
 def test_right_angles_on_square_frames_are_exact() -> None:
@@ -198,17 +200,17 @@ def test_right_angles_on_square_frames_are_exact() -> None:
         expected = torch.from_numpy(
             np.stack([np.asarray(Image.fromarray(f[:40, :40]).rotate(deg)) for f in FRAMES])
         )
-        assert torch.equal(A.rotate(square, deg), expected)
+        assert torch.equal(O.rotate(square, deg), expected)
 
 
 def test_grey_clips_match_pil_l_mode() -> None:
     grey = [np.asarray(Image.fromarray(f).convert("L")) for f in FRAMES]
     clip = torch.from_numpy(np.stack(grey))[..., None]
     cases = [
-        (A.equalize, ImageOps.equalize),
-        (lambda c: A.contrast(c, 1.63), lambda im: ImageEnhance.Contrast(im).enhance(1.63)),
-        (lambda c: A.sharpness(c, 0.37), lambda im: ImageEnhance.Sharpness(im).enhance(0.37)),
-        (lambda c: A.color(c, 0.1), lambda im: ImageEnhance.Color(im).enhance(0.1)),
+        (O.equalize, ImageOps.equalize),
+        (lambda c: O.contrast(c, 1.63), lambda im: ImageEnhance.Contrast(im).enhance(1.63)),
+        (lambda c: O.sharpness(c, 0.37), lambda im: ImageEnhance.Sharpness(im).enhance(0.37)),
+        (lambda c: O.color(c, 0.1), lambda im: ImageEnhance.Color(im).enhance(0.1)),
     ]
     for ours, ref in cases:
         expected = np.stack([np.asarray(ref(Image.fromarray(g))) for g in grey])[..., None]
@@ -216,7 +218,7 @@ def test_grey_clips_match_pil_l_mode() -> None:
 
 
 def test_posterize_zero_bits_is_black() -> None:
-    assert not A.posterize(CLIP, 0).any()  # recent Pillow raises; older Pillow gave black
+    assert not O.posterize(CLIP, 0).any()  # recent Pillow raises; older Pillow gave black
 
 
 # ------------------------------------------------------------------------------ RandAugment

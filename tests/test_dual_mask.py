@@ -275,9 +275,10 @@ def test_hparams_round_trip_with_and_without_the_keys() -> None:
 
 
 def test_dual_checkpoint_fine_tunes_and_exports_like_v1(tmp_path) -> None:
+    from progvid.pretrain import load_videomae
+
     from progvid.engine.checkpoint import plain_state_dict, save_checkpoint
     from progvid.models.classifier import classifier_from_pretrained
-    from progvid.pretrain import load_videomae
 
     dual = perturbed(tiny())
     save_checkpoint(tmp_path, 1, plain_state_dict(dual), {"step": 1},

@@ -42,7 +42,7 @@ def _check(n: int, t: int, rate: int | None = None) -> None:
         raise ValueError(f"frame rate (stride) must be >= 1, got rate={rate}")
 
 
-def _need_rng(rng: np.random.Generator | None) -> np.random.Generator:
+def need_rng(rng: np.random.Generator | None) -> np.random.Generator:
     if rng is None:
         raise ValueError("training sampling needs an explicit rng (numpy.random.Generator)")
     return rng
@@ -74,9 +74,9 @@ def stride_indices(
         raise ValueError(f"mode must be 'clamp' or 'loop', got {mode!r}")
     span = t * rate
     if span <= n:
-        start = int(_need_rng(rng).integers(0, n - span + 1)) if train else (n - span) // 2
+        start = int(need_rng(rng).integers(0, n - span + 1)) if train else (n - span) // 2
     elif mode == "loop" and train:
-        start = int(_need_rng(rng).integers(0, n))
+        start = int(need_rng(rng).integers(0, n))
     else:
         start = 0
     return _stride_from(start, n, t, rate, mode)
@@ -97,7 +97,7 @@ def segment_indices(
     With ``n < t`` segments are shorter than a frame, so frames repeat (still sorted).
     """
     _check(n, t)
-    frac = _need_rng(rng).random(t) if train else 0.5
+    frac = need_rng(rng).random(t) if train else 0.5
     return _segment_at(n, t, frac)
 
 
@@ -108,7 +108,7 @@ def random_subset_indices(n: int, t: int, rng: np.random.Generator) -> np.ndarra
     replacement (so the result is sorted, covers the video, and repeats some frames).
     """
     _check(n, t)
-    rng = _need_rng(rng)
+    rng = need_rng(rng)
     if t <= n:
         idx = rng.choice(n, size=t, replace=False)
     else:
@@ -187,7 +187,7 @@ class TemporalSampler:
         if self.kind == "stride":
             return stride_indices(n, t, self.rate, train=train, rng=rng, mode=self.mode)
         if self.kind == "random" and train:
-            return random_subset_indices(n, t, _need_rng(rng))
+            return random_subset_indices(n, t, need_rng(rng))
         return segment_indices(n, t, train=train, rng=rng)
 
     def test_clips(self, n: int, clips: int) -> list[np.ndarray]:

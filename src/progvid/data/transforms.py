@@ -26,20 +26,7 @@ import torch.nn.functional as F
 
 from progvid.constants import IMAGENET_MEAN, IMAGENET_STD
 
-Rng = np.random.Generator | None
-
-
-def _check_clip(clip: torch.Tensor) -> tuple[int, int]:
-    if not isinstance(clip, torch.Tensor) or clip.ndim != 4:
-        shape = tuple(clip.shape) if isinstance(clip, torch.Tensor) else type(clip).__name__
-        raise ValueError(f"expected a clip tensor shaped (T, H, W, C), got {shape}")
-    return int(clip.shape[1]), int(clip.shape[2])
-
-
-def _need_rng(rng: Rng, who: str) -> np.random.Generator:
-    if rng is None:
-        raise ValueError(f"{who} is random and needs an explicit rng (numpy.random.Generator)")
-    return rng
+from .clipcheck import Rng, check_clip, need_rng
 
 
 def _positive(size: int, what: str = "size") -> int:
@@ -50,7 +37,7 @@ def _positive(size: int, what: str = "size") -> int:
 
 def crop(clip: torch.Tensor, top: int, left: int, h: int, w: int) -> torch.Tensor:
     """The same ``h x w`` window of every frame (a view, no copy)."""
-    H, W = _check_clip(clip)
+    H, W = check_clip(clip)
     if top < 0 or left < 0 or top + h > H or left + w > W or h < 1 or w < 1:
         raise ValueError(f"crop ({top}, {left}, {h}, {w}) does not fit a {H}x{W} clip")
     return clip[:, top : top + h, left : left + w, :]
@@ -58,7 +45,7 @@ def crop(clip: torch.Tensor, top: int, left: int, h: int, w: int) -> torch.Tenso
 
 def resize(clip: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Bilinear (antialiased) resize of all frames at once; ``uint8`` in, ``uint8`` out."""
-    H, W = _check_clip(clip)
+    H, W = check_clip(clip)
     if (H, W) == (h, w):
         return clip
     x = clip.permute(0, 3, 1, 2)  # (T, C, H, W) view, channels-last strides
@@ -149,8 +136,8 @@ class MultiScaleCrop:
         return top, left, h, w
 
     def __call__(self, clip: torch.Tensor, rng: Rng = None) -> torch.Tensor:
-        H, W = _check_clip(clip)
-        top, left, h, w = self.params(H, W, _need_rng(rng, "MultiScaleCrop"))
+        H, W = check_clip(clip)
+        top, left, h, w = self.params(H, W, need_rng(rng, "MultiScaleCrop"))
         return resize(crop(clip, top, left, h, w), self.size, self.size)
 
 
@@ -204,8 +191,8 @@ class RandomResizedCrop:
         self.ratio = (float(ratio[0]), float(ratio[1]))
 
     def __call__(self, clip: torch.Tensor, rng: Rng = None) -> torch.Tensor:
-        H, W = _check_clip(clip)
-        rng = _need_rng(rng, "RandomResizedCrop")
+        H, W = check_clip(clip)
+        rng = need_rng(rng, "RandomResizedCrop")
         top, left, h, w = rrc_params(H, W, self.scale, self.ratio, rng)
         return resize(crop(clip, top, left, h, w), self.size, self.size)
 
@@ -219,9 +206,9 @@ class HorizontalFlip:
         self.p = float(p)
 
     def __call__(self, clip: torch.Tensor, rng: Rng = None) -> torch.Tensor:
-        _check_clip(clip)
+        check_clip(clip)
         # draw even when p is 0 or 1 so the rng stream does not depend on p
-        if _need_rng(rng, "HorizontalFlip").random() < self.p:
+        if need_rng(rng, "HorizontalFlip").random() < self.p:
             return clip.flip(2)
         return clip
 
@@ -233,7 +220,7 @@ class ShortSideResize:
         self.size = _positive(size)
 
     def __call__(self, clip: torch.Tensor, rng: Rng = None) -> torch.Tensor:
-        H, W = _check_clip(clip)
+        H, W = check_clip(clip)
         if H <= W:
             return resize(clip, self.size, max(1, int(round(W * self.size / H))))
         return resize(clip, max(1, int(round(H * self.size / W))), self.size)
@@ -251,7 +238,7 @@ class CenterCrop:
         self.size = _positive(size)
 
     def __call__(self, clip: torch.Tensor, rng: Rng = None) -> torch.Tensor:
-        H, W = _check_clip(clip)
+        H, W = check_clip(clip)
         _check_fits(H, W, self.size, "CenterCrop")
         return crop(clip, (H - self.size) // 2, (W - self.size) // 2, self.size, self.size)
 
@@ -264,7 +251,7 @@ class ThreeCrop:
         self.size = _positive(size)
 
     def __call__(self, clip: torch.Tensor, rng: Rng = None) -> list[torch.Tensor]:
-        H, W = _check_clip(clip)
+        H, W = check_clip(clip)
         s = self.size
         _check_fits(H, W, s, "ThreeCrop")
         if W >= H:
@@ -289,7 +276,7 @@ class Normalize:
         self.std = torch.tensor(std, dtype=torch.float32)
 
     def __call__(self, clip: torch.Tensor, rng: Rng = None) -> torch.Tensor:
-        _check_clip(clip)
+        check_clip(clip)
         if clip.shape[-1] != len(self.mean):
             raise ValueError(f"clip has {clip.shape[-1]} channels, mean/std {len(self.mean)}")
         # fold /255 into the affine map: one multiply-add pass over the clip

@@ -275,10 +275,8 @@ def test_hparams_round_trip_with_and_without_the_keys() -> None:
 
 
 def test_dual_checkpoint_fine_tunes_and_exports_like_v1(tmp_path) -> None:
-    from progvid.pretrain import load_videomae
-
     from progvid.engine.checkpoint import plain_state_dict, save_checkpoint
-    from progvid.models.classifier import classifier_from_pretrained
+    from progvid.loading import classifier_from_pretrained, load_videomae
 
     dual = perturbed(tiny())
     save_checkpoint(tmp_path, 1, plain_state_dict(dual), {"step": 1},
@@ -287,7 +285,7 @@ def test_dual_checkpoint_fine_tunes_and_exports_like_v1(tmp_path) -> None:
     assert back.decoder_mask_type == "running_cell"
     for k, v in dual.state_dict().items():
         assert torch.equal(back.state_dict()[k], v), k
-    clf = classifier_from_pretrained(tmp_path, num_classes=3)
+    clf, _ = classifier_from_pretrained(tmp_path, num_classes=3)
     enc = {k.removeprefix("encoder."): v for k, v in dual.state_dict().items()
            if k.startswith("encoder.blocks.") or k.startswith("encoder.patch_embed.")}
     got = clf.encoder.state_dict()

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from progvid.constants import IMAGENET_MEAN, IMAGENET_STD
 from progvid.errors import ConfigError, ProgvidError
 
-from .common import unwrap
+from .common import accepted, constructor_args, unwrap
 from .vit import ENCODER_SIZES, VisionTransformer, check_overrides, size_dims
 
 
@@ -35,27 +35,17 @@ class VideoClassifier(nn.Module):
         mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
         grad_checkpointing: bool = False,
     ) -> None:
+        # Everything needed to rebuild the model: VideoClassifier(**model.hparams).
+        hparams = constructor_args(locals())
         super().__init__()
         if num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         if not 0.0 <= head_dropout < 1.0:
             raise ConfigError(f"head_dropout must be in [0, 1), got {head_dropout}")
-        # Everything needed to rebuild the model: VideoClassifier(**model.hparams).
-        self.hparams: dict[str, Any] = {
-            "num_classes": num_classes, "img_size": img_size, "patch_size": patch_size,
-            "tubelet_size": tubelet_size, "num_frames": num_frames, "in_chans": in_chans,
-            "embed_dim": embed_dim, "depth": depth, "num_heads": num_heads,
-            "mlp_ratio": mlp_ratio, "norm_eps": norm_eps, "drop_path": drop_path,
-            "head_dropout": head_dropout, "init_scale": init_scale, "mean": list(mean),
-            "std": list(std), "grad_checkpointing": grad_checkpointing,
-        }
+        self.hparams: dict[str, Any] = hparams
         self.num_classes = num_classes
-        self.encoder = VisionTransformer(
-            img_size=img_size, patch_size=patch_size, tubelet_size=tubelet_size,
-            num_frames=num_frames, in_chans=in_chans, embed_dim=embed_dim, depth=depth,
-            num_heads=num_heads, mlp_ratio=mlp_ratio, drop_path=drop_path, norm_eps=norm_eps,
-            final_norm=False, grad_checkpointing=grad_checkpointing,
-        )
+        self.encoder = VisionTransformer(**accepted(VisionTransformer, hparams),
+                                         final_norm=False)
         self.fc_norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head_dropout = nn.Dropout(head_dropout)
         self.head = nn.Linear(embed_dim, num_classes)

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from progvid.constants import IMAGENET_MEAN, IMAGENET_STD
 from progvid.errors import ConfigError, ProgvidError
 
+from .common import accepted, constructor_args
 from .vit import (
     ENCODER_SIZES,
     Block,
@@ -251,6 +252,8 @@ class VideoMAE(nn.Module):
         decoder_mask: str = "none",
         decoder_mask_ratio: float = 0.5,
     ) -> None:
+        # Everything needed to rebuild the model: VideoMAE(**model.hparams).
+        hparams = constructor_args(locals())
         super().__init__()
         if mask_type not in MASK_TYPES:
             raise ConfigError(f"mask_type must be one of {', '.join(MASK_TYPES)}, got {mask_type!r}")
@@ -265,23 +268,14 @@ class VideoMAE(nn.Module):
                 f"img_size {img_size} must be a multiple of patch_size {patch_size} and "
                 f"num_frames {num_frames} a multiple of tubelet_size {tubelet_size}"
             )
-        # Everything needed to rebuild the model: VideoMAE(**model.hparams).
-        self.hparams: dict[str, Any] = {
-            "img_size": img_size, "patch_size": patch_size, "tubelet_size": tubelet_size,
-            "num_frames": num_frames, "in_chans": in_chans, "embed_dim": embed_dim,
-            "depth": depth, "num_heads": num_heads, "decoder_embed_dim": decoder_embed_dim,
-            "decoder_depth": decoder_depth, "decoder_num_heads": decoder_num_heads,
-            "mlp_ratio": mlp_ratio, "mask_ratio": mask_ratio, "mask_type": mask_type,
-            "drop_path": drop_path, "norm_pix_loss": norm_pix_loss, "mean": list(mean),
-            "std": list(std), "norm_eps": norm_eps, "decoder_norm_eps": decoder_norm_eps,
-            "final_norm": final_norm, "grad_checkpointing": grad_checkpointing,
-        }
-        if decoder_mask != "none":
+        if decoder_mask == "none":
             # Only when on: a default model's hparams (and checkpoint meta) stay as they were, and
             # dicts written before the option existed rebuild with the defaults.
+            del hparams["decoder_mask"], hparams["decoder_mask_ratio"]
+        else:
             running_cell_drops(decoder_mask_ratio)
             _check_cell_grid(img_size // patch_size, img_size // patch_size)
-            self.hparams.update(decoder_mask=decoder_mask, decoder_mask_ratio=decoder_mask_ratio)
+        self.hparams: dict[str, Any] = hparams
         self.img_size = img_size
         self.patch_size = patch_size
         self.tubelet_size = tubelet_size
@@ -293,12 +287,7 @@ class VideoMAE(nn.Module):
         self.decoder_mask_ratio = decoder_mask_ratio
         self.norm_pix_loss = norm_pix_loss
         self.decoder_output_dim = tubelet_size * patch_size * patch_size * in_chans
-        self.encoder = VisionTransformer(
-            img_size=img_size, patch_size=patch_size, tubelet_size=tubelet_size,
-            num_frames=num_frames, in_chans=in_chans, embed_dim=embed_dim, depth=depth,
-            num_heads=num_heads, mlp_ratio=mlp_ratio, drop_path=drop_path, norm_eps=norm_eps,
-            final_norm=final_norm, grad_checkpointing=grad_checkpointing,
-        )
+        self.encoder = VisionTransformer(**accepted(VisionTransformer, hparams))
         self.encoder_to_decoder = nn.Linear(embed_dim, decoder_embed_dim, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
         self.decoder = VideoMAEDecoder(

@@ -519,3 +519,26 @@ def test_train_transform_hook() -> None:
         T.train_transform(32, randaug=3)
     with pytest.raises(ValueError, match="'rand'"):
         T.train_transform(32, randaug="m9-n2")
+
+
+def test_config_switches_the_recipe_on(synth_dir) -> None:
+    """`data.randaug` / `data.erase_prob` put both steps into the training clips; a bad spec is
+    a one-line ConfigError naming the field."""
+    from progvid.config import DataConfig
+    from progvid.data.clips import train_dataset
+    from progvid.data.datasets import build_samples
+    from progvid.errors import ConfigError
+
+    d = DataConfig(root=str(synth_dir), train="train.csv", input_size=32, num_frames=4,
+                   sampling_rate=2, randaug="rand-m9-n2-mstd0.5-inc1", erase_prob=1.0)
+    samples = build_samples(d, "train").samples
+    ds = train_dataset(d, samples, frames=4, seed=0)
+    names = [type(t).__name__ for t in ds.transform.transforms]
+    assert names == ["MultiScaleCrop", "HorizontalFlip", "ClipRandAugment", "Normalize",
+                     "RandomErasing"]
+    plain = train_dataset(d.model_copy(update={"randaug": None, "erase_prob": 0.0}), samples,
+                          frames=4, seed=0)
+    a, b = ds[(0, 1)]["video"], plain[(0, 1)]["video"]
+    assert a.shape == b.shape == (1, 3, 4, 32, 32) and not torch.equal(a, b)
+    with pytest.raises(ConfigError, match=r"^data\.randaug: .*'mX'"):
+        train_dataset(d.model_copy(update={"randaug": "rand-mX"}), samples, frames=4, seed=0)

@@ -87,3 +87,15 @@ def test_flops_cli_json(capsys) -> None:
     assert out["gflops_forward"] == pytest.approx(35.44, rel=1e-3)
     assert out["gflops_train"] == pytest.approx(3 * out["gflops_forward"])
     assert main(["flops", "--frames", "3"]) == 2
+
+
+def test_flops_cli_dual_masking(capsys) -> None:
+    import json
+
+    assert main(["flops", "--model", "base", "--frames", "16", "--size", "224",
+                 "--decoder-mask", "running_cell", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ratio_to_v1"] == pytest.approx(out["gflops_train"] / out["v1_gflops_train"])
+    assert 0.7 < out["ratio_to_v1"] < 0.75  # V2's rule: mask tokens at every kept position
+    assert out["decoder_tokens"] == 160 + 784
+    assert main(["flops", "--size", "112", "--decoder-mask", "running_cell"]) == 2  # 7x7 grid

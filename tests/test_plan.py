@@ -133,3 +133,50 @@ def test_plan_cli_json_with_probe(synth_dir: Path, tmp_path: Path, capsys) -> No
         assert key in t["totals"]
     assert main(["plan", str(tmp_path / "p.yaml")]) == 0
     assert "measured (training FLOPs" in capsys.readouterr().out
+
+
+def test_plan_without_data_counts_per_video(capsys) -> None:
+    """`plan` never needs the data: without it, work is per training video and every ratio to
+    the baseline is still there (issue 15 item 2)."""
+    import json
+
+    from progvid.cli import main
+
+    t = plan_table(cfg_with(TPL), None, 1, flops_per_clip=lambda f: 1e9 * f * f)
+    assert t["unit"] == "per video" and t["totals"]["steps"] is None
+    assert [s["clips"] for s in t["stages"]] == [800, 400, 800, 200]  # epochs = clips per video
+    sized = plan_table(cfg_with(TPL), 1000, 1, flops_per_clip=lambda f: 1e9 * f * f)
+    assert t["totals"]["flops_ratio_to_baseline"] == pytest.approx(
+        sized["totals"]["flops_ratio_to_baseline"], rel=1e-2)
+    root = Path(__file__).resolve().parent.parent
+    assert main(["plan", str(root / "configs/pretrain/tpl_base_k400.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "steps need it" in out and "this plan + dual masking" in out
+    assert main(["plan", str(root / "configs/pretrain/tpl_base_k400.yaml"), "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["comparison"]}
+    assert rows["VideoMAE (one stage)"]["ratio"] == pytest.approx(1.0)
+    tpl, dual, both = (rows[k]["ratio"] for k in ("this plan (TPL)", "VideoMAE + dual masking",
+                                                  "this plan + dual masking"))
+    assert both < min(tpl, dual) < 1  # the two savings compound
+
+
+def test_dual_masking_pretrain_resumes_mid_stage(synth_dir: Path, tmp_path: Path) -> None:
+    """Dual masking under a two-stage plan: the decoder masks come from the step's generator, so
+    a run stopped inside stage 2 and resumed matches one that never stopped."""
+    stages = [{"frames": 2, "share": 0.5}, {"frames": 4, "share": 0.5}]
+    kw = {"plan": {"stages": stages}, "budget": {"epochs": 1, "ref_frames": 4},
+          "data__num_frames": 4, "model__decoder_mask": "running_cell"}
+    full = tiny_pretrain(synth_dir, **kw)
+    run_pretrain(full, out=str(tmp_path / "full"))
+    sched = build_schedule(full, build_plan(full, 24))
+    stop = sched.starts[1] + 1
+    part = tiny_pretrain(synth_dir, **kw, train__max_steps=stop, train__ckpt_every=stop)
+    run_pretrain(part, out=str(tmp_path / "split"))
+    run_pretrain(full, out=str(tmp_path / "split"), resume="auto")
+    a, b = losses(tmp_path / "full"), losses(tmp_path / "split")
+    assert [s for s, _ in a] == [s for s, _ in b] == list(range(sched.total_steps))
+    for (_, x), (_, y) in zip(a, b, strict=True):
+        assert x == pytest.approx(y, rel=1e-6, abs=1e-7)
+    v1 = tiny_pretrain(synth_dir, **{k: v for k, v in kw.items() if k != "model__decoder_mask"})
+    run_pretrain(v1, out=str(tmp_path / "v1"))
+    assert [x for _, x in losses(tmp_path / "v1")] != [x for _, x in a]  # the option changes training

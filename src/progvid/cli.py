@@ -198,61 +198,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_flops(args: argparse.Namespace) -> int:
-    from .models import videomae
-    from .progressive.flops import model_flops
+    from .progressive.flops import flops_report, format_flops
 
-    if args.frames % args.tubelet:
-        from .errors import ProgvidError
-
-        raise ProgvidError(f"--frames: {args.frames} is not a multiple of the tubelet size {args.tubelet}")
-    model = videomae(args.model, num_frames=args.frames, img_size=args.size, patch_size=args.patch,
+    r = flops_report(args.model, frames=args.frames, img_size=args.size, patch_size=args.patch,
                      tubelet_size=args.tubelet, mask_ratio=args.mask_ratio,
-                     decoder_depth=args.decoder_depth)
-    f = model_flops(model, args.frames, args.size)
+                     decoder_depth=args.decoder_depth, decoder_mask=args.decoder_mask,
+                     decoder_mask_ratio=args.decoder_mask_ratio)
     if args.json:
-        _print_json({"model": args.model, "frames": args.frames, "size": args.size,
-                     "mask_ratio": args.mask_ratio, "tokens": f.tokens, "visible_tokens": f.visible,
-                     "gflops_forward": f.forward / 1e9, "gflops_train": f.train / 1e9,
-                     "parts_gflops": {k: getattr(f, k) / 1e9 for k in
-                                      ("embed", "encoder", "enc_to_dec", "decoder", "head")},
-                     "unit": "GMACs (multiply-accumulates) per clip; train = 3 x forward"})
+        _print_json(r)
     else:
-        print(f"VideoMAE-{args.model} {args.frames}x{args.size}^2, mask {args.mask_ratio}: "
-              f"{f.forward / 1e9:.4g} G forward, {f.train / 1e9:.4g} G train per clip "
-              "(multiply-accumulates; train = 3 x forward)")
+        print(format_flops(r))
     return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .errors import ConfigError
-    from .progressive.flops import model_flops
-    from .progressive.plan import format_plan, plan_table, probe_seconds_per_step
-    from .tasks.pretrain import build_model
+    from .progressive.plan import format_plan
+    from .tasks.pretrain import plan_report
 
-    cfg = load_config(args.config, args.set)
-    if cfg.task != "pretrain":
-        raise ConfigError(f"{args.config}: `task` is {cfg.task!r}; plans belong to task: pretrain")
-    size = args.dataset_size
-    if size is None:
-        from .data.datasets import build_samples
-
-        size = len(build_samples(cfg.data, "train").samples)
-    model = build_model(cfg)
-    sps = None
-    if args.probe:
-        from .engine.distributed import resolve_device
-
-        device = resolve_device(cfg.train.device)
-        cache: dict[tuple[int, int], float] = {}
-
-        def sps(frames: int, batch: int) -> float:
-            if (frames, batch) not in cache:
-                cache[(frames, batch)] = probe_seconds_per_step(
-                    model, frames, batch, cfg.data.input_size, device, cfg.train.precision)
-            return cache[(frames, batch)]
-
-    table = plan_table(cfg, size, args.world, lambda f: model_flops(model, f).train, sps)
+    cfg = _load_task_config(args, "pretrain")
+    table = plan_report(cfg, dataset_size=args.dataset_size, world=args.world, probe=args.probe)
     if args.json:
         _print_json(table)
     else:
@@ -455,6 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tubelet", type=int, default=2)
     p.add_argument("--mask-ratio", type=float, default=0.9)
     p.add_argument("--decoder-depth", type=int, default=4)
+    p.add_argument("--decoder-mask", choices=["none", "running_cell"], default="none",
+                   help="VideoMAE V2 dual masking of the decoder (default none)")
+    p.add_argument("--decoder-mask-ratio", type=float, default=0.5,
+                   help="share of positions the decoder drops (0.25, 0.5 or 0.75; default 0.5)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_flops)
 

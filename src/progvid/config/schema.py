@@ -40,6 +40,8 @@ class DataConfig(Section):
     crop_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)  # multi-scale crop sizes, fractions of the short side
     rrc_scale: tuple[float, float] = (0.08, 1.0)  # random resized crop: area range
     flip: bool = True  # turn off for direction-sensitive data (SSv2)
+    randaug: str | None = None  # timm RandAugment spec on training clips, e.g. rand-m7-n4-mstd0.5-inc1 (VideoMAE fine-tuning)
+    erase_prob: float = Field(0.0, ge=0.0, le=1.0)  # random erasing (pixel mode, one box per clip); VideoMAE fine-tuning: 0.25
     mean: tuple[float, float, float] = IMAGENET_MEAN  # normalization, 0-1 pixel units
     std: tuple[float, float, float] = IMAGENET_STD  # normalization, 0-1 pixel units
     num_sample: int = Field(1, ge=1)  # repeated augmentation: views per decode
@@ -138,6 +140,8 @@ class ModelConfig(ViTConfig):
     norm_pix_loss: bool = True  # per-token normalized pixel target
     decoder_dim: int | None = Field(None, ge=8)  # decoder width override
     decoder_heads: int | None = Field(None, ge=1)  # decoder heads override
+    decoder_mask: Literal["none", "running_cell"] = "none"  # VideoMAE V2 dual masking: the decoder sees only part of the tokens
+    decoder_mask_ratio: float = Field(0.5, gt=0.0, lt=1.0)  # share of positions the decoder drops (0.25, 0.5 or 0.75)
 
 
 class OptimConfig(AdamWConfig):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .datasets import Sample, VideoDataset
 from .sampling import TemporalSampler
 from .transforms import test_transform, train_transform
@@ -26,8 +26,12 @@ def train_dataset(d: DataConfig, samples: list[Sample], *, frames: int, seed: in
                   rate: int | None = None) -> VideoDataset:
     """Augmented training clips of `frames` frames (stride `rate`, default the config's)."""
     sampler = TemporalSampler(d.sampler, frames, rate or d.sampling_rate, d.clip_mode)
-    transform = train_transform(d.input_size, crop=d.crop, flip=d.flip, mean=d.mean, std=d.std,
-                                scales=d.crop_scales, rrc_scale=d.rrc_scale)
+    try:
+        transform = train_transform(d.input_size, crop=d.crop, flip=d.flip, mean=d.mean,
+                                    std=d.std, scales=d.crop_scales, rrc_scale=d.rrc_scale,
+                                    randaug=d.randaug, erase=d.erase_prob)
+    except ValueError as exc:  # a malformed RandAugment spec
+        raise ConfigError(f"data.randaug: {exc}") from None
     return VideoDataset(samples, sampler=sampler, transform=transform, train=True,
                         num_sample=d.num_sample, seed=seed, short_side=d.short_side,
                         decode_threads=d.decode_threads, on_error=d.on_error)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from progvid.constants import IMAGENET_MEAN, IMAGENET_STD
 
+from .augment import RandomErasing, clip_randaugment
 from .clipcheck import Rng, check_clip, need_rng
 
 
@@ -317,8 +318,6 @@ def train_transform(
     if flip:
         steps.append(HorizontalFlip())
     if randaug is not None and randaug is not False:
-        from .augment import clip_randaugment
-
         if randaug is True:
             steps.append(clip_randaugment())
         elif isinstance(randaug, str):
@@ -331,8 +330,6 @@ def train_transform(
             )
     steps.append(Normalize(mean, std))
     if erase is not None and erase is not False:
-        from .augment import RandomErasing
-
         if erase is True:
             steps.append(RandomErasing())
         elif isinstance(erase, (int, float)):

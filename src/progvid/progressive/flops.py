@@ -22,7 +22,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..errors import ConfigError
 from ..models.common import unwrap
+from ..models.videomae import DECODER_SIZES, running_cell_kept
+from ..models.vit import ENCODER_SIZES, size_dims
 
 TRAIN_FACTOR = 3.0
 
@@ -90,9 +93,6 @@ def decoder_kept_tokens(num_frames: int, img_size: int, patch: int, tubelet: int
     """Positions the decoder keeps per clip under `decoder_mask` (None when it is off)."""
     if decoder_mask == "none":
         return None
-    from progvid.errors import ConfigError
-    from progvid.models.videomae import running_cell_kept
-
     if decoder_mask != "running_cell":
         raise ConfigError(f"decoder_mask must be none or running_cell, got {decoder_mask!r}")
     side = img_size // patch
@@ -133,11 +133,18 @@ def encoder_flops(*, embed_dim: int, depth: int, num_frames: int, img_size: int,
     return n * in_chans * tubelet_size * patch_size**2 * embed_dim + depth * block_macs(n, embed_dim, mlp_ratio)
 
 
-def model_flops(model: Any, num_frames: int, img_size: int | None = None) -> FlopBreakdown:
+def model_flops(model: Any, num_frames: int, img_size: int | None = None, *,
+                decoder_mask: str | None = None,
+                decoder_mask_ratio: float | None = None) -> FlopBreakdown:
     """`videomae_flops` with the geometry read from a built VideoMAE (its `hparams`), including
     its decoder masking: the training computation (in eval mode a dual-masking model runs the
-    full decoder unless given a decoder mask)."""
-    h = unwrap(model).hparams
+    full decoder unless given a decoder mask). `decoder_mask`/`decoder_mask_ratio` override
+    the model's, to compare the same model with and without dual masking."""
+    h = dict(unwrap(model).hparams)
+    if decoder_mask is not None:
+        h["decoder_mask"] = decoder_mask
+    if decoder_mask_ratio is not None:
+        h["decoder_mask_ratio"] = decoder_mask_ratio
     return videomae_flops(
         embed_dim=h["embed_dim"], depth=h["depth"], decoder_dim=h["decoder_embed_dim"],
         decoder_depth=h["decoder_depth"], num_frames=num_frames,
@@ -146,3 +153,50 @@ def model_flops(model: Any, num_frames: int, img_size: int | None = None) -> Flo
         in_chans=h.get("in_chans", 3), mlp_ratio=h.get("mlp_ratio", 4.0),
         decoder_mask=h.get("decoder_mask", "none"),
         decoder_mask_ratio=h.get("decoder_mask_ratio", 0.5))
+
+
+def flops_report(size: str, *, frames: int, img_size: int, patch_size: int = 16,
+                 tubelet_size: int = 2, mask_ratio: float = 0.9, decoder_depth: int = 4,
+                 decoder_mask: str = "none", decoder_mask_ratio: float = 0.5) -> dict[str, Any]:
+    """`progvid flops`: per-clip MACs of a VideoMAE of a named size (no model is built), with
+    the same clip under v1 (full decoder) beside it when dual masking is asked for."""
+    if frames % tubelet_size or frames < tubelet_size:
+        raise ConfigError(f"--frames: {frames} is not a multiple of the tubelet size {tubelet_size}")
+    if img_size % patch_size:
+        raise ConfigError(f"--size: {img_size} is not a multiple of the patch size {patch_size}")
+    if not 0 < mask_ratio < 1:
+        raise ConfigError(f"--mask-ratio: must be in (0, 1), got {mask_ratio}")
+    dim, depth, _ = size_dims(size, ENCODER_SIZES, "model")
+    dec_dim, _ = size_dims(size, DECODER_SIZES, "model")
+    common = {"embed_dim": dim, "depth": depth, "decoder_dim": dec_dim, "decoder_depth": decoder_depth,
+              "num_frames": frames, "img_size": img_size, "patch_size": patch_size,
+              "tubelet_size": tubelet_size, "mask_ratio": mask_ratio}
+    f = videomae_flops(**common, decoder_mask=decoder_mask, decoder_mask_ratio=decoder_mask_ratio)
+    out = {"model": size, "frames": frames, "size": img_size, "mask_ratio": mask_ratio,
+           "decoder_mask": decoder_mask, "tokens": f.tokens, "visible_tokens": f.visible,
+           "decoder_tokens": f.decoder_tokens, "gflops_forward": f.forward / 1e9,
+           "gflops_train": f.train / 1e9, "gflops_train_executed": f.executed_train / 1e9,
+           "parts_gflops": {k: getattr(f, k) / 1e9 for k in
+                            ("embed", "encoder", "enc_to_dec", "decoder", "head")},
+           "unit": "GMACs (multiply-accumulates) per clip; train = 3 x forward; executed: the "
+                   "cube embedding on visible tokens only"}
+    if decoder_mask != "none":
+        v1 = videomae_flops(**common)
+        out["v1_gflops_train"] = v1.train / 1e9
+        out["ratio_to_v1"] = f.train / v1.train
+    if decoder_mask != "none":
+        out["decoder_mask_ratio"] = decoder_mask_ratio
+    return out
+
+
+def format_flops(r: dict[str, Any]) -> str:
+    """One line (two with dual masking) for the terminal."""
+    dual = f", decoder mask {r['decoder_mask']} {r['decoder_mask_ratio']:g}" if "ratio_to_v1" in r else ""
+    text = (f"VideoMAE-{r['model']} {r['frames']}x{r['size']}^2, mask {r['mask_ratio']}{dual}: "
+            f"{r['gflops_forward']:.4g} G forward, {r['gflops_train']:.4g} G train per clip "
+            f"(multiply-accumulates; train = 3 x forward; executed, with the embedding on visible "
+            f"tokens only: {r['gflops_train_executed']:.4g} G)")
+    if "ratio_to_v1" in r:
+        text += (f"\n= {r['ratio_to_v1']:.3f} x the same clip without decoder masking "
+                 f"({r['v1_gflops_train']:.4g} G train)")
+    return text

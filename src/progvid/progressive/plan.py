@@ -171,23 +171,35 @@ def probe_seconds_per_step(model: Any, frames: int, batch_size: int, img_size: i
     return sorted(times)[len(times) // 2]
 
 
-def plan_table(cfg: PretrainConfig, dataset_size: int, world: int = 1,
+def plan_table(cfg: PretrainConfig, dataset_size: int | None, world: int = 1,
                flops_per_clip: Callable[[int], float] | None = None,
-               seconds_per_step: Callable[[int, int], float] | None = None) -> dict[str, Any]:
+               seconds_per_step: Callable[[int, int], float] | None = None,
+               variant_flops: Callable[[int, bool], float | None] | None = None) -> dict[str, Any]:
     """Per-stage and total budgets: nominal (frames processed) and measured (FLOPs, MACs).
 
-    `flops_per_clip(frames)` gives training MACs per clip; `seconds_per_step(frames, batch)`
-    (optional, from a throughput probe) adds estimated times.
+    `flops_per_clip(frames)` gives the configured model's training MACs per clip;
+    `seconds_per_step(frames, batch)` (optional, from a throughput probe) adds estimated times;
+    `variant_flops(frames, dual)` (optional) the MACs per clip without / with VideoMAE V2 dual
+    masking (None where the geometry does not allow it), for the comparison of TPL, dual
+    masking and both against the one-stage VideoMAE baseline.
+
+    Without `dataset_size` nothing that needs it is computed (steps, clips, warmup steps): work
+    is counted per training video instead (`unit`: "per video"), which leaves every ratio to
+    the baseline unchanged up to the rounding of steps.
     """
-    planned = build_plan(cfg, dataset_size, world)
+    sized = dataset_size is not None
+    planned = build_plan(cfg, dataset_size if sized else 1, world)
     fpc = flops_per_clip or (lambda f: 0.0)
+    budget = cfg.budget.epochs * cfg.budget.scale
     stages = []
     for p in planned:
-        clips = p.steps * p.total_batch
+        clips = p.steps * p.total_batch if sized else p.epochs  # per video when unsized
         row = {**p.to_json(), "batch_size": p.batch_size, "clips": clips,
                "frames_processed": clips * p.frames, "gflops_per_clip": fpc(p.frames) / 1e9,
                "pflops": clips * fpc(p.frames) / 1e15}
-        if seconds_per_step is not None:
+        if not sized:
+            row.update(steps=None, warmup_steps=None)
+        if seconds_per_step is not None and sized:
             row["est_seconds"] = p.steps * seconds_per_step(p.frames, p.batch_size)
         stages.append(row)
     total_pflops = sum(s["pflops"] for s in stages)
@@ -196,13 +208,11 @@ def plan_table(cfg: PretrainConfig, dataset_size: int, world: int = 1,
     # the one-stage VideoMAE baseline at the same N_e, reference length and base batch
     ref = cfg.budget.ref_frames
     base_batch = total_batch(cfg.train.batch_size, world, cfg.optim.accum_steps)
-    budget = cfg.budget.epochs * cfg.budget.scale
-    base_steps = steps_for(budget, dataset_size, base_batch)
-    base_clips = base_steps * base_batch
-    totals = {
+    base_clips = steps_for(budget, dataset_size, base_batch) * base_batch if sized else budget
+    totals: dict[str, Any] = {
         "epochs_at_16": budget,
         "ref_frames": ref,
-        "steps": sum(s["steps"] for s in stages),
+        "steps": sum(s["steps"] for s in stages) if sized else None,
         "frames_processed": sum(s["frames_processed"] for s in stages),
         "baseline_frames_processed": base_clips * ref,
         "pflops": total_pflops,
@@ -211,36 +221,72 @@ def plan_table(cfg: PretrainConfig, dataset_size: int, world: int = 1,
     totals["flops_ratio_to_baseline"] = (total_pflops / totals["baseline_pflops"]
                                          if totals["baseline_pflops"] else float("nan"))
     totals["nominal_ratio_to_baseline"] = totals["frames_processed"] / totals["baseline_frames_processed"]
-    if seconds_per_step is not None:
+    if seconds_per_step is not None and sized:
         totals["est_seconds"] = sum(s["est_seconds"] for s in stages)
-    return {"stages": stages, "totals": totals, "dataset_size": dataset_size, "world": world}
+    table = {"stages": stages, "totals": totals, "dataset_size": dataset_size, "world": world,
+             "unit": "run" if sized else "per video"}
+    if variant_flops is not None:
+        table["comparison"] = _comparison(stages, base_clips, ref, variant_flops)
+    return table
+
+
+def _comparison(stages: list[dict[str, Any]], base_clips: float, ref: int,
+                variant_flops: Callable[[int, bool], float | None]) -> list[dict[str, Any]]:
+    """Training PFLOPs of the one-stage baseline and of this plan, each without and with dual
+    masking, and their ratio to the baseline."""
+    def total(dual: bool, shapes: list[tuple[float, int]]) -> float | None:
+        per = [variant_flops(f, dual) for _, f in shapes]
+        return None if any(v is None for v in per) else sum(c * v for (c, _), v in zip(shapes, per, strict=True)) / 1e15
+    base = [(base_clips, ref)]
+    plan = [(s["clips"], s["frames"]) for s in stages]
+    rows = [("VideoMAE (one stage)", base, False), ("VideoMAE + dual masking", base, True)]
+    if plan != base:
+        rows += [("this plan (TPL)", plan, False), ("this plan + dual masking", plan, True)]
+    ref_pflops = total(False, base) or float("nan")
+    out = []
+    for name, shapes, dual in rows:
+        pflops = total(dual, shapes)
+        out.append({"name": name, "dual_masking": dual, "pflops": pflops,
+                    "ratio": None if pflops is None else pflops / ref_pflops})
+    return out
 
 
 def format_plan(table: dict[str, Any]) -> str:
     """The plan as a text table for the terminal."""
+    sized = table["dataset_size"] is not None
     has_time = "est_seconds" in table["totals"]
+    flops_head = "PFLOPs" if sized else "PFLOPs/video"
     head = ["stage", "frames", "share", "epochs", "batch", "lr", "steps", "GFLOPs/clip",
-            "PFLOPs", "FLOPs %"] + (["est. time"] if has_time else [])
+            flops_head, "FLOPs %"] + (["est. time"] if has_time else [])
     rows = []
     for s in table["stages"]:
         row = [str(s["index"] + 1), str(s["frames"]), f"{s['share']:.4g}", f"{s['epochs']:.4g}",
-               str(s["batch_size"]), f"{s['lr']:.3g}", str(s["steps"]), f"{s['gflops_per_clip']:.4g}",
-               f"{s['pflops']:.4g}", f"{100 * s['flops_share']:.1f}"]
+               str(s["batch_size"]), f"{s['lr']:.3g}", str(s["steps"]) if sized else "-",
+               f"{s['gflops_per_clip']:.4g}", f"{s['pflops']:.4g}", f"{100 * s['flops_share']:.1f}"]
         if has_time:
             row.append(_hms(s["est_seconds"]))
         rows.append(row)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
     t = table["totals"]
+    where = (f"{table['dataset_size']} clips x {table['world']} process(es); {t['steps']} steps"
+             if sized else "dataset size unknown: steps need it (give --dataset-size N or make "
+             "data.train readable); work is counted per training video")
     out = [line(head), *(line(r) for r in rows), "",
-           f"budget N_e = {t['epochs_at_16']:.4g} epochs at {t['ref_frames']} frames; "
-           f"{table['dataset_size']} clips x {table['world']} process(es); {t['steps']} steps",
-           f"nominal (frames processed): {t['frames_processed']:.4g} "
+           f"budget N_e = {t['epochs_at_16']:.4g} epochs at {t['ref_frames']} frames; {where}",
+           f"nominal (frames processed): {t['frames_processed']:.4g}{'' if sized else ' per video'} "
            f"= {t['nominal_ratio_to_baseline']:.3f} x the one-stage baseline",
-           f"measured (training FLOPs as multiply-accumulates): {t['pflops']:.4g} PFLOPs "
-           f"= {t['flops_ratio_to_baseline']:.3f} x the baseline's {t['baseline_pflops']:.4g} PFLOPs"]
+           f"measured (training FLOPs as multiply-accumulates): {t['pflops']:.4g} {flops_head} "
+           f"= {t['flops_ratio_to_baseline']:.3f} x the baseline's {t['baseline_pflops']:.4g}"]
     if has_time:
         out.append(f"estimated time (measured throughput probe): {_hms(t['est_seconds'])}")
+    if table.get("comparison"):
+        out += ["", f"training FLOPs against the one-stage VideoMAE baseline at the same N_e "
+                f"({flops_head}):"]
+        for c in table["comparison"]:
+            figure = ("not possible with this geometry (running-cell masking needs an even token grid)"
+                      if c["pflops"] is None else f"{c['pflops']:.4g}  = {c['ratio']:.3f} x")
+            out.append(f"  {c['name']:<26} {figure}")
     return "\n".join(out)
 
 

@@ -10,15 +10,16 @@ import torch
 
 from ..config import PretrainConfig
 from ..data.datasets import build_samples
+from ..engine.distributed import resolve_device
 from ..engine.trainer import StepContext, TrainResult
-from ..errors import ProgvidError
+from ..errors import ConfigError, DataError, ProgvidError
 from ..interop.hf import export_hf
 from ..loading import load_videomae
 from ..models import videomae
 from ..models.common import unwrap
 from ..models.videomae import VideoMAE
 from ..progressive.flops import model_flops
-from ..progressive.plan import build_plan, build_schedule
+from ..progressive.plan import build_plan, build_schedule, plan_table, probe_seconds_per_step
 from .base import ClipTask, run_context, train, write_run_files
 
 
@@ -34,11 +35,13 @@ def build_model(cfg: PretrainConfig) -> VideoMAE:
         patch_size=m.patch_size, tubelet_size=m.tubelet_size, mask_ratio=m.mask_ratio,
         mask_type=m.mask_type, decoder_depth=m.decoder_depth, drop_path=m.drop_path,
         norm_pix_loss=m.norm_pix_loss, mean=cfg.data.mean, std=cfg.data.std,
-        grad_checkpointing=m.grad_checkpointing, **overrides)
+        grad_checkpointing=m.grad_checkpointing, decoder_mask=m.decoder_mask,
+        decoder_mask_ratio=m.decoder_mask_ratio, **overrides)
 
 
 class PretrainTask(ClipTask):
-    """Masked-autoencoder step on clips of the stage's length."""
+    """Masked-autoencoder step on clips of the stage's length (dual masking: the decoder mask
+    too), with masks from the step's generator."""
 
     def step(self, model: torch.nn.Module, batch: dict[str, Any],
              ctx: StepContext) -> dict[str, torch.Tensor]:
@@ -49,8 +52,12 @@ class PretrainTask(ClipTask):
         # same masks as a single process with the same global batch (loader shards rank::world)
         b = video.shape[0]
         mask = inner.random_mask(b * ctx.world, t, ctx.device, ctx.generator, img_size=(h, w))
-        mask = mask[ctx.rank :: ctx.world]
-        return {"loss": model(video, mask).loss}
+        dmask = inner.random_decoder_mask(b * ctx.world, t, ctx.device, ctx.generator,
+                                          img_size=(h, w))
+        if dmask is None:
+            return {"loss": model(video, mask[ctx.rank :: ctx.world]).loss}
+        return {"loss": model(video, mask[ctx.rank :: ctx.world],
+                              decoder_mask=dmask[ctx.rank :: ctx.world]).loss}
 
 
 def run_pretrain(cfg: PretrainConfig, *, out: str | None = None, resume: str | None = None,
@@ -68,6 +75,42 @@ def run_pretrain(cfg: PretrainConfig, *, out: str | None = None, resume: str | N
                 "data": cfg.data.model_dump(mode="json")}
         task = PretrainTask(cfg, samples, ctx.run_dir)
         return train(ctx, cfg, model, task, schedule, meta, resume, progress)
+
+
+def plan_report(cfg: PretrainConfig, *, dataset_size: int | None = None, world: int = 1,
+                probe: bool = False) -> dict[str, Any]:
+    """`progvid plan`: the plan's budgets (`plan_table`) for the config's model, with the
+    comparison of TPL, dual masking and both against the one-stage baseline, and with `probe`
+    a measured throughput per stage. The dataset size comes from `data.train` when readable;
+    without it the plan counts work per training video."""
+    if dataset_size is None:
+        try:
+            dataset_size = len(build_samples(cfg.data, "train").samples)
+        except DataError:
+            dataset_size = None
+    model = build_model(cfg)
+    ratio = cfg.model.decoder_mask_ratio
+
+    def variant(frames: int, dual: bool) -> float | None:
+        try:
+            return model_flops(model, frames, decoder_mask="running_cell" if dual else "none",
+                               decoder_mask_ratio=ratio).train
+        except ConfigError:  # running-cell masking needs an even token grid
+            return None
+
+    sps = None
+    if probe:
+        device = resolve_device(cfg.train.device)
+        cache: dict[tuple[int, int], float] = {}
+
+        def sps(frames: int, batch: int) -> float:
+            if (frames, batch) not in cache:
+                cache[(frames, batch)] = probe_seconds_per_step(
+                    model, frames, batch, cfg.data.input_size, device, cfg.train.precision)
+            return cache[(frames, batch)]
+
+    return plan_table(cfg, dataset_size, world, lambda f: model_flops(model, f).train, sps,
+                      variant)
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, fmt: str = "hf") -> Path:

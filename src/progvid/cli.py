@@ -313,7 +313,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)")
+                   help="override a config value, e.g. --set optim.base_lr=3e-4 (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:

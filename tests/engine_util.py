@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from progvid.config import PretrainConfig, validate
+from progvid.config import FinetuneConfig, PretrainConfig, validate
 
 
 def tiny_pretrain(data_dir: Path, **over: Any) -> PretrainConfig:
@@ -30,6 +30,23 @@ def tiny_pretrain(data_dir: Path, **over: Any) -> PretrainConfig:
         else:
             raw[section] = value
     return validate(PretrainConfig, raw, "test")
+
+
+def tiny_finetune(data_dir: Path, **over) -> FinetuneConfig:
+    raw = {
+        "task": "finetune", "seed": 0, "epochs": 1,
+        "data": {"root": str(data_dir), "train": "train.csv", "val": "val.csv",
+                 "classes": "classes.txt", "num_frames": 4, "sampling_rate": 2, "input_size": 32,
+                 "flip": False, "workers": 0},
+        "model": {"size": "tiny", "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2},
+        "optim": {"warmup_epochs": 0.2},
+        "train": {"batch_size": 4, "device": "cpu", "log_every": 1, "tensorboard": False},
+        "eval": {"clips": 2, "crops": 3, "batch_size": 4},
+    }
+    for k, v in over.items():
+        sec, _, field = k.partition("__")
+        raw.setdefault(sec, {})[field] = v
+    return validate(FinetuneConfig, raw, "test")
 
 
 def losses(run_dir: Path) -> list[tuple[int, float]]:

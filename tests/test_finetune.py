@@ -8,29 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine_util import tiny_finetune
 from progvid.cli import main
 from progvid.config import FinetuneConfig, validate
 from progvid.data.loader import ShardSampler
 from progvid.loading import load_classifier
 from progvid.tasks.evaluate import classification_metrics, video_probabilities
 from progvid.tasks.finetune import run_finetune
-
-
-def tiny_finetune(data_dir: Path, **over) -> FinetuneConfig:
-    raw = {
-        "task": "finetune", "seed": 0, "epochs": 1,
-        "data": {"root": str(data_dir), "train": "train.csv", "val": "val.csv",
-                 "classes": "classes.txt", "num_frames": 4, "sampling_rate": 2, "input_size": 32,
-                 "flip": False, "workers": 0},
-        "model": {"size": "tiny", "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2},
-        "optim": {"warmup_epochs": 0.2},
-        "train": {"batch_size": 4, "device": "cpu", "log_every": 1, "tensorboard": False},
-        "eval": {"clips": 2, "crops": 3, "batch_size": 4},
-    }
-    for k, v in over.items():
-        sec, _, field = k.partition("__")
-        raw.setdefault(sec, {})[field] = v
-    return validate(FinetuneConfig, raw, "test")
 
 
 @pytest.fixture(scope="module")

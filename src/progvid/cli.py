@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import ProgvidError
+from .errors import Interrupted, ProgvidError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -99,7 +99,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     else:
         from .tasks.pretrain import run_pretrain as run
 
-    result = run(cfg, out=args.out, resume=args.resume, config_path=args.config)
+    result = run(cfg, out=args.out, resume=args.resume, config_path=args.config,
+                 allow_changes=args.allow_changed_budget)
     if result.checkpoint is not None:
         print(f"done: {result.steps} steps, final loss {result.final_loss:.4f}, "
               f"{result.flops / 1e15:.4g} PFLOPs (MACs), checkpoint {result.checkpoint}")
@@ -140,7 +141,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         return launch(args.nproc, _strip_nproc(sys.argv[1:]))
     from .tasks.finetune import run_finetune
 
-    result = run_finetune(cfg, out=args.out, resume=args.resume, config_path=args.config)
+    result = run_finetune(cfg, out=args.out, resume=args.resume, config_path=args.config,
+                          allow_changes=args.allow_changed_budget)
     if result.checkpoint is not None:
         print(f"done: {result.steps} steps, final loss {result.final_loss:.4f}, "
               f"checkpoint {result.checkpoint}")
@@ -316,6 +318,26 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="override a config value, e.g. --set optim.base_lr=3e-4 (repeatable)")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=None, help="run folder (default: config `out`, else runs/<name>)")
+    p.add_argument("--resume", default=None, metavar="auto|PATH",
+                   help="resume: `auto` picks the newest complete checkpoint with finite weights")
+    p.add_argument("--allow-changed-budget", action="store_true",
+                   help="resume with a different budget or plan (model and task must match)")
+    p.add_argument("--nproc", type=_positive_int, default=None,
+                   help="processes on this machine (launches through torch.distributed.run)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="progvid",
@@ -369,19 +391,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="self-supervised pre-training: VideoMAE/TPL or HCML phases")
     p.add_argument("config", help="YAML config (task: pretrain, or task: hcml)")
     _add_run_options(p)
-    p.add_argument("--out", default=None, help="run folder (default: config `out`, else runs/<name>)")
-    p.add_argument("--resume", default=None, metavar="auto|PATH",
-                   help="resume: `auto` picks the newest complete checkpoint of the run folder")
-    p.add_argument("--nproc", type=int, default=None,
-                   help="processes on this machine (launches through torch.distributed.run)")
+    _add_training_options(p)
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("finetune", help="fine-tune a classifier (then evaluate it on the val split)")
     p.add_argument("config", help="YAML config (task: finetune)")
     _add_run_options(p)
-    p.add_argument("--out", default=None, help="run folder (default: config `out`, else runs/<name>)")
-    p.add_argument("--resume", default=None, metavar="auto|PATH", help="resume (`auto`: newest checkpoint)")
-    p.add_argument("--nproc", type=int, default=None, help="processes on this machine")
+    _add_training_options(p)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("eval", help="multi-view testing of a fine-tuned run (top-1, top-5, confusion)")
@@ -503,6 +519,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Interrupted as exc:
+        print(f"progvid: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("progvid: interrupted", file=sys.stderr)
         return 130

@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ WEIGHTS = "model.safetensors"
 STATE = "state.pt"
 META = "meta.json"
 PREFIX = "step_"
+TMP_PREFIX = ".tmp_"  # folders being written; left behind only by a killed process
 
 
 def _fsync_dir(path: Path) -> None:
@@ -78,12 +80,15 @@ def save_checkpoint(
     state: dict[str, Any],
     meta: dict[str, Any],
     keep_last: int = 3,
+    name: str | None = None,
 ) -> Path:
-    """Write checkpoint `step` atomically and prune all but the newest `keep_last`."""
+    """Write checkpoint `step` atomically and prune all but the newest `keep_last`. With
+    `name` (e.g. "best") the checkpoint goes to `checkpoints/<name>` instead: replaced by the
+    next one of that name, never pruned, never picked by `--resume auto`."""
     ckpt_root = Path(run_dir) / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
-    final = ckpt_root / f"{PREFIX}{step:08d}"
-    tmp = ckpt_root / f".tmp_{PREFIX}{step:08d}_{os.getpid()}"
+    final = ckpt_root / (name or f"{PREFIX}{step:08d}")
+    tmp = ckpt_root / f"{TMP_PREFIX}{final.name}_{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -102,12 +107,26 @@ def save_checkpoint(
         _fsync_file(tmp / name)
     _fsync_dir(tmp)
     if final.exists():  # a re-save of the same step (e.g. final after periodic) replaces it
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+        old = final.with_name(f"{TMP_PREFIX}old_{final.name}_{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
     _fsync_dir(ckpt_root)
     for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def clean_leftovers(run_dir: str | Path) -> list[Path]:
+    """Remove the temporary folders of checkpoint writes killed half-way (call it while holding
+    the run folder's lock, so no live writer owns them); returns what was removed."""
+    root = Path(run_dir) / "checkpoints"
+    gone = sorted(p for p in root.glob(f"{TMP_PREFIX}*") if p.is_dir()) if root.is_dir() else []
+    for p in gone:
+        shutil.rmtree(p, ignore_errors=True)
+    return gone
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -121,21 +140,37 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 
 def resolve_resume(run_dir: str | Path, resume: str | None) -> Path | None:
-    """`auto` -> newest complete checkpoint of the run (None if there is none); else the path."""
+    """`auto` -> the newest complete checkpoint of the run with finite weights (None if there is
+    none; non-finite ones, written by older versions, are skipped with a message); else the path
+    (a run folder: its newest checkpoint), which must hold finite weights."""
     if resume is None:
         return None
     if resume == "auto":
-        found = list_checkpoints(run_dir)
-        return found[-1] if found else None
+        for found in reversed(list_checkpoints(run_dir)):
+            if finite_weights(found):
+                return found
+            print(f"[progvid] {found}: skipped, its weights are not finite", file=sys.stderr)
+        return None
     path = Path(resume)
     if path.is_dir() and (path / "checkpoints").is_dir():  # a run folder: its newest checkpoint
         found = list_checkpoints(path)
         if not found:
             raise CheckpointError(f"{path}: run folder has no complete checkpoint")
-        return found[-1]
+        path = found[-1]
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found")
+    if path.is_dir() and (path / WEIGHTS).is_file() and not finite_weights(path):
+        raise CheckpointError(f"{path}: its weights are not finite; resume from an earlier "
+                              "checkpoint")
     return path
+
+
+def finite_weights(path: str | Path) -> bool:
+    """True when every floating-point tensor of a checkpoint's weights is finite."""
+    for t in load_weights(path).values():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return False
+    return True
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:

@@ -53,12 +53,39 @@ def init_distributed(device: torch.device) -> DistInfo:
         return DistInfo()
     rank = int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    _die_with_parent()
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
     return DistInfo(rank, world, local)
+
+
+def _die_with_parent() -> None:
+    """A rank gets SIGTERM when its launcher (torchrun, or `--nproc`) dies, even by SIGKILL,
+    so it saves and stops instead of training on as an orphan (Linux; elsewhere a no-op)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the launcher died before we asked
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def from_main(value: object) -> object:
+    """Rank 0's `value` on every rank (identity for one process)."""
+    if dist.is_available() and dist.is_initialized():
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return value
 
 
 def shutdown() -> None:
@@ -77,6 +104,15 @@ def all_mean(values: torch.Tensor) -> torch.Tensor:
         values = values.clone()
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
         values /= dist.get_world_size()
+    return values
+
+
+def all_max(values: torch.Tensor) -> torch.Tensor:
+    """Elementwise maximum over ranks, on the tensor's device (identity for one process; no
+    host synchronisation)."""
+    if dist.is_available() and dist.is_initialized():
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
     return values
 
 
@@ -103,6 +139,8 @@ def launch(nproc: int, argv: list[str]) -> int:
     except Exception as exc:  # noqa: BLE001 - ChildFailedError carries the workers' exit codes
         failures = getattr(exc, "failures", {})
         codes = [getattr(f, "exitcode", 1) for f in failures.values()] or [1]
+        # ranks stopped by a signal exit 128 + signum (or torchrun reports -signum)
+        codes = [128 - c if c < 0 else c for c in codes]
         print(f"progvid: {len(failures) or 1} worker(s) failed", file=sys.stderr)
-        return 2 if all(c == 2 for c in codes) else 1
+        return codes[0] if len(set(codes)) == 1 and codes[0] in (2, 130, 143) else 1
     return 0

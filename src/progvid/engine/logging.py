@@ -26,6 +26,7 @@ class RunLogger:
         self._line_every = line_every
         self._t0 = time.time()
         self._start = start_step
+        self._postfix: dict[str, Any] = {}
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -67,8 +68,21 @@ class RunLogger:
     def advance(self, steps: int = 1, postfix: dict[str, Any] | None = None) -> None:
         if self._bar is not None:
             if postfix:
-                self._bar.set_postfix(postfix, refresh=False)
+                self._postfix.update(postfix)
+                self._bar.set_postfix(self._postfix, refresh=False)
             self._bar.update(steps)
+
+    def set_postfix(self, **values: float) -> None:
+        """Values shown beside the bar until changed (e.g. the last logged loss)."""
+        self._postfix.update({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in values.items()})
+        if self._bar is not None:
+            self._bar.set_postfix(self._postfix, refresh=False)
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:

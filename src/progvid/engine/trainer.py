@@ -4,6 +4,15 @@ A task plugs in three things (see `Task`): a loader per stage, a `step` that ret
 optionally its optimizer parameter groups. Everything that varies over time (stage, frames,
 batch, learning rate, data position, random masks) is a pure function of the global step, so a
 run resumed from any checkpoint produces the same losses as one that never stopped.
+
+Bad steps never land: before the optimizer steps, the loss and the gradient norm are checked on
+the device (every rank agrees through one all-reduce), and a non-finite step is skipped inside
+the fused AdamW kernel (its `found_inf` input), with no host round trip. The host reads those
+flags one step late, while the next step's work is already queued, to count skipped steps, to
+stop after `max_nonfinite` in a row, and to stop every rank at the same step boundary when one
+of them got SIGINT or SIGTERM (a checkpoint is saved first; the run exits 130 / 143). Losses
+for the metrics are summed on the device and read every `log_every` steps. A checkpoint is
+only ever written with finite weights.
 """
 
 from __future__ import annotations
@@ -11,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,15 +33,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..config import AdamWConfig, TrainConfig
-from ..errors import ProgvidError
+from ..errors import CheckpointError, Interrupted, ProgvidError
+from ..models.common import unwrap
 from . import checkpoint as ckpt
-from .distributed import DistInfo, all_mean, any_rank, barrier
+from .distributed import DistInfo, all_max, all_mean, barrier
 from .logging import RunLogger
 from .schedule import ClipShape, Schedule, Stage
 
 
 class TrainingError(RuntimeError):
-    """A run that cannot go on (exit code 1); its last good state has been saved."""
+    """A run that cannot go on (exit code 1); its newest finite state has been kept."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +69,10 @@ class Task(Protocol):
 
     # Optional: `param_groups(model) -> list[dict]` (default: `param_groups` below),
     # `on_stage(model, stage_index, stage)` called whenever a stage begins (also on resume),
-    # `find_unused_parameters = True` when stages freeze parts of the model.
+    # `find_unused_parameters = True` when stages freeze parts of the model,
+    # `validate(model) -> dict[str, float]` with `validate_every` steps (0: never) and
+    # `best_metric` (a key of validate's result, higher is better: the best checkpoint is kept),
+    # `on_log(step)` called with every metrics record (e.g. to share bad-file logs across ranks).
 
 
 _TRAIN, _OPTIM = TrainConfig.model_fields, AdamWConfig.model_fields
@@ -74,13 +89,14 @@ class TrainSettings:
     log_every: int = _TRAIN["log_every"].default
     ckpt_every: int = _TRAIN["ckpt_every"].default  # steps; a checkpoint is also written at the end
     keep_last: int = _TRAIN["keep_last"].default
-    max_nonfinite: int = _TRAIN["max_nonfinite"].default  # non-finite losses in a row before a stop
+    max_nonfinite: int = _TRAIN["max_nonfinite"].default  # non-finite steps in a row before a stop
     weight_decay: float = _OPTIM["weight_decay"].default
     betas: tuple[float, float] = _OPTIM["betas"].default
     eps: float = _OPTIM["eps"].default
     seed: int = 0
     tensorboard: bool = _TRAIN["tensorboard"].default
     progress: bool | None = None  # None: a bar only on a terminal
+    handle_signals: bool = True  # SIGINT / SIGTERM: save at the next step boundary and stop
 
 
 @dataclass
@@ -120,6 +136,27 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def weights_finite(model: torch.nn.Module) -> bool:
+    """True when every parameter and buffer of `model` is finite (one host sync)."""
+    tensors = [t for t in unwrap(model).state_dict().values() if t.is_floating_point() and t.numel()]
+    if not tensors:
+        return True
+    norms = torch._foreach_norm([t.float() for t in tensors])
+    return bool(torch.isfinite(torch.stack(norms)).all())
+
+
+@dataclass
+class _Flags:
+    """One step's verdict, still on the device: [bad step, stop requested] (all-reduced)."""
+
+    step: int
+    values: torch.Tensor
+    stage: int
+    frames: int
+    clips: int
+    flops_per_clip: float
+
+
 class Trainer:
     def __init__(self, model: torch.nn.Module, task: Task, schedule: Schedule, run_dir: str | Path,
                  settings: TrainSettings, *, device: torch.device, dist: DistInfo | None = None,
@@ -134,7 +171,8 @@ class Trainer:
         self.model = model.to(device)
         groups = getattr(task, "param_groups", None)
         groups = groups(self.model) if groups is not None else param_groups(self.model, settings.weight_decay)
-        # fused AdamW: one kernel over all tensors (CPU and CUDA); ~3x faster optimizer step
+        # fused AdamW: one kernel over all tensors (CPU and CUDA); ~3x faster optimizer step; it
+        # also takes the on-device `found_inf` flag that skips a bad step without a host sync
         self.optimizer = torch.optim.AdamW(groups, lr=0.0, betas=settings.betas, eps=settings.eps,
                                            fused=True)
         self.scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
@@ -153,6 +191,9 @@ class Trainer:
         self.clips_seen = 0
         self.nonfinite_total = 0
         self.nonfinite_run = 0
+        self.best: float | None = None
+        self._signal: int | None = None  # a signal this process received
+        self._stop: tuple[str, int] | None = None  # why the run stops at the next boundary
         self._it_key: tuple[int, int] | None = None  # which loader/epoch the iterator is on
         self._it_pos = -1  # the batch index that iterator yields next
 
@@ -165,6 +206,7 @@ class Trainer:
             "flops": self.flops,
             "clips_seen": self.clips_seen,
             "nonfinite_total": self.nonfinite_total,
+            "best": self.best,
             "data_position": self._data_position(self.step),
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -180,12 +222,16 @@ class Trainer:
         pos = self.schedule.locate(step)
         return {"stage": pos.stage, "step_in_stage": pos.step_in_stage}
 
-    def save(self) -> Path | None:
+    def save(self, name: str | None = None) -> Path | None:
+        """Write a checkpoint of the current state (rank 0), only if every weight is finite;
+        `name` (e.g. "best") writes a named checkpoint that pruning never removes."""
         path = None
-        if self.dist.is_main:
+        finite = weights_finite(self.model)
+        if self.dist.is_main and finite:
             meta = {**self.meta, "schedule_steps": self.schedule.total_steps}
             path = ckpt.save_checkpoint(self.run_dir, self.step, ckpt.plain_state_dict(self.model),
-                                        self.state(), meta, keep_last=self.settings.keep_last)
+                                        self.state(), meta, keep_last=self.settings.keep_last,
+                                        name=name)
         barrier()
         return path
 
@@ -196,11 +242,12 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scaler.load_state_dict(state["scaler"])
         except (KeyError, ValueError) as exc:
-            raise ckpt.CheckpointError(f"{path}: optimizer state does not match ({exc})") from None
+            raise CheckpointError(f"{path}: optimizer state does not match ({exc})") from None
         self.step = int(state["step"])
         self.flops = float(state.get("flops", 0.0))
         self.clips_seen = int(state.get("clips_seen", 0))
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
+        self.best = state.get("best")
         rng = state.get("rng", {})
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
@@ -217,107 +264,227 @@ class Trainer:
     # ---------------------------------------------------------------- loop
     def fit(self, stop_at: int | None = None) -> TrainResult:
         """Train from the current step to the end of the schedule (or to `stop_at`)."""
-        s = self.settings
         total = self.schedule.total_steps
         end = total if stop_at is None else min(stop_at, total)
         log = RunLogger(self.run_dir, total_steps=total, start_step=self.step,
-                        enabled=self.dist.is_main, tensorboard=s.tensorboard, progress=s.progress)
-        t_start = time.time()
+                        enabled=self.dist.is_main, tensorboard=self.settings.tensorboard,
+                        progress=self.settings.progress)
         self.model.train()
+        with log, self._signals():
+            return self._loop(end, log)
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGINT / SIGTERM request a stop at the next step boundary (main thread only)."""
+        if not self.settings.handle_signals or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request(signum: int, _frame: Any) -> None:
+            if self._signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C: stop now, without saving
+            self._signal = signum
+
+        old = {s: signal.signal(s, request) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+
+    def _loop(self, end: int, log: RunLogger) -> TrainResult:
+        s = self.settings
+        t_start = time.time()
         history: list[dict[str, Any]] = []
-        stage_idx, loader, it = -1, None, None
-        window: dict[str, list[float]] = {}
+        stage_idx, loaders, it = -1, {}, None
+        sums: dict[str, torch.Tensor] = {}  # loss sums of the good steps since the last record
+        good = torch.zeros((), device=self.device)
         win_t0, win_wait, win_clips = time.time(), 0.0, 0
         last_loss = float("nan")
-        try:
-            while self.step < end:
-                pos = self.schedule.locate(self.step)
-                stage = self.schedule.stages[pos.stage]
-                if pos.stage != stage_idx:
-                    stage_idx = pos.stage
-                    if stage.reset_optimizer and pos.step_in_stage == 0 and self.step > 0:
-                        self.optimizer.state.clear()
-                    on_stage = getattr(self.task, "on_stage", None)
-                    if on_stage is not None:  # e.g. which levels are frozen: a function of the stage
-                        on_stage(self.model, pos.stage, stage)
-                    loaders = self._stage_loaders(pos.stage, stage)
-                    it = None
-                    log.set_description(f"stage {pos.stage + 1}/{len(self.schedule.stages)} "
-                                        f"({stage.num_frames} frames)")
-                lr = self.schedule.lr(self.step)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr * group.get("lr_scale", 1.0)
-                torch.manual_seed(_step_seed(s.seed, self.step, self.dist.rank))
-                gen = torch.Generator(device=self.device).manual_seed(_step_seed(s.seed, self.step))
-                shape = self._shape_at(stage)
-                frames = shape.frames
-                loader = loaders[frames]
-                # losses stay on the device until the step ends: one host sync per step
-                losses_acc: dict[str, torch.Tensor] = {}
-                step_clips = 0
-                self.optimizer.zero_grad(set_to_none=True)
-                for k in range(s.accum_steps):
-                    micro = pos.step_in_stage * s.accum_steps + k
-                    t_wait = time.time()
-                    batch, it = self._next_batch(loader, it, micro, frames, stage)
-                    win_wait += time.time() - t_wait
-                    ctx = StepContext(self.step, pos.stage, stage, frames, self.dist.rank,
-                                      self.dist.world, self.device, gen)
-                    sync = k == s.accum_steps - 1 or not self.dist.enabled
-                    with (contextlib.nullcontext() if sync else self.wrapped.no_sync()):
-                        with _autocast(self.device, s.precision):
-                            out = self.task.step(self.wrapped, batch, ctx)
-                        # always backward, even on a non-finite loss: every DDP rank must reach
-                        # the same gradient all-reduce; a bad step's gradients are discarded below
-                        self.scaler.scale(out["loss"] / s.accum_steps).backward()
-                    for name, v in out.items():
-                        v = v.detach().float() / s.accum_steps
-                        losses_acc[name] = losses_acc[name] + v if name in losses_acc else v
-                    step_clips += self.task.clips(batch) * self.dist.world
-                values = torch.stack(list(losses_acc.values())).tolist()
-                finite = math.isfinite(values[list(losses_acc).index("loss")])
-                if any_rank(not finite, self.device):
-                    self._nonfinite(log)
-                    self.step += 1
-                    continue
-                self.nonfinite_run = 0
-                if s.grad_clip is not None:
-                    self.scaler.unscale_(self.optimizer)
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                win_clips += step_clips
-                self.clips_seen += step_clips
-                self.flops += step_clips * shape.flops_per_clip
-                self.step += 1
-                reduced = all_mean(torch.tensor(values, dtype=torch.float64, device=self.device))
-                for name, v in zip(losses_acc, reduced.tolist(), strict=True):
-                    window.setdefault(name, []).append(v)
-                last_loss = window["loss"][-1]
-                rate = (win_clips / max(time.time() - win_t0, 1e-9)) if win_clips else 0.0
-                log.advance(1, {"epoch": f"{self._epoch(pos.step_in_stage, loader, stage):.2f}",
-                                "loss": f"{last_loss:.4f}", "lr": f"{lr:.2e}",
-                                "clips/s": f"{rate:.1f}"})
-                if self.step % s.log_every == 0 or self.step == end:
-                    elapsed = max(time.time() - win_t0, 1e-9)
-                    record = {"step": self.step - 1, "stage": pos.stage, "frames": frames,
-                              "epoch": self._epoch(pos.step_in_stage, loader, stage),
-                              **{k: float(np.mean(v)) for k, v in window.items()},
-                              "lr": lr, "clips_per_s": win_clips / elapsed,
-                              "data_wait_fraction": min(win_wait / elapsed, 1.0),
-                              "flops": self.flops, "clips_seen": self.clips_seen,
-                              "nonfinite_skipped": self.nonfinite_total,
-                              "time": time.time() - t_start}
-                    log.log(record)
-                    history.append(record)
-                    window, win_t0, win_wait, win_clips = {}, time.time(), 0.0, 0
-                if self.step % s.ckpt_every == 0 and self.step < end:
-                    self.save()
-            path = self.save()
-        finally:
-            log.close()
+        pending: _Flags | None = None  # the previous step's flags, read one step late
+        validate = getattr(self.task, "validate", None)
+        every = int(getattr(self.task, "validate_every", 0) or 0)
+        while self.step < end:
+            pos = self.schedule.locate(self.step)
+            stage = self.schedule.stages[pos.stage]
+            if pos.stage != stage_idx:
+                stage_idx = pos.stage
+                if stage.reset_optimizer and pos.step_in_stage == 0 and self.step > 0:
+                    self.optimizer.state.clear()
+                on_stage = getattr(self.task, "on_stage", None)
+                if on_stage is not None:  # e.g. which levels are frozen: a function of the stage
+                    on_stage(self.model, pos.stage, stage)
+                loaders = self._stage_loaders(pos.stage, stage)
+                it = None
+                log.set_description(f"stage {pos.stage + 1}/{len(self.schedule.stages)} "
+                                    f"({stage.num_frames} frames)")
+            lr = self.schedule.lr(self.step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr * group.get("lr_scale", 1.0)
+            torch.manual_seed(_step_seed(s.seed, self.step, self.dist.rank))
+            gen = torch.Generator(device=self.device).manual_seed(_step_seed(s.seed, self.step))
+            shape = self._shape_at(stage)
+            loader = loaders[shape.frames]
+            losses: dict[str, torch.Tensor] = {}
+            step_clips = 0
+            self.optimizer.zero_grad(set_to_none=True)
+            for k in range(s.accum_steps):
+                micro = pos.step_in_stage * s.accum_steps + k
+                t_wait = time.time()
+                batch, it = self._next_batch(loader, it, micro, stage)
+                win_wait += time.time() - t_wait
+                ctx = StepContext(self.step, pos.stage, stage, shape.frames, self.dist.rank,
+                                  self.dist.world, self.device, gen)
+                sync = k == s.accum_steps - 1 or not self.dist.enabled
+                with (contextlib.nullcontext() if sync else self.wrapped.no_sync()):
+                    with _autocast(self.device, s.precision):
+                        out = self.task.step(self.wrapped, batch, ctx)
+                    # always backward, even on a non-finite loss: every DDP rank must reach
+                    # the same gradient all-reduce; a bad step is skipped by the optimizer
+                    self.scaler.scale(out["loss"] / s.accum_steps).backward()
+                for name, v in out.items():
+                    v = v.detach().float() / s.accum_steps
+                    losses[name] = losses[name] + v if name in losses else v
+                step_clips += self.task.clips(batch) * self.dist.world
+            flags = self._optimizer_step(losses["loss"])
+            ok = 1.0 - flags[0]
+            for name, v in losses.items():  # a skipped step adds nothing (not even its NaN)
+                sums[name] = sums.get(name, 0.0) + torch.where(ok > 0, v, torch.zeros_like(v))
+            good = good + ok
+            self.step += 1
+            # the previous step's verdict, read while this step's work is queued (no stall)
+            prev, pending = pending, _Flags(self.step - 1, flags, pos.stage, shape.frames,
+                                            step_clips, shape.flops_per_clip)
+            if prev is not None:
+                self._account(prev, log)
+            win_clips += step_clips
+            log.advance(1, {"epoch": f"{self._epoch(pos.step_in_stage, loader):.2f}",
+                            "clips/s": f"{win_clips / max(time.time() - win_t0, 1e-9):.1f}"})
+            if self.step % s.log_every == 0 or self.step == end or self._stop is not None:
+                self._account(pending, log)
+                pending = None
+                names = list(sums)
+                packed = torch.stack([*(sums[n] for n in names), good]).double()
+                reduced = all_mean(packed).tolist()
+                n_good = reduced[-1]
+                elapsed = max(time.time() - win_t0, 1e-9)
+                means = {n: (v / n_good if n_good else float("nan"))
+                         for n, v in zip(names, reduced, strict=False)}
+                if n_good:
+                    last_loss = means["loss"]
+                record = {"step": self.step - 1, "stage": pos.stage, "frames": shape.frames,
+                          "epoch": self._epoch(pos.step_in_stage, loader), **means,
+                          "lr": lr, "clips_per_s": win_clips / elapsed,
+                          "data_wait_fraction": min(win_wait / elapsed, 1.0),
+                          "flops": self.flops, "clips_seen": self.clips_seen,
+                          "nonfinite_skipped": self.nonfinite_total,
+                          "time": time.time() - t_start}
+                on_log = getattr(self.task, "on_log", None)
+                if on_log is not None:
+                    on_log(self.step)
+                log.log(record)
+                log.set_postfix(loss=last_loss, lr=lr)
+                history.append(record)
+                sums, good = {}, torch.zeros((), device=self.device)
+                win_t0, win_wait, win_clips = time.time(), 0.0, 0
+            if self._stop is not None:
+                self._stop_now(pending, log)
+            if validate is not None and every and (self.step % every == 0 or self.step == end):
+                self._validate(validate, log, history)
+            if self.step % s.ckpt_every == 0 and self.step < end:
+                if pending is not None:
+                    self._account(pending, log)
+                    pending = None
+                self.save()
+        if pending is not None:
+            self._account(pending, log)
+        if self._stop is not None:
+            self._stop_now(None, log)
+        path = self.save()
         return TrainResult(self.step, last_loss, path, self.nonfinite_total, self.flops,
                            time.time() - t_start, history)
+
+    # ---------------------------------------------------------------- the guard
+    def _optimizer_step(self, loss: torch.Tensor) -> torch.Tensor:
+        """Check, clip and step; returns the all-reduced flags [bad, stop] on the device.
+
+        A step is bad when its loss (on any rank) or its gradient norm is not finite; the
+        optimizer then leaves weights, moments and its step count untouched (`found_inf`).
+        With fp16 the gradient scaler owns the overflow check (skipped steps lower the scale
+        and are not counted as bad unless the loss itself is not finite)."""
+        s = self.settings
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        bad = (~torch.isfinite(loss.detach())).float()
+        if s.precision == "fp16":
+            if s.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
+        else:
+            grads = [p.grad for p in params]
+            if s.grad_clip is not None:
+                norm = torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
+            else:
+                norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+            bad = torch.maximum(bad, (~torch.isfinite(norm)).float().to(bad.device))
+        stop = torch.tensor(0.0 if self._signal is None else 1.0, device=self.device)
+        flags = all_max(torch.stack([bad.to(self.device), stop]))
+        if s.precision != "fp16":
+            self.optimizer.found_inf = flags[0]  # read inside the fused kernel
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        return flags
+
+    def _account(self, f: _Flags, log: RunLogger) -> None:
+        """Host bookkeeping of a finished step (one small device read): counts, cost, and
+        whether the run must stop (acted on by `_stop_now` at the step boundary)."""
+        bad, stop = (bool(v > 0) for v in f.values.tolist())
+        if bad:
+            self.nonfinite_total += 1
+            self.nonfinite_run += 1
+            log.write(f"step {f.step}: non-finite loss or gradient, step skipped "
+                      f"({self.nonfinite_run} in a row, {self.nonfinite_total} in all)")
+            if self.nonfinite_run >= self.settings.max_nonfinite and self._stop is None:
+                self._stop = ("nonfinite", f.step)
+        else:
+            self.nonfinite_run = 0
+            self.clips_seen += f.clips
+            self.flops += f.clips * f.flops_per_clip
+        if stop and self._stop is None:
+            self._stop = ("signal", self._signal or signal.SIGTERM)  # maybe another rank's
+
+    def _stop_now(self, pending: _Flags | None, log: RunLogger) -> None:
+        """Save the state at this step boundary (every step so far accounted) and stop."""
+        if pending is not None:
+            self._account(pending, log)
+        why, value = self._stop  # type: ignore[misc]
+        path = self.save()  # skipped steps changed nothing: the weights are the last good ones
+        if why == "signal":
+            raise Interrupted(int(value), path)
+        where = path or (ckpt.list_checkpoints(self.run_dir) or [self.run_dir])[-1]
+        raise TrainingError(
+            f"loss or gradients were not finite for {self.nonfinite_run} steps in a row "
+            f"(step {value}); stopped; newest finite state: {where}")
+
+    def _validate(self, validate: Any, log: RunLogger, history: list[dict[str, Any]]) -> None:
+        """Evaluate, log `val_*` records, and keep the best checkpoint by `best_metric`."""
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                result = validate(self.model)
+        finally:
+            self.model.train()
+        record = {"step": self.step - 1, **{f"val_{k}": float(v) for k, v in result.items()}}
+        log.log(record)
+        history.append(record)
+        key = getattr(self.task, "best_metric", None)
+        if key is not None and key in result and (self.best is None or result[key] > self.best):
+            self.best = float(result[key])
+            self.save(name="best")
 
     # ---------------------------------------------------------------- helpers
     def _stage_loaders(self, index: int, stage: Stage) -> dict[int, DataLoader]:
@@ -330,12 +497,12 @@ class Trainer:
         rng = np.random.default_rng([self.settings.seed, self.step, 31])
         return stage.frame_choices[int(rng.choice(len(stage.frame_choices)))]
 
-    def _epoch(self, step_in_stage: int, loader: DataLoader, stage: Stage) -> float:
+    def _epoch(self, step_in_stage: int, loader: DataLoader) -> float:
         per_epoch = max(_batches_per_epoch(loader), 1)
         return step_in_stage * self.settings.accum_steps / per_epoch
 
-    def _next_batch(self, loader: DataLoader, it: Iterator | None, micro: int, frames: int,
-                    stage: Stage) -> tuple[Any, Iterator]:
+    def _next_batch(self, loader: DataLoader, it: Iterator | None, micro: int,
+                    stage: Stage) -> tuple[Any, Iterator | None]:
         """The batch for micro-step `micro` of the stage: position derived, never remembered."""
         per_epoch = _batches_per_epoch(loader)
         if per_epoch <= 0:
@@ -348,7 +515,7 @@ class Trainer:
             # several loaders share the stage: each micro-step draws one batch from its own
             # position, so none of them can keep a running iterator
             sampler.set_epoch(epoch, start=pos * loader.batch_size)
-            return next(iter(loader)), None  # type: ignore[return-value]
+            return next(iter(loader)), None
         if it is None or self._it_key != key or self._it_pos != pos:
             sampler.set_epoch(epoch, start=pos * loader.batch_size)
             it = iter(loader)
@@ -356,18 +523,6 @@ class Trainer:
         batch = next(it)
         self._it_pos = pos + 1
         return batch, it
-
-    def _nonfinite(self, log: RunLogger) -> None:
-        self.nonfinite_total += 1
-        self.nonfinite_run += 1
-        self.optimizer.zero_grad(set_to_none=True)
-        log.write(f"step {self.step}: non-finite loss, step skipped "
-                  f"({self.nonfinite_run} in a row, {self.nonfinite_total} in all)")
-        if self.nonfinite_run >= self.settings.max_nonfinite:
-            path = self.save()
-            raise TrainingError(
-                f"loss was not finite for {self.nonfinite_run} steps in a row (step {self.step}); "
-                f"stopped; last good state saved to {path or self.run_dir / 'checkpoints'}")
 
 
 def _batches_per_epoch(loader: DataLoader) -> int:

@@ -5,6 +5,7 @@ their model, their schedule and their `step`."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,13 +15,15 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import RunConfig, save_config
+from ..config import RunConfig, load_config, save_config, to_plain
 from ..data.datasets import Sample
 from ..data.loader import SkipLog, train_loader
-from ..engine.checkpoint import resolve_resume
-from ..engine.distributed import DistInfo, init_distributed, resolve_device, shutdown
+from ..engine.checkpoint import clean_leftovers, list_checkpoints, resolve_resume
+from ..engine.distributed import DistInfo, from_main, init_distributed, resolve_device, shutdown
+from ..engine.runlock import RunLock, describe_owner
 from ..engine.schedule import ClipShape, Schedule, Stage
 from ..engine.trainer import StepContext, Task, Trainer, TrainResult, TrainSettings
+from ..errors import ConfigError, ProgvidError
 
 
 def run_dir_for(cfg: Any, out: str | None, config_path: str | None) -> Path:
@@ -50,28 +53,124 @@ class RunContext:
     dist: DistInfo
 
 
+# a run folder's path must leave room for the longest file a run writes in it
+_LONGEST_INSIDE = "checkpoints/.tmp_old_step_00000000_4294967295/model.safetensors"
+PATH_MAX, NAME_MAX = 4096, 255
+# config sections that define what a run is: a resumed run must have the same
+STRUCTURE = ("task", "model")
+# sections that define how long it trains: changing them on resume needs allow_changes
+BUDGET = ("plan", "budget", "epochs", "phases")
+# model keys that may change on resume (how it runs, not what it is)
+MAY_CHANGE = ("model.grad_checkpointing", "model.init")
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """The run folder's path is usable: every file a run writes there fits the system's limits."""
+    full = (run_dir / _LONGEST_INSIDE).resolve()
+    if len(str(full)) >= PATH_MAX or any(len(part) > NAME_MAX for part in run_dir.resolve().parts):
+        raise ConfigError(f"--out: the run folder's path is too long for this system "
+                          f"({len(str(run_dir.resolve()))} characters; files inside need "
+                          f"{len(str(full))} of at most {PATH_MAX - 1}, each name at most {NAME_MAX})")
+
+
+def first_difference(old: Any, new: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
+    """The first dotted key where two plain configs differ: (key, old value, new value)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in list(old) + [k for k in new if k not in old]:
+            found = first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
+            if found is not None:
+                return found
+        return None
+    return None if old == new else (prefix.rstrip("."), old, new)
+
+
+def resume_problem(run_dir: Path, cfg: RunConfig, resume: str | None,
+                   allow_changes: bool) -> str | None:
+    """Why starting this run in `run_dir` would damage it (None: fine). Checked before anything
+    is written, so a rejected command changes nothing in the folder."""
+    existing = list_checkpoints(run_dir)
+    if resume is None:
+        if existing:
+            return (f"{run_dir}: holds checkpoints of an earlier run (newest {existing[-1].name}); "
+                    "continue it with --resume auto, or choose another --out")
+        return None
+    source = resolve_resume(run_dir, resume)
+    if source is None:
+        return None  # --resume auto with nothing to resume: a fresh start
+    saved_path = source.parent.parent / "config.yaml"
+    if not saved_path.is_file():
+        return None
+    try:
+        saved = to_plain(load_config(saved_path))
+    except ProgvidError as exc:
+        return f"cannot check the run's saved config ({exc})"
+    new = to_plain(cfg)
+    for key in MAY_CHANGE:
+        section, _, name = key.partition(".")
+        for plain in (saved, new):
+            if isinstance(plain.get(section), dict):
+                plain[section].pop(name, None)
+    for group, allowed in ((STRUCTURE, False), (BUDGET, allow_changes)):
+        if allowed:
+            continue
+        found = first_difference({k: saved.get(k) for k in group}, {k: new.get(k) for k in group})
+        if found is not None:
+            key, was, now = found
+            hint = ("pass --allow-changed-budget to continue with the new budget"
+                    if group is BUDGET else "choose another --out for a different run")
+            return (f"{saved_path}: resuming with `{key}` = {now!r}, but the run was made with "
+                    f"{was!r}; {hint}")
+    return None
+
+
 @contextmanager
-def run_context(cfg: RunConfig, out: str | None, config_path: str | None) -> Iterator[RunContext]:
-    """Resolve the run folder and device, join the process group (torchrun), seed, clean up."""
+def run_context(cfg: RunConfig, out: str | None, config_path: str | None, *,
+                resume: str | None = None, allow_changes: bool = False) -> Iterator[RunContext]:
+    """Resolve the run folder and device, join the process group (torchrun), take the run
+    folder's lock (rank 0, the outcome shared by every rank), refuse a start that would damage
+    an earlier run, remove leftovers of killed checkpoint writes, seed, and clean up."""
     run_dir = run_dir_for(cfg, out, config_path)
+    check_run_dir(run_dir)
     device = resolve_device(cfg.train.device)
     dist = init_distributed(device)
     device = resolve_device(cfg.train.device, dist.local_rank)
+    lock = RunLock(run_dir)
     try:
+        problem = None
+        if dist.is_main:
+            try:
+                lock.acquire()
+                if lock.took_over:
+                    print(f"[progvid] {run_dir}: took over the lock of {describe_owner(lock.took_over)}, "
+                          "which is no longer running", file=sys.stderr)
+                problem = resume_problem(run_dir, cfg, resume, allow_changes)
+                if problem is None:
+                    for gone in clean_leftovers(run_dir):
+                        print(f"[progvid] removed {gone}: a checkpoint write that was killed",
+                              file=sys.stderr)
+            except ProgvidError as exc:
+                problem = str(exc)
+        problem = from_main(problem)
+        if problem is not None:
+            raise ConfigError(problem)
         torch.manual_seed(cfg.seed)
         yield RunContext(run_dir, device, dist)
     finally:
+        lock.release()
         shutdown()
 
 
 def train(ctx: RunContext, cfg: RunConfig, model: torch.nn.Module, task: Task, schedule: Schedule,
           meta: dict[str, Any], resume: str | None, progress: bool | None = None) -> TrainResult:
-    """Build the trainer, restore `resume` (auto: the newest checkpoint) and fit."""
+    """Build the trainer, restore `resume` (auto: the newest finite checkpoint) and fit."""
     trainer = Trainer(model, task, schedule, ctx.run_dir, settings_from(cfg, progress),
                       device=ctx.device, dist=ctx.dist, meta=meta)
     path = resolve_resume(ctx.run_dir, resume)
     if path is not None:
         trainer.restore(path)
+        if trainer.step > schedule.total_steps:
+            raise ConfigError(f"{path}: the checkpoint is at step {trainer.step}, past the end of "
+                              f"the new schedule ({schedule.total_steps} steps)")
     return trainer.fit(stop_at=cfg.train.max_steps)
 
 

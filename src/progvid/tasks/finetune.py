@@ -151,9 +151,9 @@ def finetune_schedule(cfg: FinetuneConfig, dataset_size: int, world: int,
 
 
 def run_finetune(cfg: FinetuneConfig, *, out: str | None = None, resume: str | None = None,
-                 config_path: str | None = None) -> TrainResult:
+                 config_path: str | None = None, allow_changes: bool = False) -> TrainResult:
     """Fine-tune as the config says, then (by default) evaluate on the val split."""
-    with run_context(cfg, out, config_path) as ctx:
+    with run_context(cfg, out, config_path, resume=resume, allow_changes=allow_changes) as ctx:
         ss = build_samples(cfg.data, "train")
         names = ss.class_names
         num_classes = cfg.model.num_classes or (len(names) if names else None)

@@ -85,9 +85,9 @@ def hcml_schedule(cfg: HCMLConfig, dataset_size: int, world: int, levels: tuple[
 
 
 def run_hcml_pretrain(cfg: HCMLConfig, *, out: str | None = None, resume: str | None = None,
-                      config_path: str | None = None) -> TrainResult:
+                      config_path: str | None = None, allow_changes: bool = False) -> TrainResult:
     """The self-supervised HCML phases on the config's training videos (labels unused)."""
-    with run_context(cfg, out, config_path) as ctx:
+    with run_context(cfg, out, config_path, resume=resume, allow_changes=allow_changes) as ctx:
         samples = build_samples(cfg.data, "train").samples
         hp = hcml_hparams(cfg.model, num_classes=1)  # the head is trained by `finetune`
         net = HCMLNet.from_hparams(hp)

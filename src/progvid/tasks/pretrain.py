@@ -61,9 +61,10 @@ class PretrainTask(ClipTask):
 
 
 def run_pretrain(cfg: PretrainConfig, *, out: str | None = None, resume: str | None = None,
-                 config_path: str | None = None, progress: bool | None = None) -> TrainResult:
+                 config_path: str | None = None, progress: bool | None = None,
+                 allow_changes: bool = False) -> TrainResult:
     """Pre-train as the config says; returns the result (rank 0 writes the run folder)."""
-    with run_context(cfg, out, config_path) as ctx:
+    with run_context(cfg, out, config_path, resume=resume, allow_changes=allow_changes) as ctx:
         samples = build_samples(cfg.data, "train").samples
         model = build_model(cfg)
         planned = build_plan(cfg, len(samples), ctx.dist.world)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,3 +32,74 @@ def test_two_processes_match_one(synth_dir: Path, tmp_path: Path) -> None:
         assert x == pytest.approx(y, rel=1e-4)
     plan = (tmp_path / "two" / "plan.json").read_text()
     assert '"world": 2' in plan
+
+
+def _bad_on_each_rank(synth_dir: Path, tmp_path: Path) -> Path:
+    """A list whose two missing videos fall on different ranks in epoch 0 of stage 0."""
+    from progvid.data.loader import EpochSampler
+
+    lines = (synth_dir / "train.csv").read_text().splitlines()
+    seed = 1 * 1000  # tiny_pretrain's seed 1, stage 0
+    r0 = EpochSampler(len(lines), shuffle=True, seed=seed, rank=0, world=2, drop_last=True).order()
+    r1 = EpochSampler(len(lines), shuffle=True, seed=seed, rank=1, world=2, drop_last=True).order()
+    bad = {int(r0[0]), int(r1[0])}
+    rows = [f"{tmp_path}/missing_{i}.mp4 0" if i in bad else f"{synth_dir}/{ln}"
+            for i, ln in enumerate(lines)]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_bad_fraction_counts_every_rank(synth_dir: Path, tmp_path: Path) -> None:
+    """2 of 24 videos missing, one per rank, max 6%: one process per rank sees 1 (4%) and
+    trained on; the whole run sees 2 (8%) and must stop, on every rank, with one line; the
+    skip log names each file once."""
+    data = _bad_on_each_rank(synth_dir, tmp_path)
+    cfg = tiny_pretrain(data, train__batch_size=2, data__on_error="skip",
+                        data__max_bad_fraction=0.06, train__log_every=1)
+    save_config(cfg, tmp_path / "c.yaml")
+    r = subprocess.run(
+        [sys.executable, "-m", "progvid", "pretrain", str(tmp_path / "c.yaml"), "--nproc", "2",
+         "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "2 of 24 videos unreadable, more than data.max_bad_fraction=0.06" in r.stderr
+    logged = [json.loads(x)["path"] for x in (tmp_path / "run" / "skipped.jsonl").read_text().splitlines()]
+    assert sorted(logged) == sorted(set(logged)) and len(logged) == 2
+
+
+@pytest.mark.slow
+def test_killing_the_launcher_stops_the_ranks(synth_dir: Path, tmp_path: Path) -> None:
+    """`--nproc` launcher killed with SIGKILL: its ranks get SIGTERM, save and stop."""
+    cfg = tiny_pretrain(synth_dir, train__batch_size=2, budget={"epochs": 60, "ref_frames": 4})
+    save_config(cfg, tmp_path / "c.yaml")
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "progvid", "pretrain", str(tmp_path / "c.yaml"), "--nproc", "2",
+         "--out", str(tmp_path / "run")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.2)
+    ranks = _children(launcher.pid)
+    assert ranks, "the launcher started no ranks"
+    launcher.kill()
+    launcher.wait()
+    deadline = time.time() + 120
+    while time.time() < deadline and any(_alive(p) for p in ranks):
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in ranks), "orphaned ranks kept running"
+    from progvid.engine import checkpoint as ckpt
+
+    assert ckpt.list_checkpoints(tmp_path / "run"), "the ranks saved before stopping"
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(x) for x in out.stdout.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

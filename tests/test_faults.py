@@ -271,3 +271,54 @@ def test_missing_video_with_workers_is_one_line(synth_dir: Path, tmp_path: Path)
     _, err = p.communicate(timeout=180)
     assert p.returncode == 2, err
     assert err.strip() == f"progvid: error: {tmp_path / 'gone.mp4'}: file not found"
+
+
+# -------------------------------------------------------------------- configs: validate = run
+@pytest.mark.parametrize("overrides, field", [
+    (["plan.stages=[{frames: 8, share: 0.75}, {frames: 16, share: 0.5}]"], "plan.stages"),
+    (["plan.stages=[{frames: 3, share: 1.0}]"], "plan.stages.0.frames"),
+    (["plan.stages=[{frames: 8, share: 0.5}, {frames: 4, share: 0.5}]"], "plan.stages.1.frames"),
+    (["model.num_heads=5"], "model.num_heads"),
+    (["data.input_size=36"], "data.input_size"),
+    (["model.patch_size=64"], "data.input_size"),
+    (["model.depth=1200", "model.embed_dim=4096"], "model"),
+    (["data.train=null"], "data.train"),
+    (["data.root=/nowhere/at/all"], "/nowhere/at/all"),
+    (["model.decoder_mask=running_cell", "data.input_size=56", "model.patch_size=8"], "model.decoder_mask"),
+])
+def test_config_validate_rejects_what_a_run_rejects(synth_dir: Path, tmp_path: Path, capsys,
+                                                     overrides, field) -> None:
+    """The eight configs `config validate` used to pass and `pretrain` rejected, and more: both
+    now agree, with one line naming the field."""
+    cfg = tiny_pretrain(synth_dir)
+    save_config(cfg, tmp_path / "c.yaml")
+    sets = [x for o in overrides for x in ("--set", o)]
+    assert main(["config", "validate", str(tmp_path / "c.yaml"), *sets]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and field in err, err
+    assert main(["pretrain", str(tmp_path / "c.yaml"), *sets, "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("budget:\n  epochs: .inf\n", "budget.epochs"),
+    ("seed: -1\n", "seed"),
+    ("seed: 12345678901234567890123\n", "seed"),
+    ("optim:\n  base_lr: 1e999\n", "optim.base_lr"),
+    ("train:\n  batch_size: true\n", "train.batch_size"),
+    ("train:\n  batch_size: 4\n  batch_size: 8\n", "duplicate key 'batch_size'"),
+    ("data:\n  crop_scales: []\n", "data.crop_scales"),
+    ("plan:\n  stages: []\n", "plan.stages"),
+])
+def test_absurd_values_are_config_errors(tmp_path: Path, text: str, message: str) -> None:
+    from progvid.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("task: pretrain\n" + text)
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")) as err:
+        load_config(path)
+    assert "\n" not in str(err.value)
+    path.write_bytes(b"task: pretrain\nseed: \xff\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(path)

@@ -70,8 +70,10 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 def cmd_config_validate(args: argparse.Namespace) -> int:
     from .config import load_config, to_plain
+    from .tasks.preflight import preflight
 
     cfg = load_config(args.file, args.set)
+    preflight(cfg, data=not args.no_data)
     if args.print:
         import yaml
 
@@ -384,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     _add_run_options(p)
     p.add_argument("--print", action="store_true", help="print the fully resolved config")
+    p.add_argument("--no-data", action="store_true",
+                   help="skip the checks that read the data's list files")
     p.set_defaults(func=cmd_config_validate)
     p = csub.add_parser("reference", help="print the configuration reference (markdown)")
     p.set_defaults(func=cmd_config_reference)
@@ -512,7 +516,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ProgvidError as exc:
         if args.debug:
             raise
-        print(f"progvid: error: {exc}", file=sys.stderr)
+        if not (exc.collective and _rank() > 0):  # one line per run, not one per rank
+            print(f"progvid: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and the like: not a failure
         import os
@@ -531,6 +536,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"progvid: runtime failure: {type(exc).__name__}: {exc} (rerun with --debug for "
               "the traceback)", file=sys.stderr)
         return 1
+
+
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0") or 0)
 
 
 def entry() -> None:

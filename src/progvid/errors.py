@@ -23,6 +23,8 @@ class ProgvidError(Exception):
     """A user-facing error whose message names the file or field and the reason."""
 
     message = True  # see the module docstring: worker re-raises pass `message=`
+    # raised identically by every rank of a distributed run (only rank 0 needs to print it)
+    collective = False
 
     def __init__(self, *args: object, message: str | None = None) -> None:
         if message is not None:

@@ -9,17 +9,37 @@ from __future__ import annotations
 import typing
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 
 Size = Literal["tiny", "small", "base", "large", "huge"]
 
 
-class Section(BaseModel):
-    """Base of every config section: immutable, strict about unknown keys."""
+def _leaf_types(annotation: Any) -> set[Any]:
+    """The plain types (and literal values) an annotation admits."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Literal:
+        return {type(a) for a in args}
+    if not args:
+        return {annotation}
+    return set().union(*(_leaf_types(a) for a in args))
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+class Section(BaseModel):
+    """Base of every config section: immutable, strict about unknown keys, no true/false where a
+    number belongs, no infinite or NaN numbers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True,
+                              allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name is not None:
+            if bool not in _leaf_types(cls.model_fields[info.field_name].annotation):
+                raise ValueError(f"expected a number, not {str(value).lower()}")
+        return value
 
 
 class DataConfig(Section):
@@ -37,7 +57,7 @@ class DataConfig(Section):
     input_size: int = Field(224, ge=8)  # crop size in pixels (square)
     short_side: int | None = Field(None, ge=8)  # resize at decode time (saves memory)
     crop: Literal["multiscale", "rrc"] = "multiscale"  # VideoMAE multi-scale crop or random resized crop
-    crop_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)  # multi-scale crop sizes, fractions of the short side
+    crop_scales: tuple[float, ...] = Field((1.0, 0.875, 0.75, 0.66), min_length=1)  # multi-scale crop sizes, fractions of the short side
     rrc_scale: tuple[float, float] = (0.08, 1.0)  # random resized crop: area range
     flip: bool = True  # turn off for direction-sensitive data (SSv2)
     randaug: str | None = None  # timm RandAugment spec on training clips, e.g. rand-m7-n4-mstd0.5-inc1 (VideoMAE fine-tuning)
@@ -95,7 +115,7 @@ class TaskConfig(Section):
     """What every config has: its task, the seed and the data."""
 
     task: str = "data"  # which command the config is for
-    seed: int = 0  # seeds data order, augmentation, masks and init
+    seed: int = Field(0, ge=0, lt=2**63)  # seeds data order, augmentation, masks and init
     data: DataConfig = DataConfig()
 
 
@@ -172,7 +192,7 @@ class BudgetConfig(Section):
 class PlanConfig(Section):
     """The temporal plan. The VideoMAE baseline is the one-stage plan [16 frames, share 1]."""
 
-    stages: tuple[StageConfig, ...] = (StageConfig(frames=16, share=1.0),)
+    stages: tuple[StageConfig, ...] = Field((StageConfig(frames=16, share=1.0),), min_length=1)  # the stages, short clips first
     temporal: Literal["stride", "span"] = "stride"  # keep frame stride, or keep the time span
     multigrid: bool = False  # random clip length per iteration among the stages' (baseline)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,34 +149,64 @@ def build_loader(
 
 
 class SkipLog:
-    """Counts the bad videos that `on_error: skip` replaced and writes them to the run folder.
+    """The bad videos that `on_error: skip` replaced: one line per distinct file in
+    `skipped.jsonl` (kept across resumes), and a failure once they exceed `max_fraction` of the
+    dataset.
 
-    The run fails once the distinct bad files exceed `max_fraction` of the dataset.
-    """
+    Under DDP pass `gather` (a function that all-gathers a picklable value, returning every
+    rank's): ranks then note their bad files locally and share them at each `flush` (the
+    engine calls it at every metrics record), so the fraction counts every rank's files, the
+    file gets each one once, and every rank fails at the same step. `write`: this process
+    writes the file (the main one)."""
 
-    def __init__(self, dataset_size: int, max_fraction: float, path: str | Path | None = None) -> None:
+    def __init__(self, dataset_size: int, max_fraction: float, path: str | Path | None = None,
+                 *, gather: Callable[[Any], list[Any]] | None = None, write: bool = True) -> None:
         self.dataset_size = dataset_size
         self.max_fraction = max_fraction
         self.path = Path(path) if path is not None else None
+        self.gather = gather
+        self.write = write
         self.bad: dict[str, str] = {}
         self.count = 0
+        self._new: dict[str, str] = {}
+        if self.path is not None and self.path.is_file():  # a resumed run: known already
+            for line in self.path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                    self.bad[str(rec["path"])] = str(rec["reason"])
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut by a crash
 
     def update(self, skipped: list[tuple[str, str]]) -> None:
         for path, reason in skipped:
             self.count += 1
             if path not in self.bad:
+                self._new.setdefault(path, reason)
+        if self.gather is None:
+            self.flush()
+
+    def flush(self) -> None:
+        """Record the new bad files (a collective under DDP: every rank calls it)."""
+        shares = self.gather(list(self._new.items())) if self.gather is not None else [list(self._new.items())]
+        self._new = {}
+        for share in shares:
+            for path, reason in share:
+                if path in self.bad:
+                    continue
                 self.bad[path] = reason
-                if self.path is not None:
+                if self.path is not None and self.write:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
                     with self.path.open("a") as fh:
                         fh.write(json.dumps({"path": path, "reason": reason}) + "\n")
         if len(self.bad) > self.max_fraction * self.dataset_size:
             where = f"; see {self.path}" if self.path is not None else ""
-            raise DataError(
+            err = DataError(
                 next(iter(self.bad)),
                 f"{len(self.bad)} of {self.dataset_size} videos unreadable, more than "
                 f"data.max_bad_fraction={self.max_fraction}{where}",
             )
+            err.collective = self.gather is not None  # every rank raises it at this flush
+            raise err
 
 
 class ShardSampler(Sampler):

@@ -79,6 +79,15 @@ def _die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def all_gather_objects(value: object) -> list[object]:
+    """Every rank's `value`, in rank order ([value] for one process)."""
+    if dist.is_available() and dist.is_initialized():
+        out: list[object] = [None] * dist.get_world_size()
+        dist.all_gather_object(out, value)
+        return out
+    return [value]
+
+
 def from_main(value: object) -> object:
     """Rank 0's `value` on every rank (identity for one process)."""
     if dist.is_available() and dist.is_initialized():
@@ -138,9 +147,9 @@ def launch(nproc: int, argv: list[str]) -> int:
         return int(exc.code or 0)
     except Exception as exc:  # noqa: BLE001 - ChildFailedError carries the workers' exit codes
         failures = getattr(exc, "failures", {})
-        codes = [getattr(f, "exitcode", 1) for f in failures.values()] or [1]
-        # ranks stopped by a signal exit 128 + signum (or torchrun reports -signum)
-        codes = [128 - c if c < 0 else c for c in codes]
-        print(f"progvid: {len(failures) or 1} worker(s) failed", file=sys.stderr)
-        return codes[0] if len(set(codes)) == 1 and codes[0] in (2, 130, 143) else 1
+        first = exc.get_first_failure()[1] if hasattr(exc, "get_first_failure") and failures else None
+        code = getattr(first, "exitcode", 1) if first is not None else 1
+        code = 128 - code if code < 0 else code  # a rank killed by signal n reports -n
+        # the root cause decides: the launcher stops the other ranks itself after a failure
+        return code if code in (2, 130, 143) else 1
     return 0

@@ -19,7 +19,14 @@ from ..config import RunConfig, load_config, save_config, to_plain
 from ..data.datasets import Sample
 from ..data.loader import SkipLog, train_loader
 from ..engine.checkpoint import clean_leftovers, list_checkpoints, resolve_resume
-from ..engine.distributed import DistInfo, from_main, init_distributed, resolve_device, shutdown
+from ..engine.distributed import (
+    DistInfo,
+    all_gather_objects,
+    from_main,
+    init_distributed,
+    resolve_device,
+    shutdown,
+)
 from ..engine.runlock import RunLock, describe_owner
 from ..engine.schedule import ClipShape, Schedule, Stage
 from ..engine.trainer import StepContext, Task, Trainer, TrainResult, TrainSettings
@@ -152,7 +159,9 @@ def run_context(cfg: RunConfig, out: str | None, config_path: str | None, *,
                 problem = str(exc)
         problem = from_main(problem)
         if problem is not None:
-            raise ConfigError(problem)
+            err = ConfigError(problem)
+            err.collective = dist.enabled  # every rank got rank 0's verdict
+            raise err
         torch.manual_seed(cfg.seed)
         yield RunContext(run_dir, device, dist)
     finally:
@@ -184,10 +193,12 @@ class ClipTask:
     # data order per stage: seeded by (seed, stage index) when True, by the seed alone when False
     seed_per_stage = True
 
-    def __init__(self, cfg: RunConfig, samples: list[Sample], run_dir: Path) -> None:
+    def __init__(self, cfg: RunConfig, samples: list[Sample], ctx: RunContext) -> None:
         self.cfg = cfg
         self.samples = samples
-        self.skips = SkipLog(len(samples), cfg.data.max_bad_fraction, run_dir / "skipped.jsonl")
+        self.skips = SkipLog(len(samples), cfg.data.max_bad_fraction,
+                             ctx.run_dir / "skipped.jsonl", write=ctx.dist.is_main,
+                             gather=all_gather_objects if ctx.dist.enabled else None)
 
     def loader(self, stage_index: int, stage: Stage, shape: ClipShape, *, dist: DistInfo,
                device: torch.device) -> DataLoader:
@@ -203,6 +214,11 @@ class ClipTask:
 
     def clips(self, batch: dict[str, Any]) -> int:
         return int(batch["video"].shape[0])
+
+    def on_log(self, step: int) -> None:
+        """Share this rank's bad files with the others (a no-op for one process)."""
+        if self.skips.gather is not None:
+            self.skips.flush()
 
     def step(self, model: torch.nn.Module, batch: dict[str, Any],
              ctx: StepContext) -> dict[str, torch.Tensor]:

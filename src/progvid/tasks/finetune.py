@@ -30,9 +30,10 @@ from ..loading import classifier_from_pretrained
 from ..models.classifier import classifier, layer_decay_groups
 from ..models.common import unwrap
 from ..progressive.flops import TRAIN_FACTOR, encoder_flops
-from .base import ClipTask, run_context, train, write_run_files
+from .base import ClipTask, RunContext, run_context, train, write_run_files
 from .evaluate import evaluate_checkpoint
 from .hcml import build_cnn_classifier, hcml_joint_loss, measured_macs
+from .preflight import preflight
 
 LossFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -109,8 +110,9 @@ class FinetuneTask(ClipTask):
 
     seed_per_stage = False
 
-    def __init__(self, cfg: FinetuneConfig, samples: list, num_classes: int, run_dir: Any) -> None:
-        super().__init__(cfg, samples, run_dir)
+    def __init__(self, cfg: FinetuneConfig, samples: list, num_classes: int,
+                 ctx: RunContext) -> None:
+        super().__init__(cfg, samples, ctx)
         self.kind = KINDS[cfg.model.name]
         mx = cfg.mixup
         self.mixup = None
@@ -153,6 +155,7 @@ def finetune_schedule(cfg: FinetuneConfig, dataset_size: int, world: int,
 def run_finetune(cfg: FinetuneConfig, *, out: str | None = None, resume: str | None = None,
                  config_path: str | None = None, allow_changes: bool = False) -> TrainResult:
     """Fine-tune as the config says, then (by default) evaluate on the val split."""
+    preflight(cfg)
     with run_context(cfg, out, config_path, resume=resume, allow_changes=allow_changes) as ctx:
         ss = build_samples(cfg.data, "train")
         names = ss.class_names
@@ -170,7 +173,7 @@ def run_finetune(cfg: FinetuneConfig, *, out: str | None = None, resume: str | N
         meta = {"task": "finetune", "model_kind": cfg.model.name, "model": model.hparams,
                 "data": cfg.data.model_dump(mode="json"), "class_names": names,
                 "num_classes": num_classes, "eval": cfg.eval.model_dump(mode="json")}
-        task = FinetuneTask(cfg, ss.samples, num_classes, ctx.run_dir)
+        task = FinetuneTask(cfg, ss.samples, num_classes, ctx)
         result = train(ctx, cfg, model, task, schedule, meta, resume)
         if cfg.eval.at_end and cfg.data.val is not None:
             evaluate_checkpoint(ctx.run_dir, views=(cfg.eval.clips, cfg.eval.crops),

@@ -29,6 +29,7 @@ from ..models.common import unwrap
 from ..models.hcml import HCMLNet, count_macs, count_params, deploy_overhead
 from ..models.resnet3d import resnet3d_from_hparams
 from .base import ClipTask, run_context, train, write_run_files
+from .preflight import preflight
 
 
 def hcml_hparams(m: HCMLModelConfig, num_classes: int) -> dict[str, Any]:
@@ -87,6 +88,7 @@ def hcml_schedule(cfg: HCMLConfig, dataset_size: int, world: int, levels: tuple[
 def run_hcml_pretrain(cfg: HCMLConfig, *, out: str | None = None, resume: str | None = None,
                       config_path: str | None = None, allow_changes: bool = False) -> TrainResult:
     """The self-supervised HCML phases on the config's training videos (labels unused)."""
+    preflight(cfg)
     with run_context(cfg, out, config_path, resume=resume, allow_changes=allow_changes) as ctx:
         samples = build_samples(cfg.data, "train").samples
         hp = hcml_hparams(cfg.model, num_classes=1)  # the head is trained by `finetune`
@@ -96,7 +98,7 @@ def run_hcml_pretrain(cfg: HCMLConfig, *, out: str | None = None, resume: str | 
         write_run_files(ctx, cfg)
         meta = {"task": "hcml", "model_kind": "hcml", "model": hp,
                 "data": cfg.data.model_dump(mode="json")}
-        return train(ctx, cfg, net, HCMLPretrainTask(cfg, samples, ctx.run_dir), schedule, meta,
+        return train(ctx, cfg, net, HCMLPretrainTask(cfg, samples, ctx), schedule, meta,
                      resume)
 
 

@@ -21,6 +21,7 @@ from ..models.videomae import VideoMAE
 from ..progressive.flops import model_flops
 from ..progressive.plan import build_plan, build_schedule, plan_table, probe_seconds_per_step
 from .base import ClipTask, run_context, train, write_run_files
+from .preflight import preflight
 
 
 def build_model(cfg: PretrainConfig) -> VideoMAE:
@@ -64,6 +65,7 @@ def run_pretrain(cfg: PretrainConfig, *, out: str | None = None, resume: str | N
                  config_path: str | None = None, progress: bool | None = None,
                  allow_changes: bool = False) -> TrainResult:
     """Pre-train as the config says; returns the result (rank 0 writes the run folder)."""
+    preflight(cfg)
     with run_context(cfg, out, config_path, resume=resume, allow_changes=allow_changes) as ctx:
         samples = build_samples(cfg.data, "train").samples
         model = build_model(cfg)
@@ -74,7 +76,7 @@ def run_pretrain(cfg: PretrainConfig, *, out: str | None = None, resume: str | N
              "world": ctx.dist.world}, indent=2)})
         meta = {"task": "pretrain", "model_kind": "videomae", "model": model.hparams,
                 "data": cfg.data.model_dump(mode="json")}
-        task = PretrainTask(cfg, samples, ctx.run_dir)
+        task = PretrainTask(cfg, samples, ctx)
         return train(ctx, cfg, model, task, schedule, meta, resume, progress)
 
 

@@ -163,3 +163,44 @@ def test_normalize_roundtrip() -> None:
     clip = torch.randint(0, 255, (2, 4, 4, 3), dtype=torch.uint8)
     out = Normalize()(clip, np.random.default_rng(0))
     assert out.shape == (3, 2, 4, 4)
+
+
+def test_clips_per_decode_keeps_each_clips_law(synth_dir) -> None:
+    """k clips from one decode are exactly the clips k single draws would give (same indices
+    from the same random stream, same pixels), with one decode of their union."""
+    from progvid.config import DataConfig
+    from progvid.data.clips import train_dataset
+    from progvid.data.datasets import build_samples
+    from progvid.data.video import read_clip
+
+    d = DataConfig(root=str(synth_dir), train="train.csv", input_size=32, sampling_rate=2,
+                   flip=False, crop_scales=(1.0,))
+    samples = build_samples(d, "train").samples
+    multi = train_dataset(d, samples, frames=2, seed=3, clips_per_decode=4)
+    item = multi[(1, 5)]
+    assert item["video"].shape == (4, 3, 2, 32, 32)
+    rng = np.random.default_rng([3, 1, 5])
+    n = 16
+    draws = [multi.sampler(n, train=True, rng=rng) for _ in range(4)]
+    for i, idx in enumerate(draws):
+        clip = multi.transform(read_clip(samples[5].path, idx), rng)
+        assert torch.equal(item["video"][i], clip), i
+    one = train_dataset(d, samples, frames=2, seed=3)
+    assert one[(1, 5)]["video"].shape[0] == 1
+
+
+def test_clips_per_decode_batches(synth_dir) -> None:
+    from progvid.config import DataConfig
+    from progvid.data.datasets import build_samples
+    from progvid.data.loader import train_loader
+
+    d = DataConfig(root=str(synth_dir), train="train.csv", input_size=32, sampling_rate=2,
+                   workers=0)
+    samples = build_samples(d, "train").samples
+    loader = train_loader(d, samples, frames=2, batch_size=8, seed=0, rank=0, world=1,
+                          clips_per_decode=4)
+    batch = next(iter(loader))
+    assert batch["video"].shape[0] == 8 and len(batch["index"]) == 2
+    assert batch["label"].tolist() == [samples[i].label for i in batch["index"].tolist() for _ in range(4)]
+    with pytest.raises(ValueError, match="does not divide"):
+        train_loader(d, samples, frames=2, batch_size=6, seed=0, rank=0, world=1, clips_per_decode=4)

@@ -180,3 +180,18 @@ def test_dual_masking_pretrain_resumes_mid_stage(synth_dir: Path, tmp_path: Path
     v1 = tiny_pretrain(synth_dir, **{k: v for k, v in kw.items() if k != "model__decoder_mask"})
     run_pretrain(v1, out=str(tmp_path / "v1"))
     assert [x for _, x in losses(tmp_path / "v1")] != [x for _, x in a]  # the option changes training
+
+
+def test_clips_per_decode_and_batch_rule() -> None:
+    t = build_plan(cfg_with(TPL), 1000)
+    assert [p.clips_per_decode for p in t] == [8, 4, 2, 1]  # auto: about f_max / f_i
+    fixed = build_plan(cfg_with(TPL, plan={"stages": TPL, "clips_per_decode": 3}), 1000)
+    assert [p.clips_per_decode for p in fixed] == [2, 2, 2, 2]  # the largest divisor of 16 <= 3
+    own = [{**TPL[0], "clips_per_decode": 1}, *TPL[1:]]
+    assert build_plan(cfg_with(own), 1000)[0].clips_per_decode == 1
+    scaled = build_plan(cfg_with(TPL, plan={"stages": TPL, "batch_rule": "scale", "max_batch": 64}), 1000)
+    assert [p.batch_size for p in scaled] == [64, 64, 32, 16]  # 16 x 16 / f_i, capped at 64
+    base = build_plan(cfg_with(TPL), 1000)
+    for p, q in zip(scaled, base, strict=True):  # the lr follows the total batch
+        assert p.lr == pytest.approx(q.lr * p.batch_size / q.batch_size)
+        assert p.epochs == q.epochs and p.steps <= q.steps

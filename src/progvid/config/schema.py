@@ -177,8 +177,9 @@ class StageConfig(Section):
 
     frames: int = Field(ge=1)  # clip length f_i (a multiple of the tubelet)
     share: float = Field(ge=0.0, le=1.0)  # p_i: share of the budget (frames processed)
-    batch_size: int | None = Field(None, ge=1)  # per process; null: train.batch_size
+    batch_size: int | None = Field(None, ge=1)  # per process; null: train.batch_size (or the plan's batch_rule)
     warmup_epochs: float | None = Field(None, ge=0.0)  # null: the baseline's warmup fraction
+    clips_per_decode: int | None = Field(None, ge=1)  # null: the plan's clips_per_decode
 
 
 class BudgetConfig(Section):
@@ -195,6 +196,16 @@ class PlanConfig(Section):
     stages: tuple[StageConfig, ...] = Field((StageConfig(frames=16, share=1.0),), min_length=1)  # the stages, short clips first
     temporal: Literal["stride", "span"] = "stride"  # keep frame stride, or keep the time span
     multigrid: bool = False  # random clip length per iteration among the stages' (baseline)
+    clips_per_decode: int | Literal["auto"] = "auto"  # training clips cut from one decoded video; auto: about f_max / f_i (1 at the longest length)
+    batch_rule: Literal["fixed", "scale"] = "fixed"  # scale: stage batch = train.batch_size x f_max / f_i, capped by max_batch (seed FIG. 10)
+    max_batch: int | None = Field(None, ge=1)  # per-process batch cap of batch_rule scale (memory)
+
+    @field_validator("clips_per_decode")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be `auto` or at least 1")
+        return v
 
 
 def _fraction(value: Any) -> Any:

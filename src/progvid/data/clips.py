@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 
 
 def train_dataset(d: DataConfig, samples: list[Sample], *, frames: int, seed: int,
-                  rate: int | None = None) -> VideoDataset:
-    """Augmented training clips of `frames` frames (stride `rate`, default the config's)."""
+                  rate: int | None = None, clips_per_decode: int = 1) -> VideoDataset:
+    """Augmented training clips of `frames` frames (stride `rate`, default the config's),
+    `clips_per_decode` of them from each decode (see `VideoDataset`)."""
     sampler = TemporalSampler(d.sampler, frames, rate or d.sampling_rate, d.clip_mode)
     try:
         transform = train_transform(d.input_size, crop=d.crop, flip=d.flip, mean=d.mean,
@@ -34,7 +35,8 @@ def train_dataset(d: DataConfig, samples: list[Sample], *, frames: int, seed: in
         raise ConfigError(f"data.randaug: {exc}") from None
     return VideoDataset(samples, sampler=sampler, transform=transform, train=True,
                         num_sample=d.num_sample, seed=seed, short_side=d.short_side,
-                        decode_threads=d.decode_threads, on_error=d.on_error)
+                        decode_threads=d.decode_threads, on_error=d.on_error,
+                        clips_per_decode=clips_per_decode)
 
 
 def test_dataset(d: DataConfig, samples: list[Sample], *, frames: int | None = None,

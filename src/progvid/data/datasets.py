@@ -201,8 +201,16 @@ class VideoDataset(Dataset):
     """Decodes a clip per item and returns `num_sample` augmented views of it.
 
     Items are addressed as `(epoch, index)` (what `EpochSampler` yields) or a plain index (epoch
-    0). An item is a dict: `video` float (V, C, T, H, W) with V = num_sample in training, or
-    V = clips x crops in testing; `label` int; `index` int; `skipped` list of (path, reason).
+    0). An item is a dict: `video` float (V, C, T, H, W) with V = clips_per_decode x num_sample
+    in training, or V = clips x crops in testing; `label` int; `index` int; `skipped` list of
+    (path, reason).
+
+    `clips_per_decode` k > 1 (short TPL stages): k clips at independent temporal positions,
+    each drawn by the sampler exactly as a clip of its own would be, are cut from one decode of
+    the union of their frames, each with its own augmentation. Every clip keeps the sampling
+    law of drawing it alone; what changes is that a batch holds k clips of each video it draws
+    (as repeated augmentation does with views of one clip). With k = 1 the random stream is
+    the same as before the option existed.
     """
 
     def __init__(
@@ -218,9 +226,13 @@ class VideoDataset(Dataset):
         short_side: int | None = None,
         decode_threads: int = 1,
         on_error: str = "raise",
+        clips_per_decode: int = 1,
     ) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+        if clips_per_decode < 1:
+            raise ValueError(f"clips_per_decode must be >= 1, got {clips_per_decode}")
+        self.clips_per_decode = clips_per_decode
         self.samples = list(samples)
         self.sampler = sampler
         self.transform = transform
@@ -256,17 +268,25 @@ class VideoDataset(Dataset):
         with VideoReader(sample.path, threads=self.decode_threads) as reader:
             n = reader.info.frames
             if self.train:
-                idx = self.sampler(n, train=True, rng=rng)
-                clip = reader.read(idx, short_side=self.short_side)
-                views = [self.transform(clip, rng) for _ in range(self.num_sample)]
-            else:
-                clips = self.sampler.test_clips(n, self.test_clips)
-                # one decode for all test clips: union of indices, then pick each clip's frames
-                union = np.unique(np.concatenate(clips))
-                frames = reader.read(union, short_side=self.short_side)
-                pos = {int(f): i for i, f in enumerate(union)}
+                clips = [self.sampler(n, train=True, rng=rng) for _ in range(self.clips_per_decode)]
                 views = []
-                for c in clips:
-                    out = self.transform(frames[[pos[int(f)] for f in c]], rng)
+                for clip in _decode_clips(reader, clips, self.short_side):
+                    views += [self.transform(clip, rng) for _ in range(self.num_sample)]
+            else:
+                views = []
+                for clip in _decode_clips(reader, self.sampler.test_clips(n, self.test_clips),
+                                          self.short_side):
+                    out = self.transform(clip, rng)
                     views.extend(out if isinstance(out, list) else [out])
         return torch.stack(views)
+
+
+def _decode_clips(reader: VideoReader, clips: list[np.ndarray],
+                  short_side: int | None) -> list[torch.Tensor]:
+    """The frames of several clips of one video from one decode of the union of their indices."""
+    if len(clips) == 1:
+        return [reader.read(clips[0], short_side=short_side)]
+    union = np.unique(np.concatenate(clips))
+    frames = reader.read(union, short_side=short_side)
+    pos = {int(f): i for i, f in enumerate(union)}
+    return [frames[[pos[int(f)] for f in c]] for c in clips]

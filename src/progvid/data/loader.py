@@ -229,8 +229,13 @@ class ShardSampler(Sampler):
 
 def train_loader(d: Any, samples: list, *, frames: int, batch_size: int, seed: int,
                  rank: int, world: int, device: str | torch.device = "cpu",
-                 rate: int | None = None) -> DataLoader:
-    """The training loader a `DataConfig` describes, for clips of `frames` frames."""
-    dataset = train_dataset(d, samples, frames=frames, seed=seed, rate=rate)
-    return build_loader(dataset, batch_size=batch_size, train=True, workers=d.workers, seed=seed,
-                        device=device, rank=rank, world=world)
+                 rate: int | None = None, clips_per_decode: int = 1) -> DataLoader:
+    """The training loader a `DataConfig` describes, for batches of `batch_size` clips of
+    `frames` frames, `clips_per_decode` of them cut from each decoded video (which must
+    divide the batch)."""
+    if batch_size % clips_per_decode:
+        raise ValueError(f"clips_per_decode {clips_per_decode} does not divide the batch {batch_size}")
+    dataset = train_dataset(d, samples, frames=frames, seed=seed, rate=rate,
+                            clips_per_decode=clips_per_decode)
+    return build_loader(dataset, batch_size=batch_size // clips_per_decode, train=True,
+                        workers=d.workers, seed=seed, device=device, rank=rank, world=world)

@@ -95,6 +95,7 @@ class ClipShape:
     frames: int
     sampling_rate: int | None = None
     flops_per_clip: float = 0.0
+    clips_per_decode: int = 1  # training clips cut from one decoded video
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class Stage:
     lr_offset: int = 0
     flops_per_clip: float = 0.0  # training FLOPs (multiply-accumulates) per clip, for metrics
     sampling_rate: int | None = None  # frame stride of this stage's clips (None: data config)
+    clips_per_decode: int = 1  # training clips cut from one decoded video
     frame_choices: tuple[ClipShape, ...] = ()
     reset_optimizer: bool = False
     phase: int = 0
@@ -122,7 +124,8 @@ class Stage:
     @property
     def shape(self) -> ClipShape:
         """The stage's clip shape (without frame choices)."""
-        return ClipShape(self.num_frames, self.sampling_rate, self.flops_per_clip)
+        return ClipShape(self.num_frames, self.sampling_rate, self.flops_per_clip,
+                         self.clips_per_decode)
 
     @property
     def shapes(self) -> tuple[ClipShape, ...]:

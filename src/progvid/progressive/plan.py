@@ -15,6 +15,7 @@ epochs warms up for warmup_epochs * N_ei / N_e epochs (40 of 800 for the baselin
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -50,6 +51,7 @@ class PlannedStage:
     min_lr: float
     warmup_steps: int
     sampling_rate: int
+    clips_per_decode: int = 1  # training clips cut from one decoded video
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,9 +91,10 @@ def build_plan(cfg: PretrainConfig, dataset_size: int, world: int = 1) -> list[P
         raise ConfigError("data: the training set is empty")
     kept = validate_plan(cfg)
     budget = cfg.budget.epochs * cfg.budget.scale
+    longest = max(st.frames for _, st in kept)
     out = []
     for i, st in kept:
-        bs = st.batch_size or cfg.train.batch_size
+        bs = stage_batch(cfg, st, longest)
         batch = total_batch(bs, world, cfg.optim.accum_steps)
         epochs = stage_epochs(st.share, budget, st.frames, cfg.budget.ref_frames)
         steps = steps_for(epochs, dataset_size, batch)
@@ -106,8 +109,41 @@ def build_plan(cfg: PretrainConfig, dataset_size: int, world: int = 1) -> list[P
             total_batch=batch, steps=steps, lr=scaled_lr(cfg.optim.base_lr, batch),
             min_lr=scaled_lr(cfg.optim.min_lr, batch),
             warmup_steps=warmup_steps(warm_epochs, dataset_size, batch, steps),
-            sampling_rate=rate))
+            sampling_rate=rate, clips_per_decode=clips_per_decode(cfg, st, bs, longest)))
     return out
+
+
+def stage_batch(cfg: PretrainConfig, st: Any, longest: int) -> int:
+    """A stage's batch per process: its own, else `train.batch_size`, times f_max / f_i under
+    `plan.batch_rule: scale` (seed FIG. 10: short clips afford bigger batches) up to
+    `plan.max_batch`."""
+    if st.batch_size:
+        return st.batch_size
+    bs = cfg.train.batch_size
+    if cfg.plan.batch_rule == "scale":
+        bs = bs * max(1, round(longest / st.frames))
+        if cfg.plan.max_batch is not None:
+            bs = min(bs, max(cfg.plan.max_batch, cfg.train.batch_size))
+    return bs
+
+
+def clips_per_decode(cfg: PretrainConfig, st: Any, batch: int, longest: int) -> int:
+    """Training clips cut from each decoded video in a stage: the stage's or the plan's value,
+    or with `auto` about f_max / f_i (a 2-frame clip costs about an eighth of a 16-frame one
+    to train but the same to decode, so eight of them share one decode). Always a divisor of
+    the stage's batch; 1 for the longest clips."""
+    want = st.clips_per_decode or cfg.plan.clips_per_decode
+    if want == "auto":
+        want = max(1, round(longest / st.frames))
+    return _divisor_at_most(batch, int(want))
+
+
+def _divisor_at_most(n: int, k: int) -> int:
+    """The largest divisor of n that is at most k (at least 1)."""
+    k = max(1, min(k, n))
+    while n % k:
+        k -= 1
+    return k
 
 
 def build_schedule(cfg: PretrainConfig, planned: list[PlannedStage],
@@ -129,12 +165,14 @@ def build_schedule(cfg: PretrainConfig, planned: list[PlannedStage],
             steps=p.steps, num_frames=p.frames, batch_size=p.batch_size, lr=lr,
             name=f"stage{p.index + 1}", lr_offset=lr_offset,
             flops_per_clip=flops_per_clip(p.frames) if flops_per_clip else 0.0,
-            sampling_rate=p.sampling_rate, reset_optimizer=cfg.optim.reset_between_stages))
+            sampling_rate=p.sampling_rate, clips_per_decode=p.clips_per_decode,
+            reset_optimizer=cfg.optim.reset_between_stages))
         offset += p.steps
     if cfg.plan.multigrid:
         # multigrid baseline (seed FIG. 12): one stage, the clip length drawn per iteration from
         # the plan's lengths; the budget is the plan's total steps at the mean clip cost
-        choices = tuple(s.shape for s in stages)
+        choices = tuple(dataclasses.replace(s.shape, clips_per_decode=_divisor_at_most(
+            first.batch_size, s.clips_per_decode)) for s in stages)
         mean_flops = sum(c.flops_per_clip for c in choices) / len(choices)
         lr = CosineLR(first.lr, first.min_lr, global_warmup, total)
         stages = [Stage(steps=total, num_frames=max(c.frames for c in choices),
@@ -256,12 +294,13 @@ def format_plan(table: dict[str, Any]) -> str:
     sized = table["dataset_size"] is not None
     has_time = "est_seconds" in table["totals"]
     flops_head = "PFLOPs" if sized else "PFLOPs/video"
-    head = ["stage", "frames", "share", "epochs", "batch", "lr", "steps", "GFLOPs/clip",
-            flops_head, "FLOPs %"] + (["est. time"] if has_time else [])
+    head = ["stage", "frames", "share", "epochs", "batch", "clips/decode", "lr", "steps",
+            "GFLOPs/clip", flops_head, "FLOPs %"] + (["est. time"] if has_time else [])
     rows = []
     for s in table["stages"]:
         row = [str(s["index"] + 1), str(s["frames"]), f"{s['share']:.4g}", f"{s['epochs']:.4g}",
-               str(s["batch_size"]), f"{s['lr']:.3g}", str(s["steps"]) if sized else "-",
+               str(s["batch_size"]), str(s["clips_per_decode"]), f"{s['lr']:.3g}",
+               str(s["steps"]) if sized else "-",
                f"{s['gflops_per_clip']:.4g}", f"{s['pflops']:.4g}", f"{100 * s['flops_share']:.1f}"]
         if has_time:
             row.append(_hms(s["est_seconds"]))

@@ -205,7 +205,8 @@ class ClipTask:
         seed = self.cfg.seed * 1000 + stage_index if self.seed_per_stage else self.cfg.seed
         return train_loader(self.cfg.data, self.samples, frames=shape.frames,
                             batch_size=stage.batch_size, seed=seed, rank=dist.rank,
-                            world=dist.world, device=device, rate=shape.sampling_rate)
+                            world=dist.world, device=device, rate=shape.sampling_rate,
+                            clips_per_decode=shape.clips_per_decode)
 
     def video(self, batch: dict[str, Any], ctx: StepContext) -> torch.Tensor:
         """The batch's clips on the training device (bad files replaced are logged first)."""

@@ -196,6 +196,8 @@ def evaluate_checkpoint(checkpoint: str | Path, *, views: tuple[int, int] | None
     clips, crops = views or (ckpt.eval.clips, ckpt.eval.crops)
     device = torch.device(device) if device is not None else resolve_device("auto")
     dist = init_distributed(device)
+    if device.type == "cuda" and dist.enabled:  # one GPU per rank under torchrun
+        device = resolve_device("cuda", dist.local_rank)
     samples = build_samples(d, "val").samples
     dataset = test_dataset(d, samples, clips=clips, crops=crops, on_error="raise")
     loader = DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset)),

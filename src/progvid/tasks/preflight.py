@@ -85,6 +85,8 @@ def preflight(cfg: Any, *, data: bool = True) -> None:
     check = CHECKS.get(type(cfg))
     if check is not None:
         check(cfg)
+    if hasattr(cfg, "train") and cfg.data.train is None:
+        raise ConfigError("data.train: not set; a run needs its training split")
     if data and hasattr(cfg, "train"):
         build_samples(cfg.data, "train")
         if cfg.data.val is not None:

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean gpu-bundle
 
 setup: $(STAMP)
 
@@ -24,6 +24,11 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check src tests bench
+
+# Wheels the (offline) GPU machine lacks, for Python 3.12 on x86-64 Linux, into gpu_bundle/
+# (git-ignored, under 64 MiB; it travels with the working tree). See bench/gpu_check.md.
+gpu-bundle:
+	$(PYTHON) bench/gpu_bundle.py --dest gpu_bundle
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

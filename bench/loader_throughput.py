@@ -86,9 +86,32 @@ def _render(rng: np.random.Generator, t: int, h: int, w: int, tex: np.ndarray,
     return np.clip(frame, 0, 255).astype(np.uint8)
 
 
+def _encode(job: tuple[int, Path, int, int, int, int, int, str, int]) -> str:
+    """Video number i: render and encode it (a function of its settings and i only)."""
+    i, path, width, height, n, fps, gop, preset, crf = job
+    rng = np.random.default_rng([1234, i])
+    tex = _texture(rng, height + 160, width + 240)
+    blobs = [(rng.uniform(0, height), rng.uniform(0, width), rng.uniform(-3, 3),
+              rng.uniform(-4, 4), rng.uniform(15, 45), rng.uniform(0, 255, 3).astype(np.float32))
+             for _ in range(5)]
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(
+            "libx264", rate=fps,
+            options={"preset": preset, "crf": str(crf), "g": str(gop), "keyint_min": str(gop),
+                     "sc_threshold": "0"},
+        )
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for t in range(n):
+            img = av.VideoFrame.from_ndarray(_render(rng, t, height, width, tex, blobs), format="rgb24")
+            container.mux(stream.encode(img))
+        container.mux(stream.encode())
+    return f"  encoded {path.name} ({path.stat().st_size / 1e6:.2f} MB)"
+
+
 def make_videos(folder: Path, count: int, *, width: int, height: int, seconds: float, fps: int,
-                gop: int, preset: str, crf: int) -> list[Path]:
-    """`count` h264 mp4 files (yuv420p, libx264); reused when the settings file matches."""
+                gop: int, preset: str, crf: int, jobs: int = 1) -> list[Path]:
+    """`count` h264 mp4 files (yuv420p, libx264); reused when the settings file matches.
+    `jobs` > 1 encodes that many videos at a time (processes); the files are the same."""
     settings = dict(count=count, width=width, height=height, seconds=seconds, fps=fps, gop=gop,
                     preset=preset, crf=crf, version=1)
     folder.mkdir(parents=True, exist_ok=True)
@@ -99,24 +122,16 @@ def make_videos(folder: Path, count: int, *, width: int, height: int, seconds: f
     stamp.unlink(missing_ok=True)
     n = int(round(seconds * fps))
     t0 = time.perf_counter()
-    for i, path in enumerate(paths):
-        rng = np.random.default_rng([1234, i])
-        tex = _texture(rng, height + 160, width + 240)
-        blobs = [(rng.uniform(0, height), rng.uniform(0, width), rng.uniform(-3, 3),
-                  rng.uniform(-4, 4), rng.uniform(15, 45), rng.uniform(0, 255, 3).astype(np.float32))
-                 for _ in range(5)]
-        with av.open(str(path), mode="w") as container:
-            stream = container.add_stream(
-                "libx264", rate=fps,
-                options={"preset": preset, "crf": str(crf), "g": str(gop), "keyint_min": str(gop),
-                         "sc_threshold": "0"},
-            )
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            for t in range(n):
-                img = av.VideoFrame.from_ndarray(_render(rng, t, height, width, tex, blobs), format="rgb24")
-                container.mux(stream.encode(img))
-            container.mux(stream.encode())
-        print(f"  encoded {path.name} ({path.stat().st_size / 1e6:.2f} MB)", flush=True)
+    todo = [(i, path, width, height, n, fps, gop, preset, crf) for i, path in enumerate(paths)]
+    if jobs > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(min(jobs, count)) as pool:
+            for line in pool.imap(_encode, todo):
+                print(line, flush=True)
+    else:
+        for job in todo:
+            print(_encode(job), flush=True)
     print(f"  {count} videos in {time.perf_counter() - t0:.1f} s", flush=True)
     stamp.write_text(json.dumps(settings))
     return paths

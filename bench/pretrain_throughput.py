@@ -24,6 +24,17 @@ Also measured in the same run:
         [--steps K] [--threads T] [--profile] [--json out.json]
 
 On CUDA it additionally times ViT-B 16 x 224 bf16 (both sides). See bench/pretrain_throughput.md.
+
+`--matrix` (what bench/gpu_check.sh runs on a GPU) times one model in bf16 instead, ours and
+transformers side by side, in several variants (`--variants eager,ckpt,compile,compile+ckpt`:
+torch.compile and/or activation checkpointing on both sides), each with its compile time, its
+peak memory of one step (CUDA: torch.cuda.max_memory_allocated, total and over the pre-step
+level) and its MFU against the bf16 matmul rate measured in the same run; then ours alone, eager,
+at each TPL stage's clip length (`--stage-frames 2,4,8,16`): the clips/s a training step demands
+from the data loader. Results go to `--json` after every variant, so a run cut short keeps what
+it measured; `--budget-s` skips what would not fit:
+
+    python bench/pretrain_throughput.py --matrix --device cuda --size base --img-size 224 --batch 32
 """
 
 from __future__ import annotations
@@ -80,10 +91,10 @@ def make_opt(model: torch.nn.Module, engine: bool = False) -> torch.optim.Optimi
 
 
 def build(size: str, frames: int, img: int, device: torch.device, ckpt: bool = False,
-          with_hf: bool = True) -> dict[str, Any]:
+          with_hf: bool = True, overrides: dict[str, int] | None = None) -> dict[str, Any]:
     torch.manual_seed(0)
     ours = videomae(size, num_frames=frames, img_size=img, patch_size=16, mask_ratio=MASK,
-                    grad_checkpointing=ckpt).to(device).train()
+                    grad_checkpointing=ckpt, **(overrides or {})).to(device).train()
     out: dict[str, Any] = {"ours": ours, "opt_ours": make_opt(ours, engine=True)}
     if with_hf:
         hf = to_transformers(copy.deepcopy(ours)).to(device).train()
@@ -189,7 +200,7 @@ def throughput(m: dict, video: torch.Tensor, mask: torch.Tensor, device: torch.d
         out[f"mfu_{s}"] = statistics.median(
             r * flops_clip / mm for r, mm in zip(rates[s], mm_rates, strict=True))
     for s in sides:
-        if s == "hf":
+        if s == "hf" or "hf" not in rates:
             continue
         # median ratio, best-block ratio, and the per-round ratios (adjacent blocks see similar
         # machine load; their median is the most load-robust figure).
@@ -355,16 +366,35 @@ def main() -> None:
                     help="also time ours with the proposed visible-token-only embedding")
     ap.add_argument("--profile", action="store_true", help="torch.profiler top ops, both sides")
     ap.add_argument("--json", help="also write all figures to this JSON file")
+    ap.add_argument("--matrix", action="store_true",
+                    help="bf16 variants (eager/compile x activation checkpointing) of one model, "
+                    "ours vs transformers, then ours at each --stage-frames (see the docstring)")
+    ap.add_argument("--variants", default="eager,ckpt,compile,compile+ckpt",
+                    help="--matrix: variants, in order")
+    ap.add_argument("--frames", type=int, default=FRAMES, help="--matrix: clip length")
+    ap.add_argument("--stage-frames", default="2,4,8,16",
+                    help="--matrix: clip lengths of the TPL stages (ours alone, eager)")
+    ap.add_argument("--compile-backend", default="inductor",
+                    help="--matrix: torch.compile backend (`eager` only exercises the code path)")
+    ap.add_argument("--budget-s", type=float, default=1e9,
+                    help="--matrix: skip variants that would start too late to fit")
+    ap.add_argument("--size", default="small", help="--matrix: model size (and memory probes)")
+    ap.add_argument("--img-size", type=int, default=IMG, help="--matrix: clip size")
+    ap.add_argument("--batch", type=int, default=BATCH, help="--matrix: clips per step")
+    ap.add_argument("--matmul-n", type=int, default=0,
+                    help="--matrix: n of the n x n bf16 matmul rate (default 8192 CUDA, 1024 CPU)")
+    ap.add_argument("--model-overrides", default="",
+                    help="--matrix: videomae() overrides, e.g. embed_dim=32,depth=2 (rehearsals)")
     # internal: memory probe in a fresh process
     ap.add_argument("--mem-probe", choices=["ours", "hf", "ours-ckpt"], help=argparse.SUPPRESS)
-    ap.add_argument("--size", default="small", help=argparse.SUPPRESS)
-    ap.add_argument("--img-size", type=int, default=IMG, help=argparse.SUPPRESS)
-    ap.add_argument("--batch", type=int, default=BATCH, help=argparse.SUPPRESS)
     ap.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.mem_probe:
         mem_probe(args)
+        return
+    if args.matrix:
+        matrix(args)
         return
 
     device = torch.device(args.device)
@@ -423,6 +453,199 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1, default=str)
+
+
+# --------------------------------------------------------------------------------------------
+# --matrix: bf16 variants of one model (what bench/gpu_check.sh runs on a GPU)
+# --------------------------------------------------------------------------------------------
+def step_memory(side: str, m: dict, video: torch.Tensor, mask: torch.Tensor,
+                device: torch.device, precision: str) -> dict[str, int] | None:
+    """Peak allocated memory of one training step (CUDA only): total, and over the level just
+    before the step (activations and temporaries; gradients are freed by zero_grad)."""
+    if device.type != "cuda":
+        return None
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    STEP[side](m[side], m[f"opt_{side}"], video, mask, device, precision)
+    sync(device)
+    peak = torch.cuda.max_memory_allocated(device)
+    return {"peak": peak, "base": base, "delta": peak - base}
+
+
+def model_overrides(args: argparse.Namespace) -> dict[str, int]:
+    """`--model-overrides embed_dim=32,depth=2` -> videomae() keyword arguments."""
+    out = {}
+    for item in filter(None, (args.model_overrides or "").split(",")):
+        key, _, value = item.partition("=")
+        out[key.strip()] = int(value)
+    return out
+
+
+def run_variant(args: argparse.Namespace, variant: str, device: torch.device,
+                mm_n: int) -> dict[str, Any]:
+    """One variant (`eager`, `ckpt`, `compile`, `compile+ckpt`), both sides, side by side."""
+    parts = set(variant.split("+"))
+    unknown = parts - {"eager", "ckpt", "compile"}
+    if unknown:
+        raise ValueError(f"unknown variant part(s) {sorted(unknown)} in {variant!r}")
+    ckpt, comp = "ckpt" in parts, "compile" in parts
+    m = build(args.size, args.frames, args.img_size, device, ckpt=ckpt,
+              overrides=model_overrides(args))
+    out: dict[str, Any] = {"errors": {}}
+    if ckpt:  # transformers 5 renamed it; older releases have only the first name
+        hf = m["hf"]
+        getattr(hf, "activation_checkpointing_enable", hf.gradient_checkpointing_enable)()
+    video, mask = make_batch(m["ours"], args.batch, args.frames, args.img_size, device)
+    fl = model_flops(m["ours"], args.frames, args.img_size)
+    out["train_macs_clip"] = fl.train
+    for side in ("ours", "hf"):
+        try:
+            if comp:
+                m[side] = torch.compile(m[side], backend=args.compile_backend)
+            t = time.perf_counter()
+            STEP[side](m[side], m[f"opt_{side}"], video, mask, device, "bf16")  # compiles, warms
+            sync(device)
+            out[f"first_step_s_{side}"] = time.perf_counter() - t
+            out[f"mem_{side}"] = step_memory(side, m, video, mask, device, "bf16")
+        except Exception as exc:  # noqa: BLE001 - recorded; the other side still runs
+            out["errors"][side] = f"{type(exc).__name__}: {exc}"[:800]
+            print(f"  [{variant}] {side} failed: {out['errors'][side]}", file=sys.stderr, flush=True)
+            del m[side], m[f"opt_{side}"]
+    if "ours" in m or "hf" in m:
+        t = throughput(m, video, mask, device, "bf16", args.rounds, args.steps, 2 * fl.train,
+                       mm_n, warmup=1)
+        out.update({k: v for k, v in t.items()})
+    del m
+    return out
+
+
+def stage_rates(args: argparse.Namespace, device: torch.device, frames_list: list[int],
+                mm_n: int, deadline: float, res: dict[str, Any], save: Any) -> None:
+    """Ours alone, eager, bf16, at each stage's clip length (one model sized for the longest,
+    as a TPL run builds it): the clips/s the training step asks of the loader."""
+    m = build(args.size, max(frames_list + [args.frames]), args.img_size, device, with_hf=False,
+              overrides=model_overrides(args))
+    for f in frames_list:
+        if time.perf_counter() > deadline:
+            res["stages"][str(f)] = {"skipped": "time budget"}
+            continue
+        video, mask = make_batch(m["ours"], args.batch, f, args.img_size, device)
+        for _ in range(2):
+            step_ours(m["ours"], m["opt_ours"], video, mask, device, "bf16")
+        rates, mms = [], []
+        for _ in range(args.rounds):
+            rates.append(time_block("ours", m, video, mask, args.steps, device, "bf16"))
+            mms.append(matmul_rate(device, torch.bfloat16, mm_n, reps=3))
+        macs = model_flops(m["ours"], f, args.img_size).train
+        rate = statistics.median(rates)
+        res["stages"][str(f)] = {
+            "clips_per_s": rate, "step_ms": 1e3 * args.batch / rate, "batch": args.batch,
+            "train_macs_clip": macs, "raw": rates,
+            "mfu": statistics.median(r * 2 * macs / mm for r, mm in zip(rates, mms, strict=True)),
+            "mem": step_memory("ours", m, video, mask, device, "bf16")}
+        print(f"  [stage {f} frames] ours {rate:.1f} clips/s", file=sys.stderr, flush=True)
+        save()
+    del m
+
+
+def matrix(args: argparse.Namespace) -> None:
+    import gc
+
+    t0 = time.perf_counter()
+    device = torch.device(args.device)
+    variants = [v for v in args.variants.split(",") if v]
+    frames_list = [int(f) for f in args.stage_frames.split(",") if f]
+    res: dict[str, Any] = {"machine": machine(), "args": vars(args), "precision": "bf16",
+                           "variants": {}, "stages": {}, "threads": torch.get_num_threads()}
+
+    def save() -> None:
+        res["seconds"] = time.perf_counter() - t0
+        if args.json:
+            tmp = args.json + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(res, f, indent=1, default=str)
+            os.replace(tmp, args.json)
+
+    n = args.matmul_n or (8192 if device.type == "cuda" else 1024)
+    res["matmul_n"] = n
+    res["matmul_bf16"] = matmul_rate(device, torch.bfloat16, n, reps=8)
+    print(f"  matmul {n}: bf16 {res['matmul_bf16'] / 1e12:.2f} TFLOP/s", file=sys.stderr, flush=True)
+    save()
+
+    def tidy() -> None:
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        torch._dynamo.reset()
+
+    # compile variants last: the stage rates (the loader's demand) must not wait for them
+    early = [v for v in variants if "compile" not in v]
+    late = [v for v in variants if "compile" in v]
+    for group in (early, None, late):
+        if group is None:
+            try:
+                stage_rates(args, device, frames_list, n, t0 + args.budget_s, res, save)
+            except Exception as exc:  # noqa: BLE001
+                res["stages"]["error"] = f"{type(exc).__name__}: {exc}"[:800]
+            tidy()
+            continue
+        for v in group:
+            left = args.budget_s - (time.perf_counter() - t0)
+            # a compiled variant costs two compilations (ours, transformers)
+            need = (30.0 if device.type == "cuda" else 10.0) * (2 if "compile" in v else 0.5)
+            if left < need:
+                res["variants"][v] = {"skipped": f"time budget ({left:.0f} s left, ~{need:.0f} s "
+                                                 "needed)"}
+                save()
+                continue
+            print(f"  [{v}] ...", file=sys.stderr, flush=True)
+            try:
+                res["variants"][v] = run_variant(args, v, device, n)
+            except Exception as exc:  # noqa: BLE001 - one variant failing leaves the others
+                res["variants"][v] = {"error": f"{type(exc).__name__}: {exc}"[:800]}
+                print(f"  [{v}] failed: {res['variants'][v]['error']}", file=sys.stderr, flush=True)
+            save()
+            tidy()
+    save()
+    print(matrix_report(res))
+
+
+def matrix_report(res: dict[str, Any]) -> str:
+    a = res["args"]
+    gib = 2**30
+    lines = [f"{a['size']} {a['frames']}x{a['img_size']} batch {a['batch']} bf16 on "
+             f"{res['machine'].get('gpu') or res['machine'].get('cpu')}; bf16 matmul "
+             f"{res['matmul_n']}^3: {res['matmul_bf16'] / 1e12:.2f} TFLOP/s",
+             "", "| variant | ours clips/s | hf clips/s | ours/hf | MFU ours | MFU hf | first step "
+             "ours / hf (s) | peak memory ours / hf (GiB) |", "|---|---|---|---|---|---|---|---|"]
+    for v, r in res["variants"].items():
+        if "ours" not in r and "hf" not in r:
+            lines.append(f"| {v} | {r.get('skipped') or r.get('error') or r.get('errors')} "
+                         "| | | | | | |")
+            continue
+
+        def mem(side: str, r: dict = r) -> str:
+            x = r.get(f"mem_{side}")
+            return f"{x['peak'] / gib:.1f}" if x else "n/a"
+
+        def num(key: str, fmt: str, scale: float = 1.0, r: dict = r) -> str:
+            return format(r[key] * scale, fmt) if key in r else "n/a"
+
+        lines.append(f"| {v} | {num('ours', '.1f')} | {num('hf', '.1f')} | "
+                     f"{num('ratio_ours', '.2f')}x | {num('mfu_ours', '.1f', 100)}% | "
+                     f"{num('mfu_hf', '.1f', 100)}% | {num('first_step_s_ours', '.1f')} / "
+                     f"{num('first_step_s_hf', '.1f')} | {mem('ours')} / {mem('hf')} |")
+        if r.get("errors"):
+            lines.append(f"|  errors: {r['errors']} | | | | | | | |")
+    lines += ["", "| stage frames | ours clips/s (eager) | step ms | MFU |", "|---|---|---|---|"]
+    for f, r in res["stages"].items():
+        if isinstance(r, dict) and "clips_per_s" in r:
+            lines.append(f"| {f} | {r['clips_per_s']:.1f} | {r['step_ms']:.1f} | "
+                         f"{100 * r['mfu']:.1f}% |")
+        else:
+            lines.append(f"| {f} | {r} | | |")
+    return "\n".join(lines)
 
 
 def report(res: dict[str, Any]) -> str:

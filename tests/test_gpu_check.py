@@ -1,0 +1,126 @@
+"""The GPU check (bench/gpu_check.sh, issue 14) rehearsed on CPU, so it cannot rot before a GPU
+machine is lent: every part runs at a shrunken size (or says why it is skipped), one part forced
+to fail leaves the others running, and the summary table is written. Plus the bundle's checks."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "bench" / "gpu_check.sh"
+PARTS = ["install", "env", "tests", "tiny", "step", "loader", "evidence"]
+
+
+def _bench_module(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _summary_rows(text: str) -> dict[str, tuple[str, str]]:
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0] in PARTS:
+            rows[cells[0]] = (cells[1], cells[2])
+    return rows
+
+
+def _rehearse(out: Path, tmp: Path, **env: str) -> subprocess.CompletedProcess:
+    full = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_WORK": str(tmp / "work"),
+            "GPU_CHECK_BUDGET_S": "600", **env}
+    return subprocess.run(["bash", str(SCRIPT), str(out), "--cpu-rehearsal"], env=full,
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.timeout(900)
+def test_rehearsal_runs_every_part_and_survives_a_failing_one(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    r = _rehearse(out, tmp_path, GPU_CHECK_FAIL="install")  # the first part fails
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]  # a failed part fails the run
+    summary = (out / "summary.md").read_text()
+    assert "CPU REHEARSAL" in summary and "| part | status | key figure | seconds |" in summary
+    assert "| part | status | key figure | seconds |" in r.stdout  # printed at the end too
+    rows = _summary_rows(summary)
+    assert list(rows) == PARTS, summary
+
+    def why(part: str) -> str:
+        log = out / part / "log.txt"
+        return f"{rows[part]}\n{log.read_text()[-3000:] if log.is_file() else ''}"
+
+    assert rows["install"] == ("FAIL", "forced failure (GPU_CHECK_FAIL)")
+    for part in ("env", "tests", "tiny", "step", "loader"):  # still ran, and passed
+        assert rows[part][0] == "PASS", why(part)
+    assert rows["evidence"][0] in ("PASS", "SKIP"), why("evidence")
+    for _status, key in rows.values():
+        assert key, "every part states its figure or why it was skipped"
+    assert "no CUDA (CPU rehearsal)" in rows["env"][1]
+
+    tiny = json.loads((out / "tiny" / "result.json").read_text())
+    ran = {k: v for k, v in tiny["combos"].items() if "skipped" not in v}
+    assert ran and all(v["all_finite"] for v in ran.values())
+    assert all(v["resume"]["max_rel_loss_diff"] == 0.0 for v in ran.values())  # exact on CPU
+    assert all(v["skipped"] for k, v in tiny["combos"].items() if k not in ran)
+
+    step = json.loads((out / "step" / "step.json").read_text())
+    assert {"eager", "ckpt", "compile"} <= set(step["variants"])
+    assert all("ours" in v and "hf" in v for v in step["variants"].values())
+    assert step["stages"] and all("clips_per_s" in v for v in step["stages"].values())
+
+    loader = json.loads((out / "loader" / "result.json").read_text())
+    assert loader["demand"]  # the step's stage rates reached the loader part
+    assert all("clips_per_s" in v for v in loader["supply"].values())
+    assert {v["frames"] for v in loader["tpl_run"]["stages"].values()} == {2, 4, 8, 16}
+
+
+@pytest.mark.timeout(300)
+def test_install_part_alone(tmp_path: Path) -> None:
+    """With gpu_bundle/ (make gpu-bundle) the rehearsal resolves the install offline; without it
+    the part is skipped and says how to get the bundle. Parts not selected are skipped."""
+    out = tmp_path / "out"
+    r = _rehearse(out, tmp_path, GPU_CHECK_PARTS="install")
+    rows = _summary_rows((out / "summary.md").read_text())
+    assert r.returncode == 0, r.stdout[-3000:]
+    if any((ROOT / "gpu_bundle").glob("*.whl")):
+        assert rows["install"][0] == "PASS" and "--no-index" in rows["install"][1]
+    else:
+        assert rows["install"][0] == "SKIP" and "make gpu-bundle" in rows["install"][1]
+    assert all(rows[p] == ("SKIP", "not selected (GPU_CHECK_PARTS=install)") for p in PARTS[1:])
+
+
+def _fake_wheel(folder: Path, name: str, version: str, requires: list[str], size: int = 0) -> None:
+    with zipfile.ZipFile(folder / f"{name}-{version}-py3-none-any.whl", "w") as zf:
+        meta = "".join(f"Requires-Dist: {r}\n" for r in requires)
+        zf.writestr(f"{name}-{version}.dist-info/METADATA",
+                    f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n{meta}")
+        zf.writestr("pad.bin", os.urandom(size))
+
+
+def test_bundle_checks_closure_versions_and_stale_wheels(tmp_path: Path) -> None:
+    gb = _bench_module("gpu_bundle")
+    _fake_wheel(tmp_path, "alpha", "1.0", ["beta>=2", "numpy>=1.25", 'colorama; sys_platform == "win32"'])
+    _fake_wheel(tmp_path, "beta", "1.5", [])
+    _fake_wheel(tmp_path, "beta", "0.9", [])  # an older pin: removed
+    _fake_wheel(tmp_path, "gamma", "3.0", ["delta"])
+    pins = {"alpha": "1.0", "beta": "1.5", "gamma": "3.0"}
+    wheels, problems = gb.verify(pins, tmp_path)
+    assert set(wheels) == set(pins) and not (tmp_path / "beta-0.9-py3-none-any.whl").exists()
+    assert any("alpha needs beta>=2" in p and "pins beta==1.5" in p for p in problems)
+    assert any("gamma needs delta" in p and "neither bundled" in p for p in problems)
+    assert len(problems) == 2  # numpy is assumed present; colorama is Windows-only
+
+
+def test_install_requirements_leave_the_machines_torch_alone() -> None:
+    reqs = _bench_module("gpu_check").requirements()
+    names = {r.split(">")[0].split("=")[0].split("<")[0] for r in reqs}
+    assert {"av", "pydantic", "pyyaml", "matplotlib", "pytest"} <= names
+    assert not names & {"torch", "numpy", "tensorboard", "ruff"}

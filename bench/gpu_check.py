@@ -360,7 +360,7 @@ def tiny_worker(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     import progvid.engine.distributed as pdist
-    import progvid.runs as pruns
+    import progvid.tasks.base as pruns
     from progvid.cli import main as cli
 
     spec = json.loads(Path(args.spec).read_text())

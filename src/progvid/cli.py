@@ -1,7 +1,8 @@
 """Command line: argument parsing only. Each subcommand calls one library function.
 
 Exit codes: 0 success; 2 bad usage, config or input (one line naming the field or file);
-1 runtime failure. `--debug` shows the traceback.
+1 runtime failure. `--debug` shows the traceback. A CONFIG argument is a YAML file or a shipped
+recipe's name (`_load_task_config`, through `config.load_config`).
 """
 
 from __future__ import annotations
@@ -69,29 +70,45 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_config_validate(args: argparse.Namespace) -> int:
-    from .config import load_config, to_plain
+    from .config import to_plain
     from .tasks.preflight import preflight
 
-    cfg = load_config(args.file, args.set)
+    cfg = _load_task_config(args)
     preflight(cfg, data=not args.no_data)
     if args.print:
         import yaml
 
         print(yaml.safe_dump(to_plain(cfg), sort_keys=False), end="")
     else:
-        print(f"{args.file}: ok ({type(cfg).__name__})")
+        print(f"{args.config}: ok ({type(cfg).__name__})")
+    return 0
+
+
+def cmd_config_list(args: argparse.Namespace) -> int:
+    from .config import list_recipes
+
+    rows = [{"name": r.name, "task": r.task(), "base": r.base(), "description": r.description()}
+            for r in list_recipes()]
+    if args.json:
+        _print_json(rows)
+        return 0
+    name_w = max([4, *(len(r["name"]) for r in rows)])
+    task_w = max([4, *(len(r["task"]) for r in rows)])
+    print(f"{'NAME':<{name_w}}  {'TASK':<{task_w}}  DESCRIPTION")
+    for r in rows:
+        print(f"{r['name']:<{name_w}}  {r['task']:<{task_w}}  {r['description']}".rstrip())
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from .config import resolve_config
+
+    print(resolve_config(args.config).read_text(), end="")
     return 0
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from .config import load_config
-
-    cfg = load_config(args.config, args.set)  # validate before launching anything
-    if cfg.task not in ("pretrain", "hcml"):
-        from .errors import ConfigError
-
-        raise ConfigError(f"{args.config}: `task` is {cfg.task!r}; `progvid pretrain` needs "
-                          "task: pretrain (VideoMAE / TPL) or task: hcml")
+    cfg = _load_task_config(args, "pretrain", "hcml")  # validate before launching anything
     if args.nproc and args.nproc > 1:
         from .engine.distributed import launch
 
@@ -124,15 +141,30 @@ def _strip_nproc(argv: list[str]) -> list[str]:
     return out
 
 
-def _load_task_config(args: argparse.Namespace, task: str) -> Any:
+def _load_task_config(args: argparse.Namespace, *tasks: str) -> Any:
+    """The command's CONFIG with its --set overrides, validated; CONFIG is a file or a shipped
+    recipe's name (a file that exists wins). With `tasks`, the config must be for one of them."""
     from .config import load_config
     from .errors import ConfigError
 
     cfg = load_config(args.config, args.set)  # validate before launching anything
-    if cfg.task != task:
+    if tasks and cfg.task not in tasks:
+        what = {"pretrain": "task: pretrain (VideoMAE / TPL)"}
+        needs = " or ".join(what.get(t, f"task: {t}") for t in tasks)
         raise ConfigError(f"{args.config}: `task` is {cfg.task!r}; `progvid {args.command}` "
-                          f"needs task: {task}")
+                          f"needs {needs}")
     return cfg
+
+
+def _names_config(target: str) -> bool:
+    """Whether CONFIG_OR_RUN names a config: an existing YAML file, or (nothing of that name
+    existing) a .yaml name or a shipped recipe's name. Anything else is a run or checkpoint."""
+    from .config import find_recipe
+
+    path = Path(target)
+    if path.exists():
+        return path.is_file() and path.suffix in (".yaml", ".yml")
+    return target.endswith((".yaml", ".yml")) or find_recipe(target) is not None
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
@@ -174,7 +206,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .tasks.evaluate import evaluate_checkpoint
 
     target = args.target
-    if target.endswith((".yaml", ".yml")) and Path(target).is_file():
+    if _names_config(target):
         from .tasks.base import run_dir_for
 
         args.config = target
@@ -340,6 +372,10 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    help="processes on this machine (launches through torch.distributed.run)")
 
 
+def _config_help(task: str) -> str:
+    return f"YAML file or shipped recipe name ({task}); `progvid config list` shows the recipes"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="progvid",
@@ -379,13 +415,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help='print {"ok": N, "bad": [...]}')
     p.set_defaults(func=cmd_data_check)
 
-    cfg = sub.add_parser("config", help="work with config files")
+    cfg = sub.add_parser(
+        "config", help="the shipped recipes, config files and their reference",
+        description="Every command that takes a CONFIG takes a YAML file or the name of a shipped "
+                    "recipe (pretrain/tiny_tpl, or tiny_tpl when no other recipe has that name); "
+                    "a file that exists wins. A config may start from another with "
+                    "`base: NAME_OR_PATH` (a recipe, or a file relative to the config).")
     csub = cfg.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
     csub.required = True
-    p = csub.add_parser("validate", help="check a config file (and overrides) without running it")
-    p.add_argument("file")
+    p = csub.add_parser("list", help="the shipped recipes: name, task and description")
+    p.add_argument("--json", action="store_true", help="print a JSON list (with each `base`)")
+    p.set_defaults(func=cmd_config_list)
+    p = csub.add_parser("show", help="print a recipe as written, comments kept "
+                                     "(progvid config show NAME > my.yaml)")
+    p.add_argument("config", metavar="NAME", help="recipe name (progvid config list) or file")
+    p.set_defaults(func=cmd_config_show)
+    p = csub.add_parser("validate", help="check a config (and overrides) without running it")
+    p.add_argument("config", metavar="CONFIG", help=_config_help("any task"))
     _add_run_options(p)
-    p.add_argument("--print", action="store_true", help="print the fully resolved config")
+    p.add_argument("--print", action="store_true",
+                   help="print the fully resolved config (bases merged, every default spelled out)")
     p.add_argument("--no-data", action="store_true",
                    help="skip the checks that read the data's list files")
     p.set_defaults(func=cmd_config_validate)
@@ -393,19 +442,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_config_reference)
 
     p = sub.add_parser("pretrain", help="self-supervised pre-training: VideoMAE/TPL or HCML phases")
-    p.add_argument("config", help="YAML config (task: pretrain, or task: hcml)")
+    p.add_argument("config", help=_config_help("task: pretrain, or task: hcml"))
     _add_run_options(p)
     _add_training_options(p)
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("finetune", help="fine-tune a classifier (then evaluate it on the val split)")
-    p.add_argument("config", help="YAML config (task: finetune)")
+    p.add_argument("config", help=_config_help("task: finetune"))
     _add_run_options(p)
     _add_training_options(p)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("eval", help="multi-view testing of a fine-tuned run (top-1, top-5, confusion)")
-    p.add_argument("target", metavar="CONFIG_OR_RUN", help="finetune config, run folder or checkpoint")
+    p.add_argument("target", metavar="CONFIG_OR_RUN",
+                   help="run folder or checkpoint, or a finetune config (file or recipe name: "
+                        "evaluates the run it writes)")
     _add_run_options(p)
     p.add_argument("--views", default=None, metavar="CLIPSxCROPS",
                    help="test views, e.g. 5x3 (default: the run's eval settings)")
@@ -421,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("plan", help="per-stage epochs, steps, learning rates and exact budgets")
-    p.add_argument("config", help="YAML config (task: pretrain)")
+    p.add_argument("config", help=_config_help("task: pretrain"))
     _add_run_options(p)
     p.add_argument("--json", action="store_true", help="print stages and totals as JSON")
     p.add_argument("--probe", action="store_true",
@@ -447,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_flops)
 
     p = sub.add_parser("search", help="greedy search for the best TPL plan (resumable)")
-    p.add_argument("config", help="YAML config (task: pretrain) with a `search:` section")
+    p.add_argument("config", help=_config_help("task: pretrain, with a `search:` section"))
     _add_run_options(p)
     p.add_argument("--out", default=None, help="search folder (default runs/search_<name>)")
     p.add_argument("--workers", type=int, default=None, help="trials in parallel (default search.workers)")

@@ -1,7 +1,8 @@
 """Typed run configs: YAML files loaded into frozen pydantic models that reject unknown keys.
 
 `schema` holds the models (sections and task configs, sharing their bases); `load` reads,
-overrides, validates and saves them; `reference` generates docs/CONFIG.md from the models.
+overrides, validates and saves them; `recipes` finds the shipped recipes by name and resolves
+`base:` chains; `reference` generates docs/CONFIG.md from the models.
 """
 
 from .load import (
@@ -9,10 +10,19 @@ from .load import (
     config_class,
     load_config,
     parse_override,
-    read_yaml,
     save_config,
     to_plain,
     validate,
+)
+from .recipes import (
+    Recipe,
+    find_recipe,
+    list_recipes,
+    merge,
+    read_config,
+    read_yaml,
+    recipes_root,
+    resolve_config,
 )
 from .schema import (
     TASKS,
@@ -51,4 +61,6 @@ __all__ = [
     "PretrainConfig", "RunConfig", "SearchConfig", "Section", "StageConfig", "TaskConfig",
     "TrainConfig", "ViTConfig", "apply_overrides", "config_class", "load_config",
     "parse_override", "read_yaml", "save_config", "to_plain", "validate",
+    "Recipe", "find_recipe", "list_recipes", "merge", "read_config", "recipes_root",
+    "resolve_config",
 ]

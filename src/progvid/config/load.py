@@ -3,7 +3,8 @@
 A config is validated completely before anything runs. Mistakes come back as one-line
 `ConfigError`s that name the file and the dotted field ("unknown key `optim.lrr` (did you mean
 `optim.lr_rule`?)"). Dotted overrides (`--set optim.base_lr=3e-4`) are applied to the raw
-mapping before validation, so they are checked exactly like the file.
+mapping before validation, so they are checked exactly like the file. Names of shipped recipes
+and `base:` chains are resolved by `recipes`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError
+from .recipes import read_config, resolve_config
 from .schema import TASKS
 
 
@@ -138,57 +140,18 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """YAML's safe loader, except that a key given twice in one mapping is an error (YAML
-    itself keeps the last one silently)."""
-
-
-def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        reason = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}{where}: {reason}") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of keys to values")
-    return raw
-
-
 def load_config(
     path: str | Path, overrides: list[str] | None = None, cls: type[BaseModel] | None = None
 ) -> Any:
-    """Load, override and validate a config file. `cls` defaults to the model named by `task`."""
-    raw = apply_overrides(read_yaml(path), overrides or [])
+    """Load, override and validate a config: a file, or a shipped recipe's name (a file that
+    exists wins). Its `base:` chain is merged first, then the overrides apply. `cls` defaults to
+    the model named by `task`. Errors name the config as given."""
+    source = str(path)
+    raw = read_config(resolve_config(path), source)
+    raw = apply_overrides(raw, overrides or [])
     if cls is None:
-        cls = config_class(raw.get("task", "data"), str(path))
-    return validate(cls, raw, str(path))
+        cls = config_class(raw.get("task", "data"), source)
+    return validate(cls, raw, source)
 
 
 def config_class(task: Any, source: str) -> type[BaseModel]:

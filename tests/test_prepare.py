@@ -152,7 +152,8 @@ def test_list_dataset_trains_unchanged(dataset: Path, tmp_path: Path, capsys) ->
             pa, pb = probe(a.path), probe(b.path)
             # same rate: webm's millisecond timestamps measure 30 fps as 29.98
             assert pb.frames == pa.frames and pb.fps == pytest.approx(pa.fps, rel=1e-3)
-            assert min(pb.width, pb.height) == 32 and keyframes(b.path)[:2] == [0, 8]
+            assert min(pb.width, pb.height) == 32
+            assert keyframes(b.path) == list(range(0, pb.frames, 16))  # --gop 16 by default
     assert main(["data", "check", str(out / "train.csv")]) == 0
 
 
@@ -181,6 +182,14 @@ def test_ssv2_and_folder_layouts(dataset: Path, tmp_path: Path) -> None:
     assert r.lists["train"].read_text() == "videos/train/cat/x.mp4 0\nvideos/train/hot_dog/x.mp4 1\n"
     assert r.lists["val"].read_text() == "videos/val/hot_dog/x.mp4 1\n"
     assert r.classes is not None and r.classes.read_text() == "cat\nhot dog\n"
+    # the same splits one run at a time into one OUT: val's labels follow train's classes.txt,
+    # and train's records survive val's run
+    r = prepare_dataset(tmp_path / "f" / "train", tmp_path / "o4", workers=1)
+    r = prepare_dataset(tmp_path / "f" / "val", tmp_path / "o4", workers=1)
+    assert r.lists["val"].read_text() == "videos/val/hot_dog/x.mp4 1\n"
+    assert r.classes is not None and r.classes.read_text() == "cat\nhot dog\n"
+    r = prepare_dataset(tmp_path / "f" / "train", tmp_path / "o4", workers=1)
+    assert (r.encoded, r.reused) == (0, 2)
     # unlabeled: paths only
     r = prepare_dataset(tmp_path / "f" / "val", tmp_path / "o3", fmt="unlabeled", workers=1)
     assert r.list_path.read_text() == "videos/val/hot_dog/x.mp4\n" and r.classes is None
@@ -219,11 +228,12 @@ def test_bad_files_are_skipped_with_reasons(dataset: Path, tmp_path: Path, capsy
     (["{src}/train.csv", "{tmp}/o", "--gop", "0"], "--gop must be >= 1"),
     (["{src}/train.csv", "{tmp}/o", "--crf", "60"], "--crf must be in 0..51"),
     (["{src}/train.csv", "{tmp}/o", "--preset", "warp"], "--preset must be one of"),
+    (["{src}/train.csv", "{tmp}/o", "--tune", "film,warp"], "--tune must be none or x264 tunes"),
     (["{src}/train.csv", "{tmp}/o", "--workers", "0"], "--workers must be >= 1"),
     (["{src}/train.csv", "{src}/train.csv", "{tmp}/o"], "like another split"),
     (["{src}/train.csv", "{tmp}/o", "--labels", "{src}/nope.txt"], "class list not found"),
 ], ids=["missing-src", "out-under-file", "out-is-file", "out-foreign", "odd-side", "gop",
-        "crf", "preset", "workers", "same-split", "labels"])
+        "crf", "preset", "tune", "workers", "same-split", "labels"])
 def test_bad_inputs_exit_2_with_one_line(dataset: Path, tmp_path: Path, capsys, args: list[str],
                                          message: str) -> None:
     argv = [a.format(src=dataset, tmp=tmp_path) for a in args]
@@ -305,6 +315,7 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+@pytest.mark.slow  # two processes import torch: ~5 s on a quiet machine
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 def test_resume_after_sigkill(tmp_path: Path) -> None:
     """A real `progvid data prepare` process (2 workers) killed with SIGKILL mid-run: its
@@ -312,9 +323,9 @@ def test_resume_after_sigkill(tmp_path: Path) -> None:
     frame count."""
     src = tmp_path / "src"
     src.mkdir()
-    n = 10
+    n = 6
     for i in range(n):
-        write_video(src / f"v{i:02d}.mp4", make_frames(24, 96, 128, seed=i), gop=250)
+        write_video(src / f"v{i:02d}.mp4", make_frames(20, 96, 128, seed=i), gop=250)
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "progvid", "data", "prepare", str(src), str(out),
             "--format", "unlabeled", "--short-side", "64", "--preset", "veryslow", "--workers", "2"]
@@ -324,14 +335,14 @@ def test_resume_after_sigkill(tmp_path: Path) -> None:
     children: set[int] = set()
     while time.monotonic() < deadline and proc.poll() is None:
         children |= _descendants(proc.pid)
-        if manifest.is_file() and manifest.read_text().count("\n") >= 2:
+        if manifest.is_file() and manifest.read_text().count("\n") >= 1:
             break
         time.sleep(0.005)
     children |= _descendants(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
     done_at_kill = manifest.read_text().count("\n")
-    assert 2 <= done_at_kill < n, "the run finished before the kill: make the videos slower"
+    assert 1 <= done_at_kill < n, "the run finished before the kill: make the videos slower"
     assert children, "no worker processes seen"
     deadline = time.monotonic() + 10
     while any(_alive(p) for p in children) and time.monotonic() < deadline:
@@ -345,7 +356,7 @@ def test_resume_after_sigkill(tmp_path: Path) -> None:
     assert len(listed) == n
     for s in listed:
         info = probe(s.path)
-        assert (info.frames, info.width, info.height) == (24, 86, 64)
+        assert (info.frames, info.width, info.height) == (20, 86, 64)
     assert not list(out.rglob("*.part"))
     again = prepare_dataset(src, out, fmt="unlabeled", short_side=64, preset="veryslow", workers=1)
     assert (again.encoded, again.reused) == (0, n)

@@ -4,9 +4,10 @@ A clip read decodes from the keyframe at or before its first frame (see `video.p
 downloaded use long keyframe intervals (x264's default is 250 frames) and large frames, so a
 2-frame clip costs about as much as a 16-frame one. `prepare_dataset` re-encodes every video of a
 dataset (any of the four layouts `progvid data check` reads) to h264 yuv420p mp4 with the shorter
-side at `short_side` (never upscaled, even sides), a keyframe every `gop` frames, the same frame
-count and frame rate, and no audio; it writes `OUT/videos/...`, a list file per split (`list`
-layout, paths relative to OUT, same labels) and `classes.txt` where the source had class names.
+side at `short_side` (never upscaled, even sides), a keyframe every `gop` frames, x264's
+`fastdecode` tune by default, the same frame count and frame rate, and no audio; it writes
+`OUT/videos/...`, a list file per split (`list` layout, paths relative to OUT, same labels) and
+`classes.txt` where the source had class names.
 
 Resume: each video is encoded to a hidden `.NAME.PID.part` file, fsynced, renamed to its final
 name, and then recorded in `OUT/prepare.jsonl` (source path, size and mtime, the settings, output
@@ -36,7 +37,7 @@ from typing import Any
 
 from ..errors import DataError, ProgvidError
 from .check import BadEntry, dataset_format, read_dataset
-from .datasets import Sample
+from .datasets import Sample, read_class_names
 from .video import VideoInfo, probe
 
 # Bump when the encoding itself changes: older outputs are then redone.
@@ -48,9 +49,14 @@ VIDEOS = "videos"
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
            "veryslow", "placebo")
 DEFAULT_SHORT_SIDE = 320  # VideoMAE's Kinetics / SSv2 preprocessing
-# Keyframe interval: a read decodes on average gop / 2 frames before its first wanted one; 8
-# makes that ~4 frames at +30% file size over gop 250 (bench/decode_cost.md has the sweep).
-DEFAULT_GOP = 8
+# Keyframe interval: a read decodes on average (gop - 1) / 2 frames before its first wanted one,
+# but keyframes cost several times a predicted frame to decode (and to store); 16 measured
+# cheapest per clip over 2- to 16-frame clips (bench/decode_cost.md has the sweep).
+DEFAULT_GOP = 16
+# x264 tunes; fastdecode (CAVLC, no deblocking, no weighted prediction) halves the decoding
+# time of every frame for ~10% more bytes and ~0.2 dB PSNR (bench/decode_cost.md).
+TUNES = ("fastdecode", "film", "animation", "grain", "stillimage", "psnr", "ssim", "zerolatency")
+DEFAULT_TUNE = "fastdecode"
 _LOCK = ".prepare.lock"
 _PART = ".part"
 
@@ -63,6 +69,7 @@ class EncodeSettings:
     gop: int = DEFAULT_GOP
     crf: int = 23
     preset: str = "veryfast"
+    tune: str = DEFAULT_TUNE  # comma-separated x264 tunes, or "none"
 
     def check(self) -> None:
         if self.short_side < 16 or self.short_side % 2:
@@ -74,10 +81,13 @@ class EncodeSettings:
             raise ProgvidError(f"--crf must be in 0..51 (x264 quality; lower is better), got {self.crf}")
         if self.preset not in PRESETS:
             raise ProgvidError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if self.tune != "none" and not all(t in TUNES for t in self.tune.split(",")):
+            raise ProgvidError(f"--tune must be none or x264 tunes from {', '.join(TUNES)} "
+                               f"(comma-separated), got {self.tune!r}")
 
     def record(self) -> dict[str, Any]:
         return {"short_side": self.short_side, "gop": self.gop, "crf": self.crf,
-                "preset": self.preset, "version": FORMAT_VERSION}
+                "preset": self.preset, "tune": self.tune, "version": FORMAT_VERSION}
 
 
 @dataclass
@@ -178,12 +188,15 @@ def _transcode(src: Path, tmp: Path, info: VideoInfo, size: tuple[int, int],
         ist.codec_context.thread_count = 1  # one process per core: no frame threads
         rate = _frame_rate(ist, info)
         with av.open(str(tmp), mode="w", format="mp4") as out:
-            ost = out.add_stream("libx264", rate=rate, options={
+            options = {
                 "preset": settings.preset, "crf": str(settings.crf),
                 # a keyframe exactly every `gop` frames (no scene-cut keyframes), closed GOPs
                 "x264-params": f"keyint={settings.gop}:min-keyint={settings.gop}:scenecut=0",
                 "threads": "1",
-            })
+            }
+            if settings.tune != "none":
+                options["tune"] = settings.tune
+            ost = out.add_stream("libx264", rate=rate, options=options)
             ost.width, ost.height, ost.pix_fmt = size[0], size[1], "yuv420p"
             # keep the colour tags, so RGB conversion at read time matches the source's
             ic, oc = ist.codec_context, ost.codec_context
@@ -435,6 +448,7 @@ def prepare_dataset(
     gop: int = DEFAULT_GOP,
     crf: int = 23,
     preset: str = "veryfast",
+    tune: str = DEFAULT_TUNE,
     workers: int | None = None,
     progress: bool = False,
     echo: Callable[[str], None] | None = None,
@@ -444,13 +458,15 @@ def prepare_dataset(
     `src` is one split or several (list files, SSv2 split jsons or folders, read like `progvid
     data check` reads them, with `fmt`, `root` and `labels`); give the training split first.
     Each split `S` becomes `OUT/S.csv`; class names (SSv2 labels, class folders, a `labels`
-    classes.txt) go to `OUT/classes.txt`, with later splits' labels mapped to the first's names.
+    classes.txt) go to `OUT/classes.txt`, with later splits' labels mapped to the first's names
+    (or to those of an earlier run's `OUT/classes.txt`, so splits may also be prepared one run
+    at a time into the same OUT).
     Bad videos are skipped, listed in `OUT/skipped.jsonl`, and each is passed to `echo` as one
     `BAD path: reason` line as it happens. Raises `DataError`/`ProgvidError` (one line) for bad
     options, an unusable source or output folder, or when no video could be prepared.
     """
     start = time.perf_counter()
-    settings = EncodeSettings(short_side, gop, crf, preset)
+    settings = EncodeSettings(short_side, gop, crf, preset, tune)
     settings.check()
     if workers is None:
         workers = os.cpu_count() or 1
@@ -466,6 +482,10 @@ def prepare_dataset(
     # -- read the sources (every list-level problem raises here, before anything is written)
     splits: list[tuple[str, list[Sample], str | None]] = []  # (name, samples, fmt)
     names: list[str] | None = None
+    reference = str(targets[0])
+    if (out / MANIFEST).is_file() and (out / CLASSES).is_file():
+        # an earlier run (e.g. another split) fixed the label indices: keep them
+        names, reference = read_class_names(out / CLASSES), str(out / CLASSES)
     samples_all: list[Sample] = []
     bases: list[Path] = []
     for target in targets:
@@ -479,7 +499,7 @@ def prepare_dataset(
                 index = {n: i for i, n in enumerate(names)}
                 missing = sorted(set(sset.class_names) - set(index))
                 if missing:
-                    raise DataError(target, f"class {missing[0]!r} is not a class of {targets[0]}")
+                    raise DataError(target, f"class {missing[0]!r} is not a class of {reference}")
                 samples = [Sample(s.path, index[sset.class_names[s.label]], s.source, s.line)
                            if s.label >= 0 else s for s in samples]
         name = _split_name(target)
@@ -554,9 +574,9 @@ def prepare_dataset(
 
         # -- outputs: the compacted manifest, skipped files, classes, lists (last)
         report.skipped.sort(key=lambda b: (b.source or "", b.line or 0, b.path))
-        keep = set(done.values())
+        # one line per output (the newest); other splits' records stay for their reruns
         _atomic_write(out / MANIFEST, "".join(json.dumps(manifest[r]) + "\n"
-                                              for r in sorted(keep)))
+                                              for r in sorted(manifest)))
         _atomic_write(out / SKIPPED, "".join(
             json.dumps({"path": b.path, "source": b.source, "line": b.line, "reason": b.reason})
             + "\n" for b in report.skipped))

@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
-from .datasets import Sample, read_folder, read_list, read_ssv2, read_unlabeled
+from .datasets import (
+    Sample,
+    SampleSet,
+    read_class_names,
+    read_folder,
+    read_list,
+    read_ssv2,
+    read_unlabeled,
+)
 from .video import VideoReader
 
 
@@ -43,23 +51,33 @@ def check_sample(sample: Sample) -> str | None:
     return None
 
 
-def _samples(target: Path, root: str | None, fmt: str | None, labels: str | None) -> list[Sample]:
-    if fmt is None:
-        fmt = "ssv2" if target.suffix == ".json" else "folder" if target.is_dir() else "list"
+def dataset_format(target: str | Path, fmt: str | None = None) -> str:
+    """The layout of `target`: `fmt` when given, else from the file type (a .json file is an
+    SSv2 split, a folder holds one sub-folder per class, anything else is a list file)."""
+    if fmt is not None:
+        return fmt
+    target = Path(target)
+    return "ssv2" if target.suffix == ".json" else "folder" if target.is_dir() else "list"
+
+
+def read_dataset(
+    target: str | Path, *, root: str | None = None, fmt: str | None = None,
+    labels: str | None = None,
+) -> SampleSet:
+    """The samples (and class names, where the layout has them) of a list file, SSv2 split json
+    or folder, as `progvid data check` and `progvid data prepare` read them."""
+    target = Path(target)
+    fmt = dataset_format(target, fmt)
     if fmt == "ssv2":
         if labels is None:
             raise DataError(target, "an SSv2 split needs --labels LABELS_JSON")
-        return read_ssv2(target, labels, root or target.parent).samples
+        return read_ssv2(target, labels, root or target.parent)
     if fmt == "folder":
-        return read_folder(target).samples
+        return read_folder(target)
     if fmt == "unlabeled":
-        return read_unlabeled(target).samples
-    num_classes = None
-    if labels is not None:
-        from .datasets import read_class_names
-
-        num_classes = len(read_class_names(labels))
-    return read_list(target, root, num_classes)
+        return read_unlabeled(target)
+    names = read_class_names(labels) if labels is not None else None
+    return SampleSet(read_list(target, root, len(names) if names else None), names)
 
 
 def check_list(
@@ -72,7 +90,7 @@ def check_list(
     progress: bool = False,
 ) -> CheckReport:
     """Check every entry; list-level problems (missing list, malformed line) raise DataError."""
-    samples = _samples(Path(target), root, fmt, labels)
+    samples = read_dataset(target, root=root, fmt=fmt, labels=labels).samples
     report = CheckReport()
     # PyAV releases the GIL while demuxing and decoding, so threads overlap well here.
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import operator
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -92,6 +93,17 @@ def _remember(key: tuple[str, int, int], table: dict) -> None:
     _TABLES[key] = table
 
 
+_LOCAL = threading.local()
+
+
+def _reformatter() -> VideoReformatter:
+    """This thread's swscale wrapper (it keeps its context while sizes and formats repeat)."""
+    rf = getattr(_LOCAL, "reformatter", None)
+    if rf is None:
+        rf = _LOCAL.reformatter = VideoReformatter()
+    return rf
+
+
 class VideoReader:
     """One open container plus its frame table; `read` may be called many times."""
 
@@ -102,8 +114,9 @@ class VideoReader:
         self._threads = threads
         # Running total of decoded frames: lets tests/benchmarks check we decode only what's needed.
         self.frames_decoded = 0
-        # One swscale context for all frames (frame.to_ndarray() builds a new one per call).
-        self._rgb = VideoReformatter()
+        # One swscale context per thread for all readers: building one costs ~2 ms, more than
+        # converting a small frame (frame.to_ndarray() would build one per call).
+        self._rgb = _reformatter()
         self._want_pts: set[int] | None = None  # pts of the frames the current read() needs
         self._container = None
         self._use(_open(self.path))

@@ -1,0 +1,157 @@
+"""TPL vs the one-stage VideoMAE baseline in wall-clock time at equal N_e, side by side.
+
+One process runs every variant in turn, `--rounds` times in alternating order, on the same data:
+- `videomae`: the baseline recipe (`tiny_videomae`: one 16-frame stage);
+- `tpl`: the default TPL plan as shipped (`tiny_tpl`: clips per decode `auto`, fixed batch);
+- `tpl_1clip`: the same plan cutting one clip per decode (how progvid ran TPL before);
+- `tpl_scaled`: the plan with `plan.batch_rule: scale` (batch x f_max / f_i, seed FIG. 10).
+For each: the training loop's wall seconds (model and data already set up), training FLOPs,
+steps, and the data-wait fraction of each stage (time the loop waited for the loader / time).
+Then the loader alone: clips/s at 2, 4, 8 and 16 frames with the recipe's worker count, one
+clip per decode and the automatic number.
+
+    .venv/bin/python bench/tpl_wallclock.py --out bench/tpl_wallclock.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from progvid.config import load_config
+from progvid.data.datasets import build_samples
+from progvid.data.loader import train_loader
+from progvid.data.synthetic import write_dataset
+from progvid.metrics import read_metrics
+from progvid.tasks.pretrain import run_pretrain
+
+VARIANTS = {
+    "videomae": ("tiny_videomae", []),
+    "tpl": ("tiny_tpl", []),
+    "tpl_1clip": ("tiny_tpl", ["plan.clips_per_decode=1"]),
+    "tpl_scaled": ("tiny_tpl", ["plan.batch_rule=scale", "plan.max_batch=64"]),
+}
+
+
+def run_variant(name: str, data: Path, work: Path, epochs: float, round_: int,
+                extra: list[str]) -> dict:
+    recipe, sets = VARIANTS[name]
+    cfg = load_config(recipe, [f"data.root={data}", f"budget.epochs={epochs}", "train.log_every=5",
+                               "train.ckpt_every=1000000", "train.tensorboard=false", *sets, *extra])
+    out = work / f"{name}_{round_}"
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    res = run_pretrain(cfg, out=str(out), progress=False)
+    recs = read_metrics(out)
+    wait: dict[int, list[float]] = {}
+    for r in recs:
+        wait.setdefault(int(r["stage"]), []).append(float(r["data_wait_fraction"]))
+    return {"variant": name, "round": round_, "seconds": res.seconds, "steps": res.steps,
+            "pflops": res.flops / 1e15, "final_loss": res.final_loss,
+            "data_wait": {s: statistics.mean(v) for s, v in sorted(wait.items())}}
+
+
+def loader_rate(data: Path, frames: int, clips_per_decode: int, batches: int) -> float:
+    cfg = load_config("tiny_tpl", [f"data.root={data}"])
+    samples = build_samples(cfg.data, "train").samples
+    loader = train_loader(cfg.data, samples, frames=frames, batch_size=cfg.train.batch_size,
+                          seed=0, rank=0, world=1, clips_per_decode=clips_per_decode)
+    loader.sampler.set_epoch(0)
+    it = iter(loader)
+    next(it)  # workers started, first batch in
+    t, clips = time.perf_counter(), 0
+    for _ in range(batches):
+        try:
+            clips += next(it)["video"].shape[0]
+        except StopIteration:
+            loader.sampler.set_epoch(1)
+            it = iter(loader)
+    return clips / (time.perf_counter() - t)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", default="runs/bench_wallclock")
+    p.add_argument("--train", type=int, default=400, help="training videos")
+    p.add_argument("--epochs", type=float, default=16, help="N_e, epochs at 16 frames")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--loader-batches", type=int, default=40)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--set", action="append", default=[], help="extra overrides for every run")
+    p.add_argument("--out", default=None, help="markdown results file")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    data = work / "data"
+    write_dataset(data, train=args.train, val=50, size=32, frames=16, seed=0, workers=2)
+    names = args.variants.split(",")
+    rows = []
+    for r in range(args.rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        for name in order:
+            row = run_variant(name, data, work, args.epochs, r, args.set)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    loads = os.getloadavg()
+    rates = {}
+    for frames in (2, 4, 8, 16):
+        auto = max(1, 16 // frames)
+        rates[frames] = {k: loader_rate(data, frames, k, args.loader_batches) for k in sorted({1, auto})}
+        print(json.dumps({"loader_frames": frames, **{f"clips_per_s_{k}": v for k, v in rates[frames].items()}}),
+              flush=True)
+    report = summarize(rows, rates, args, loads)
+    print(report)
+    if args.out:
+        Path(args.out).write_text(report)
+    return 0
+
+
+def summarize(rows: list[dict], rates: dict, args: argparse.Namespace, loads: tuple) -> str:
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["variant"], []).append(r)
+    base = statistics.median(r["seconds"] for r in by["videomae"])
+    base_flops = by["videomae"][0]["pflops"]
+    lines = [
+        "# TPL wall-clock at equal N_e (CPU tiny setting)", "",
+        f"- date: {time.strftime('%Y-%m-%d')}; machine: {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}, {args.threads} torch threads; load average at the end "
+        f"{loads[0]:.1f} / {loads[1]:.1f} / {loads[2]:.1f}",
+        f"- command: `.venv/bin/python bench/tpl_wallclock.py --train {args.train} --epochs {args.epochs:g} "
+        f"--rounds {args.rounds}`" + (f" with {args.set}" if args.set else ""),
+        f"- data: {args.train} synthetic training videos, 32x32, 16 frames; recipes `tiny_videomae` / "
+        "`tiny_tpl` (width 96, depth 4, patch 8, batch 8, 1 loader worker)", "",
+        "| variant | steps | training PFLOPs (MACs) | FLOPs / baseline | loop wall s (median) | "
+        "wall / baseline | target (FLOPs ratio + 0.05) | data-wait per stage |",
+        "|---|---|---|---|---|---|---|---|"]
+    for name, rs in by.items():
+        wall = statistics.median(r["seconds"] for r in rs)
+        fr = rs[0]["pflops"] / base_flops
+        waits = ", ".join(f"{statistics.mean(r['data_wait'][s] for r in rs):.2f}"
+                          for s in sorted(rs[0]["data_wait"]))
+        target = "" if name == "videomae" else (f"{fr + 0.05:.3f} ({'met' if wall / base <= fr + 0.05 else 'missed'})")
+        each = ", ".join(f"{r['seconds']:.1f}" for r in rs)
+        lines.append(f"| {name} | {rs[0]['steps']} | {rs[0]['pflops']:.4g} | {fr:.3f} | {wall:.1f} "
+                     f"({each}) | {wall / base:.3f} | {target} | {waits} |")
+    lines += ["", "Loader alone (recipe's 1 worker, batch 8), clips/s:", "",
+              "| frames | 1 clip per decode | automatic (16 / f) | ratio |", "|---|---|---|---|"]
+    for frames, r in rates.items():
+        one = r[1]
+        auto_k = max(r)
+        lines.append(f"| {frames} | {one:.1f} | {r[auto_k]:.1f} ({auto_k} per decode) | {r[auto_k] / one:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

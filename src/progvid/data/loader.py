@@ -227,6 +227,28 @@ class ShardSampler(Sampler):
         return len(range(self.rank, self.size, self.world))
 
 
+def seconds_per_batch(loader: DataLoader, batches: int = 6) -> float:
+    """Median seconds the loader takes to hand over a batch in steady state: its workers warm
+    and the batches they prefetched used up first; for planning, not for training."""
+    import time
+
+    skip = 2 + loader.num_workers * (loader.prefetch_factor or 0)
+    loader.sampler.set_epoch(0)
+    it = iter(loader)
+    times = []
+    for i in range(batches + skip):
+        t = time.perf_counter()
+        try:
+            next(it)
+        except StopIteration:
+            loader.sampler.set_epoch(i + 1)
+            it = iter(loader)
+            next(it)
+        if i >= skip:
+            times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
 def train_loader(d: Any, samples: list, *, frames: int, batch_size: int, seed: int,
                  rank: int, world: int, device: str | torch.device = "cpu",
                  rate: int | None = None, clips_per_decode: int = 1) -> DataLoader:

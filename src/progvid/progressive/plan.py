@@ -16,6 +16,7 @@ epochs warms up for warmup_epochs * N_ei / N_e epochs (40 of 800 for the baselin
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -209,14 +210,38 @@ def probe_seconds_per_step(model: Any, frames: int, batch_size: int, img_size: i
     return sorted(times)[len(times) // 2]
 
 
+@dataclass(frozen=True)
+class StageProbe:
+    """Measured cost of one stage's step: the model (forward, backward, AdamW) and the loader
+    (one batch, with the configured workers; None when there was no data to read)."""
+
+    compute_s: float
+    loader_s: float | None = None
+    workers: int = 0
+
+
+def stage_timing(p: PlannedStage, probe: StageProbe, max_wait: float = 0.05) -> dict[str, Any]:
+    """Expected seconds per step, clips/s, data-wait fraction and the loader workers that keep
+    data-wait under `max_wait`, assuming the workers overlap the step (they prefetch)."""
+    step = max(probe.compute_s, probe.loader_s or 0.0)
+    wait = max(0.0, (probe.loader_s or 0.0) - probe.compute_s) / step if step else 0.0
+    out = {"compute_s": probe.compute_s, "loader_s": probe.loader_s, "step_s": step,
+           "clips_per_s": p.total_batch / step if step else float("nan"), "data_wait": wait}
+    if probe.loader_s is not None:
+        w = max(probe.workers, 1)  # one main-process loader does the work of about one worker
+        out["workers_needed"] = max(1, math.ceil(w * probe.loader_s / (probe.compute_s * (1 - max_wait))))
+    return out
+
+
 def plan_table(cfg: PretrainConfig, dataset_size: int | None, world: int = 1,
                flops_per_clip: Callable[[int], float] | None = None,
-               seconds_per_step: Callable[[int, int], float] | None = None,
+               probe: Callable[[PlannedStage], StageProbe] | None = None,
                variant_flops: Callable[[int, bool], float | None] | None = None) -> dict[str, Any]:
     """Per-stage and total budgets: nominal (frames processed) and measured (FLOPs, MACs).
 
-    `flops_per_clip(frames)` gives the configured model's training MACs per clip;
-    `seconds_per_step(frames, batch)` (optional, from a throughput probe) adds estimated times;
+    `flops_per_clip(frames)` gives the configured model's training MACs per clip; `probe`
+    (optional, a measured throughput probe) adds each stage's seconds per step, clips/s,
+    data-wait, the loader workers it needs and the estimated wall-clock;
     `variant_flops(frames, dual)` (optional) the MACs per clip without / with VideoMAE V2 dual
     masking (None where the geometry does not allow it), for the comparison of TPL, dual
     masking and both against the one-stage VideoMAE baseline.
@@ -237,8 +262,10 @@ def plan_table(cfg: PretrainConfig, dataset_size: int | None, world: int = 1,
                "pflops": clips * fpc(p.frames) / 1e15}
         if not sized:
             row.update(steps=None, warmup_steps=None)
-        if seconds_per_step is not None and sized:
-            row["est_seconds"] = p.steps * seconds_per_step(p.frames, p.batch_size)
+        if probe is not None:
+            row.update(stage_timing(p, probe(p)))
+            if sized:
+                row["est_seconds"] = p.steps * row["step_s"]
         stages.append(row)
     total_pflops = sum(s["pflops"] for s in stages)
     for s in stages:
@@ -259,7 +286,7 @@ def plan_table(cfg: PretrainConfig, dataset_size: int | None, world: int = 1,
     totals["flops_ratio_to_baseline"] = (total_pflops / totals["baseline_pflops"]
                                          if totals["baseline_pflops"] else float("nan"))
     totals["nominal_ratio_to_baseline"] = totals["frames_processed"] / totals["baseline_frames_processed"]
-    if seconds_per_step is not None and sized:
+    if probe is not None and sized:
         totals["est_seconds"] = sum(s["est_seconds"] for s in stages)
     table = {"stages": stages, "totals": totals, "dataset_size": dataset_size, "world": world,
              "unit": "run" if sized else "per video"}
@@ -319,6 +346,16 @@ def format_plan(table: dict[str, Any]) -> str:
            f"= {t['flops_ratio_to_baseline']:.3f} x the baseline's {t['baseline_pflops']:.4g}"]
     if has_time:
         out.append(f"estimated time (measured throughput probe): {_hms(t['est_seconds'])}")
+    probed = [s for s in table["stages"] if "step_s" in s]
+    if probed:
+        out += ["", "measured per step (model on random clips; loader on the data with "
+                f"data.workers = {table.get('workers', '?')}):"]
+        for s in probed:
+            loader = "no data" if s["loader_s"] is None else f"loader {1000 * s['loader_s']:.0f} ms/batch"
+            need = f", needs {s['workers_needed']} worker(s) for data-wait < 5%" if "workers_needed" in s else ""
+            out.append(f"  stage {s['index'] + 1} ({s['frames']} frames): model {1000 * s['compute_s']:.0f} ms, "
+                       f"{loader} -> {1000 * s['step_s']:.0f} ms/step, {s['clips_per_s']:.1f} clips/s, "
+                       f"data-wait {100 * s['data_wait']:.0f}%{need}")
     if table.get("comparison"):
         out += ["", f"training FLOPs against the one-stage VideoMAE baseline at the same N_e "
                 f"({flops_head}):"]

@@ -10,6 +10,7 @@ import torch
 
 from ..config import PretrainConfig
 from ..data.datasets import build_samples
+from ..data.loader import seconds_per_batch, train_loader
 from ..engine.distributed import resolve_device
 from ..engine.trainer import StepContext, TrainResult
 from ..errors import ConfigError, DataError, ProgvidError
@@ -19,7 +20,14 @@ from ..models import videomae
 from ..models.common import unwrap
 from ..models.videomae import VideoMAE
 from ..progressive.flops import model_flops
-from ..progressive.plan import build_plan, build_schedule, plan_table, probe_seconds_per_step
+from ..progressive.plan import (
+    PlannedStage,
+    StageProbe,
+    build_plan,
+    build_schedule,
+    plan_table,
+    probe_seconds_per_step,
+)
 from .base import ClipTask, run_context, train, write_run_files
 from .preflight import preflight
 
@@ -101,19 +109,26 @@ def plan_report(cfg: PretrainConfig, *, dataset_size: int | None = None, world: 
         except ConfigError:  # running-cell masking needs an even token grid
             return None
 
-    sps = None
+    measure = None
     if probe:
         device = resolve_device(cfg.train.device)
-        cache: dict[tuple[int, int], float] = {}
+        samples = build_samples(cfg.data, "train").samples if dataset_size else None
 
-        def sps(frames: int, batch: int) -> float:
-            if (frames, batch) not in cache:
-                cache[(frames, batch)] = probe_seconds_per_step(
-                    model, frames, batch, cfg.data.input_size, device, cfg.train.precision)
-            return cache[(frames, batch)]
+        def measure(p: PlannedStage) -> StageProbe:
+            compute = probe_seconds_per_step(model, p.frames, p.batch_size, cfg.data.input_size,
+                                             device, cfg.train.precision)
+            loader = None
+            if samples:
+                it = train_loader(cfg.data, samples, frames=p.frames, batch_size=p.batch_size,
+                                  seed=cfg.seed, rank=0, world=1, device=device,
+                                  rate=p.sampling_rate, clips_per_decode=p.clips_per_decode)
+                loader = seconds_per_batch(it)
+            return StageProbe(compute, loader, cfg.data.workers)
 
-    return plan_table(cfg, dataset_size, world, lambda f: model_flops(model, f).train, sps,
-                      variant)
+    table = plan_table(cfg, dataset_size, world, lambda f: model_flops(model, f).train, measure,
+                       variant)
+    table["workers"] = cfg.data.workers
+    return table
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, fmt: str = "hf") -> Path:

@@ -28,8 +28,7 @@ ENCODER_SIZES: dict[str, tuple[int, int, int]] = {
 }
 
 
-@lru_cache(maxsize=64)
-def _sincos_table_cached(n: int, dim: int, device: torch.device) -> Tensor:
+def _sincos(n: int, dim: int, device: torch.device) -> Tensor:
     pos = torch.arange(n, dtype=torch.float64).unsqueeze(1)  # (n, 1)
     j = torch.arange(dim, dtype=torch.float64)
     # float64 like the official numpy version, then cast: tables agree to float32 rounding.
@@ -40,10 +39,17 @@ def _sincos_table_cached(n: int, dim: int, device: torch.device) -> Tensor:
     return table.to(device=device, dtype=torch.float32)
 
 
+_sincos_table_cached = lru_cache(maxsize=64)(_sincos)
+
+
 def sincos_table(n: int, dim: int, device: torch.device | str | None = None) -> Tensor:
     """Fixed position table (n, dim), float32: angle = pos / 10000^(2*(j//2)/dim), sin on even j,
     cos on odd j. Row i depends only on i, so a shorter clip's table is a prefix of a longer one.
-    Cached per (n, dim, device); do not modify the returned tensor in place."""
+    Cached per (n, dim, device); do not modify the returned tensor in place. Under
+    torch.compile it is computed in the graph instead (a cache lookup would break the graph
+    and pin the clip length)."""
+    if torch.compiler.is_compiling():
+        return _sincos(n, dim, torch.device(device or "cpu"))
     return _sincos_table_cached(int(n), int(dim), torch.device(device or "cpu"))
 
 

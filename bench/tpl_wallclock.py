@@ -12,12 +12,16 @@ clip per decode and the automatic number.
 
     .venv/bin/python bench/tpl_wallclock.py --out bench/tpl_wallclock.md
 """
+# ruff: noqa: E402
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: progvid/__init__.py
+
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -87,11 +91,9 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--loader-batches", type=int, default=40)
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--set", action="append", default=[], help="extra overrides for every run")
     p.add_argument("--out", default=None, help="markdown results file")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
     work = Path(args.work)
     data = work / "data"
     write_dataset(data, train=args.train, val=50, size=32, frames=16, seed=0, workers=2)
@@ -126,7 +128,7 @@ def summarize(rows: list[dict], rates: dict, args: argparse.Namespace, loads: tu
     lines = [
         "# TPL wall-clock at equal N_e (CPU tiny setting)", "",
         f"- date: {time.strftime('%Y-%m-%d')}; machine: {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"torch {torch.__version__}, {args.threads} torch threads; load average at the end "
+        f"torch {torch.__version__}, torch threads per run: train.threads auto; load average at the end "
         f"{loads[0]:.1f} / {loads[1]:.1f} / {loads[2]:.1f}",
         f"- command: `.venv/bin/python bench/tpl_wallclock.py --train {args.train} --epochs {args.epochs:g} "
         f"--rounds {args.rounds}`" + (f" with {args.set}" if args.set else ""),

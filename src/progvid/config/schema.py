@@ -89,6 +89,14 @@ class TrainConfig(Section):
     batch_size: int = Field(32, ge=1)  # per process
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp16 uses a gradient scaler
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
+    threads: int | Literal["auto"] = "auto"  # torch threads on CPU; auto: the cores the loader workers leave free
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be `auto` or at least 1")
+        return v
     compile: bool = False  # torch.compile the model
     log_every: int = Field(10, ge=1)  # steps per metrics record
     ckpt_every: int = Field(1000, ge=1)  # steps

@@ -169,6 +169,7 @@ class Trainer:
         self.dist = dist or DistInfo()
         self.meta = meta or {}
         self.model = model.to(device)
+        self._params = list(self.model.parameters())  # walked every step: list them once
         groups = getattr(task, "param_groups", None)
         groups = groups(self.model) if groups is not None else param_groups(self.model, settings.weight_decay)
         # fused AdamW: one kernel over all tensors (CPU and CUDA); ~3x faster optimizer step; it
@@ -413,7 +414,7 @@ class Trainer:
         With fp16 the gradient scaler owns the overflow check (skipped steps lower the scale
         and are not counted as bad unless the loss itself is not finite)."""
         s = self.settings
-        params = [p for p in self.model.parameters() if p.grad is not None]
+        params = [p for p in self._params if p.grad is not None]
         bad = (~torch.isfinite(loss.detach())).float()
         if s.precision == "fp16":
             if s.grad_clip is not None:

@@ -5,6 +5,7 @@ their model, their schedule and their `step`."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,6 +70,16 @@ STRUCTURE = ("task", "model")
 BUDGET = ("plan", "budget", "epochs", "phases")
 # model keys that may change on resume (how it runs, not what it is)
 MAY_CHANGE = ("model.grad_checkpointing", "model.init")
+
+
+def cpu_threads(threads: int | str, workers: int, world: int = 1) -> int:
+    """Torch threads for a CPU run: `threads`, or with `auto` the cores this process's share
+    leaves after its loader workers (threads that outnumber free cores wait on each other,
+    and small steps get slower, not faster)."""
+    if threads != "auto":
+        return int(threads)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(world, 1) - workers)
 
 
 def check_run_dir(run_dir: Path) -> None:
@@ -141,6 +152,8 @@ def run_context(cfg: RunConfig, out: str | None, config_path: str | None, *,
     device = resolve_device(cfg.train.device)
     dist = init_distributed(device)
     device = resolve_device(cfg.train.device, dist.local_rank)
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(cfg.train.threads, cfg.data.workers, dist.world))
     lock = RunLock(run_dir)
     try:
         problem = None

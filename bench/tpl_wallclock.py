@@ -55,14 +55,25 @@ def run_variant(name: str, data: Path, work: Path, epochs: float, round_: int,
         import shutil
 
         shutil.rmtree(out)
+    before = _cpu()
     res = run_pretrain(cfg, out=str(out), progress=False)
+    cpu = _cpu() - before
     recs = read_metrics(out)
     wait: dict[int, list[float]] = {}
     for r in recs:
         wait.setdefault(int(r["stage"]), []).append(float(r["data_wait_fraction"]))
-    return {"variant": name, "round": round_, "seconds": res.seconds, "steps": res.steps,
+    return {"variant": name, "round": round_, "seconds": res.seconds, "cpu_seconds": cpu,
+            "steps": res.steps,
             "pflops": res.flops / 1e15, "final_loss": res.final_loss,
             "data_wait": {s: statistics.mean(v) for s, v in sorted(wait.items())}}
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (the loader workers)."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def loader_rate(data: Path, frames: int, clips_per_decode: int, batches: int) -> float:
@@ -124,6 +135,7 @@ def summarize(rows: list[dict], rates: dict, args: argparse.Namespace, loads: tu
     for r in rows:
         by.setdefault(r["variant"], []).append(r)
     base = statistics.median(r["seconds"] for r in by["videomae"])
+    base_cpu = statistics.median(r["cpu_seconds"] for r in by["videomae"])
     base_flops = by["videomae"][0]["pflops"]
     lines = [
         "# TPL wall-clock at equal N_e (CPU tiny setting)", "",
@@ -135,8 +147,9 @@ def summarize(rows: list[dict], rates: dict, args: argparse.Namespace, loads: tu
         f"- data: {args.train} synthetic training videos, 32x32, 16 frames; recipes `tiny_videomae` / "
         "`tiny_tpl` (width 96, depth 4, patch 8, batch 8, 1 loader worker)", "",
         "| variant | steps | training PFLOPs (MACs) | FLOPs / baseline | loop wall s (median) | "
-        "wall / baseline | target (FLOPs ratio + 0.05) | data-wait per stage |",
-        "|---|---|---|---|---|---|---|---|"]
+        "wall / baseline | target (FLOPs ratio + 0.05) | CPU s (median) | CPU / baseline | "
+        "data-wait per stage |",
+        "|---|---|---|---|---|---|---|---|---|---|"]
     for name, rs in by.items():
         wall = statistics.median(r["seconds"] for r in rs)
         fr = rs[0]["pflops"] / base_flops
@@ -144,8 +157,10 @@ def summarize(rows: list[dict], rates: dict, args: argparse.Namespace, loads: tu
                           for s in sorted(rs[0]["data_wait"]))
         target = "" if name == "videomae" else (f"{fr + 0.05:.3f} ({'met' if wall / base <= fr + 0.05 else 'missed'})")
         each = ", ".join(f"{r['seconds']:.1f}" for r in rs)
+        cpu = statistics.median(r["cpu_seconds"] for r in rs)
         lines.append(f"| {name} | {rs[0]['steps']} | {rs[0]['pflops']:.4g} | {fr:.3f} | {wall:.1f} "
-                     f"({each}) | {wall / base:.3f} | {target} | {waits} |")
+                     f"({each}) | {wall / base:.3f} | {target} | {cpu:.1f} | {cpu / base_cpu:.3f} | "
+                     f"{waits} |")
     lines += ["", "Loader alone (recipe's 1 worker, batch 8), clips/s:", "",
               "| frames | 1 clip per decode | automatic (16 / f) | ratio |", "|---|---|---|---|"]
     for frames, r in rates.items():

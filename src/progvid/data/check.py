@@ -43,7 +43,12 @@ def check_sample(sample: Sample) -> str | None:
     return None
 
 
-def _samples(target: Path, root: str | None, fmt: str | None, labels: str | None) -> list[Sample]:
+def dataset_samples(target: str | Path, root: str | None = None, fmt: str | None = None,
+                    labels: str | None = None) -> list[Sample]:
+    """The samples of any dataset layout `data check` accepts: a list file, an SSv2 split json
+    (with `labels`), a folder per class, or an unlabeled folder (`fmt`, default from the target:
+    .json -> ssv2, a folder -> folder, else a list)."""
+    target = Path(target)
     if fmt is None:
         fmt = "ssv2" if target.suffix == ".json" else "folder" if target.is_dir() else "list"
     if fmt == "ssv2":
@@ -72,7 +77,7 @@ def check_list(
     progress: bool = False,
 ) -> CheckReport:
     """Check every entry; list-level problems (missing list, malformed line) raise DataError."""
-    samples = _samples(Path(target), root, fmt, labels)
+    samples = dataset_samples(target, root, fmt, labels)
     report = CheckReport()
     # PyAV releases the GIL while demuxing and decoding, so threads overlap well here.
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

@@ -42,11 +42,11 @@ from .errors import CheckpointError, ConfigError, ProgvidError
 from .interop.hf import (
     classifier_from_transformers,
     config_geometry,
+    from_pretrained,
     from_transformers,
     read_official,
     read_preprocessor,
     read_transformers_folder,
-    require_transformers,
     transformers_config,
 )
 from .interop.hub import hub_folder
@@ -291,10 +291,9 @@ def _load_transformers(path: Path, want: Want) -> tuple[nn.Module, Checkpoint]:
     VideoMAEForVideoClassification folder as a `vit` classifier, for `want`."""
     ckpt = transformers_checkpoint(path)
     want.check(ckpt)
-    transformers = require_transformers()
     arch = ckpt.meta["architecture"]
     try:
-        hf = getattr(transformers, arch).from_pretrained(str(path))
+        hf = from_pretrained(arch, path)
         if ckpt.kind == "vit":
             model: nn.Module = classifier_from_transformers(hf)[0]
         else:

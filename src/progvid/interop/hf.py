@@ -53,7 +53,6 @@ _TOP = {
 # A classifier's head: progvid name -> transformers VideoMAEForVideoClassification name.
 _HEAD = {"fc_norm.weight": "fc_norm.weight", "fc_norm.bias": "fc_norm.bias",
          "head.weight": "classifier.weight", "head.bias": "classifier.bias"}
-TRANSFORMERS_FC_NORM_EPS = 1e-5  # nn.LayerNorm's default, fixed in VideoMAEForVideoClassification
 _BLOCK_PREFIX = {"encoder": "videomae.encoder.layer", "decoder": "decoder.decoder_layers"}
 # Inside a block, except the fused qkv weight and the q/v biases (handled separately).
 _BLOCK = {
@@ -73,14 +72,28 @@ _HF_BLOCK_KEY = re.compile(r"^(videomae\.encoder\.layer|decoder\.decoder_layers)
 
 
 def require_transformers() -> Any:
-    """The transformers module (its info logging and weight-loading bars silenced)."""
     try:
         import transformers
     except ImportError as e:
         raise ProgvidError("transformers is not installed: pip install 'progvid[hf]'") from e
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
     return transformers
+
+
+def from_pretrained(arch: str, path: str | Path) -> Any:
+    """`transformers.<arch>.from_pretrained(path)` without its info messages and weight-loading
+    bar (the caller's logging settings are restored afterwards)."""
+    transformers = require_transformers()
+    log = transformers.logging
+    verbosity = log.get_verbosity()
+    bar = getattr(log, "is_progress_bar_enabled", lambda: True)()
+    log.set_verbosity_error()
+    log.disable_progress_bar()
+    try:
+        return getattr(transformers, arch).from_pretrained(str(path))
+    finally:
+        log.set_verbosity(verbosity)
+        if bar:
+            log.enable_progress_bar()
 
 
 def _hf_bias_keys(hf_keys: set[str], prefix: str) -> tuple[str | None, str | None]:
@@ -484,11 +497,11 @@ def read_transformers_folder(path: str | Path) -> tuple[str, dict[str, Any], dic
     folder. A classification head comes back as `fc_norm.*` / `head.*` (and the geometry then
     holds its `fc_norm_eps`); mean/std come from `preprocessor_config.json` when present."""
     path = Path(path)
-    transformers = require_transformers()
+    require_transformers()
     config, arch = transformers_config(path)
     try:
         geometry = config_geometry(config)
-        hf = getattr(transformers, arch).from_pretrained(str(path))
+        hf = from_pretrained(arch, path)
         prefix = "videomae." if arch == "VideoMAEModel" else ""
         sd = hf_to_ours({f"{prefix}{k}": v for k, v in hf.state_dict().items()})
     except (ProgvidError, OSError, ValueError) as exc:

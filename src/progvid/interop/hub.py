@@ -21,11 +21,14 @@ ALLOW = ["*.json", "*.safetensors", "*.bin", "*.pth", "*.pt", "*.txt"]
 
 
 def hub_id(source: str | Path) -> tuple[str, str | None] | None:
-    """(repo id, revision) when `source` is written as a hub id and is not a local path."""
+    """(repo id, revision) when `source` is written as a hub id (`org/name[@revision]`, or
+    `hf://org/name`) and is not a local path; a path whose first folder exists here
+    (`runs/typo`) is taken as a local path."""
     text = str(source)
     m = HUB_ID.match(text)
-    if m is None or ".." in text or "--" in m[1] or (not text.startswith("hf://")
-                                                      and Path(text).exists()):
+    if m is None or ".." in text or "--" in m[1]:
+        return None
+    if not text.startswith("hf://") and (Path(text).exists() or Path(m[1].split("/")[0]).is_dir()):
         return None
     return m[1], m[2]
 
@@ -54,11 +57,11 @@ def hub_folder(source: str | Path) -> Path | None:
     repo, revision = parsed
     try:
         import huggingface_hub
-        from huggingface_hub import errors
+        from huggingface_hub import constants, errors
     except ImportError:
         raise CheckpointError(f"{source}: no such local path; as a Hugging Face hub id it needs "
                               "huggingface_hub: pip install 'progvid[hf]'") from None
-    offline = _offline() or bool(getattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False))
+    offline = _offline() or bool(getattr(constants, "HF_HUB_OFFLINE", False))
     where = f"{repo}" + (f"@{revision}" if revision else "")
     try:
         folder = huggingface_hub.snapshot_download(
@@ -69,7 +72,7 @@ def hub_folder(source: str | Path) -> Path | None:
                               "and the hub cannot be reached; download it again online") from None
     except errors.LocalEntryNotFoundError:
         why = "HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached"
-        cache = _cache_dir() or huggingface_hub.constants.HF_HUB_CACHE
+        cache = _cache_dir() or constants.HF_HUB_CACHE
         raise CheckpointError(f"{source}: checkpoint not found: no such local path, and hub model "
                               f"{where} is not in the Hugging Face cache {cache} while {why}"
                               ) from None

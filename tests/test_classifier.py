@@ -228,8 +228,9 @@ def test_corrupted_checkpoints_fail_naming_keys(pretrained, tmp_path: Path) -> N
     torch.save({"model": extra}, file)
     with pytest.raises(CheckpointError, match="k_bias"):
         classifier_from_pretrained(file, num_classes=3, num_heads=2)
-    save_checkpoint(tmp_path / "ft", 1, weights, {"step": 1}, {"task": "finetune", "model": {}})
-    with pytest.raises(CheckpointError, match="not a VideoMAE pre-training checkpoint"):
+    save_checkpoint(tmp_path / "ft", 1, weights, {"step": 1},
+                    {"task": "finetune", "model_kind": "resnet3d", "model": {}})
+    with pytest.raises(CheckpointError, match="not a VideoMAE encoder checkpoint .*'resnet3d'"):
         classifier_from_pretrained(tmp_path / "ft", num_classes=3)
     with pytest.raises(CheckpointError, match="not found"):
         classifier_from_pretrained(tmp_path / "nowhere", num_classes=3)

@@ -48,14 +48,15 @@ def test_encoder_weights_come_from_pretraining(synth_dir: Path, tiny_run: Path) 
         assert torch.equal(v, ref[k]), k
 
 
-def test_predict_cli(ft_run: Path, synth_dir: Path, capsys) -> None:
+def test_predict_cli(ft_run: Path, synth_dir: Path, tmp_path: Path, capsys) -> None:
     video = synth_dir / "videos" / "val_00001.mp4"
     assert main(["predict", str(ft_run), str(video), "--topk", "2", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    probs = [p["probability"] for p in out["predictions"]]
-    assert len(probs) == 2 and probs[0] >= probs[1]
-    assert out["predictions"][0]["class"] in (synth_dir / "classes.txt").read_text().split()
-    assert main(["predict", str(ft_run), str(synth_dir / "classes.txt")]) == 2
+    row = json.loads(capsys.readouterr().out)["predictions"][0]
+    assert row["path"] == str(video)
+    assert len(row["scores"]) == 2 and row["scores"][0] >= row["scores"][1]
+    assert row["labels"][0] in (synth_dir / "classes.txt").read_text().split()
+    (tmp_path / "text.mp4").write_text("not a video")
+    assert main(["predict", str(ft_run), str(tmp_path / "text.mp4")]) == 2
     assert "cannot open as a video container" in capsys.readouterr().err
 
 
@@ -121,3 +122,19 @@ def test_probes_are_deterministic(tiny_run: Path, synth_dir: Path) -> None:
         a = probe_encoder(enc, d, num_frames=4, method=method, seed=3)
         b = probe_encoder(enc, d, num_frames=4, method=method, seed=3)
         assert a == b and 0.0 <= a.top1 <= a.top5 <= 1.0
+
+
+def test_init_from_a_finetuned_run_keeps_its_head(ft_run: Path, synth_dir: Path,
+                                                  tmp_path: Path, capsys) -> None:
+    from progvid.tasks.finetune import build_classifier
+
+    source, _ = load_classifier(ft_run)
+    cfg = tiny_finetune(synth_dir, model__init=str(ft_run))
+    model = build_classifier(cfg, 4)
+    assert "head kept (4 classes)" in capsys.readouterr().err
+    assert torch.equal(model.head.weight, source.head.weight)
+    # exported to transformers, the same run continues with its head too
+    assert main(["export", str(ft_run), str(tmp_path / "hf")]) == 0
+    model = build_classifier(tiny_finetune(synth_dir, model__init=str(tmp_path / "hf")), 4)
+    assert "head kept (4 classes)" in capsys.readouterr().err
+    assert torch.equal(model.head.weight, source.head.weight)

@@ -98,7 +98,7 @@ def test_joint_finetune_deploy_and_predict(synth_dir: Path, hcml_run: Path, tmp_
     assert (tmp_path / "dep" / "model.safetensors").is_file()
     video = synth_dir / "videos" / "val_00002.mp4"
     assert main(["predict", str(run), str(video), "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)["predictions"]) == 4
+    assert len(json.loads(capsys.readouterr().out)["predictions"][0]["labels"]) == 4
 
 
 def test_plain_backbone_baseline(synth_dir: Path, tmp_path: Path) -> None:

@@ -172,3 +172,74 @@ def test_flow_to_color() -> None:
     with pytest.raises(ValueError, match="2, H, W"):
         flow_to_color(torch.zeros(3, 4, 4))
     assert np.asarray(flow_to_color(flow)).shape == (4, 8, 3)
+
+
+def test_plot_losses_one_panel_per_key(tmp_path: Path, monkeypatch) -> None:
+    import progvid.figures as figures
+
+    path = tmp_path / "run" / "metrics.jsonl"
+    path.parent.mkdir()
+    path.write_text("\n".join(json.dumps({"step": i, "stage": int(i > 4), "loss": 2.0 / (i + 1),
+                                          "lr": 1e-4 * i, "flops": 1e9 * i}) for i in range(10)))
+    shown = {}
+
+    def keep(fig, out_png):
+        shown["axes"] = [(ax.get_ylabel(), ax.get_xlabel(), [list(np.asarray(ln.get_ydata(), dtype=float))
+                                                             for ln in ax.get_lines()])
+                         for ax in fig.axes]
+        return Path(out_png)
+
+    monkeypatch.setattr(figures, "save_figure", keep)
+    plot_losses([tmp_path / "run"], tmp_path / "l.png", keys=("loss", "lr"))
+    axes = shown["axes"]
+    assert [a[0] for a in axes] == ["loss", "loss", "lr", "lr"]  # rows: keys; columns: step, flops
+    assert [a[1] for a in axes] == ["", "", "step", "cumulative FLOPs"]
+    lr_curve = [y for y in axes[2][2] if len(y) == 10]  # the curve; the rest are stage lines
+    assert lr_curve == [[pytest.approx(1e-4 * i) for i in range(10)]]
+    assert max(axes[0][2][0]) == 2.0  # loss on its own axis, not flattened by another key
+    with pytest.raises(ProgvidError, match="no records with acc$"):
+        plot_losses([tmp_path / "run"], tmp_path / "l.png", keys=("loss", "acc"))
+
+
+def test_flow_key_is_the_colour_code() -> None:
+    from progvid.figures import flow_key
+
+    key = flow_key(33, max_norm=2.0).int()
+    assert key.shape == (33, 33, 3)
+    assert (key[16, 16] == 255).all()  # the centre: no motion, white
+    right, left, up, down = key[16, 32], key[16, 0], key[0, 16], key[32, 16]
+    flows = {"right": (1.0, 0.0), "left": (-1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
+    for name, pixel in zip(flows, (right, left, up, down), strict=True):
+        u, v = flows[name]  # the rim of the key = flow_to_color at the rim's magnitude
+        want = flow_to_color(torch.tensor([[[2.0 * u]], [[2.0 * v]]]), max_norm=2.0)[0, 0]
+        assert (pixel - want.int()).abs().max() <= 1, name
+    assert right[0] > right[2] and left[2] > left[0]
+
+
+def test_flow_pictures_scale_and_pairs() -> None:
+    from progvid.viz import MIN_RIM, flow_pictures
+
+    video = torch.zeros(1, 3, 5, 8, 8)
+    mean, std = torch.zeros(3, 1, 1), torch.ones(3, 1, 1)
+    tiny = torch.full((1, 2, 5, 8, 8), 0.005)  # a hundredth of a pixel: shown still (white)
+    ts, rows, rim = flow_pictures(video, tiny, mean, std, pairs=4)
+    assert ts == [0, 1, 2, 3] and rim == MIN_RIM
+    assert all((r[2] >= 250).all() for r in rows)
+    moving = torch.zeros(1, 2, 5, 8, 8)
+    moving[0, 0, 1] = 3.0  # pair 1 moves right by 3 px, the others stand still
+    ts, rows, rim = flow_pictures(video, moving, mean, std, pairs=4)
+    assert rim == 3.0
+    assert (rows[0][2] == 255).all() and (rows[1][2] < 200).any()
+
+
+def test_recon_says_when_it_resizes(tmp_path: Path, capsys) -> None:
+    model = tiny()
+    ckpt = _checkpoint(tmp_path, model)
+    video = write_video(tmp_path / "clip.mp4", make_frames(12, 40, 48), gop=6)
+    recon_from_checkpoint(ckpt, video, tmp_path / "out.png")
+    err = capsys.readouterr().err
+    assert "clip.mp4: 48x40 video shrunk to the model's input size (short side 40 -> 32, " \
+        "centre crop 32x32)" in err
+    same = write_video(tmp_path / "same.mp4", make_frames(12, 32, 32), gop=6)
+    recon_from_checkpoint(ckpt, same, tmp_path / "out2.png")
+    assert "same.mp4" not in capsys.readouterr().err

@@ -227,12 +227,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .tasks.evaluate import evaluate_checkpoint
 
     target = args.target
+    args.config = None
     if _names_config(target):
         from .tasks.base import run_dir_for
 
         args.config = target
         target = str(run_dir_for(_load_task_config(args, "finetune"), None, target))
-    r = evaluate_checkpoint(target, views=_parse_views(args.views), batch_size=args.batch_size)
+    r = evaluate_checkpoint(target, views=_parse_views(args.views), batch_size=args.batch_size,
+                            data_overrides=[] if args.config else args.set)
     if args.json:
         _print_json({k: v for k, v in r.items() if k not in ("indices_evaluated",)})
     else:
@@ -242,16 +244,42 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .tasks.evaluate import predict_video
+    from .tasks.evaluate import predict
 
-    top = predict_video(args.checkpoint, args.video, topk=args.topk)
+    r = predict(args.checkpoint, args.inputs, topk=args.topk, batch_size=args.batch_size,
+                views=_parse_views(args.views), root=args.root, fmt=args.format,
+                labels=args.labels)
+    for path, reason in r.failed:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
     if args.json:
-        _print_json({"video": args.video, "predictions": [{"class": c, "probability": p}
-                                                          for c, p in top]})
+        _print_json(r.to_json())
+    elif args.csv is not None:
+        _write_out(args.csv, r.write_csv)
     else:
-        for name, p in top:
-            print(f"{p:7.2%}  {name}")
+        for p in r.predictions:
+            top = ", ".join(f"{s:.2%} {name}" for name, s in zip(p.labels, p.scores, strict=True))
+            print(f"{p.path}: {top}")
+    total = len(r.predictions) + len(r.failed)
+    if not r.predictions:
+        from .errors import DataError
+
+        raise DataError(r.failed[0][0] if r.failed else "INPUT",
+                        f"no readable video among {total} input(s)" if total else "no videos")
+    print(f"predicted {len(r.predictions)} of {total} video(s) ({r.views} views)"
+          + (f"; {len(r.failed)} unreadable, skipped" if r.failed else ""), file=sys.stderr)
     return 0
+
+
+def _write_out(target: str, write: Callable[[Any], Any]) -> None:
+    """Write to stdout for "-", else to the file `target` (creating its folder)."""
+    if target == "-":
+        write(sys.stdout)
+        return
+    out = Path(target)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as fh:
+        write(fh)
+    print(f"wrote {out}", file=sys.stderr)
 
 
 def cmd_flops(args: argparse.Namespace) -> int:
@@ -344,10 +372,11 @@ def cmd_plot_tradeoff(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .tasks.pretrain import export_checkpoint
+    from .tasks.export import export_checkpoint
 
-    out = export_checkpoint(args.checkpoint, args.out_dir, args.format)
-    print(f"wrote {out} (load with transformers.VideoMAEForPreTraining.from_pretrained)")
+    r = export_checkpoint(args.checkpoint, args.out_dir, args.format)
+    print(f"wrote {r.folder} (load with transformers.{r.architecture}.from_pretrained and "
+          "AutoImageProcessor.from_pretrained)")
     return 0
 
 
@@ -506,8 +535,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="multi-view testing of a fine-tuned run (top-1, top-5, confusion)")
     p.add_argument("target", metavar="CONFIG_OR_RUN",
-                   help="run folder or checkpoint, or a finetune config (file or recipe name: "
-                        "evaluates the run it writes)")
+                   help="run folder or checkpoint, transformers VideoMAEForVideoClassification "
+                        "folder or hub id (with these, --set data.* changes the data, e.g. "
+                        "data.val), or a finetune config (file or recipe name: evaluates the run "
+                        "it writes)")
     _add_run_options(p)
     p.add_argument("--views", default=None, metavar="CLIPSxCROPS",
                    help="test views, e.g. 5x3 (default: the run's eval settings)")
@@ -515,11 +546,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="class probabilities for one video file")
-    p.add_argument("checkpoint", help="fine-tuning checkpoint or run folder")
-    p.add_argument("video")
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("predict", help="top-k classes for videos, folders or dataset lists")
+    p.add_argument("checkpoint", help="fine-tuning run or checkpoint, transformers "
+                   "VideoMAEForVideoClassification folder, or a hub id (org/name)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="video files, folders (their videos) or dataset lists (as `data check`)")
+    p.add_argument("--topk", type=int, default=5, help="classes per video (default 5)")
+    p.add_argument("--batch-size", type=int, default=4, help="videos per batch (default 4)")
+    p.add_argument("--views", default=None, metavar="CLIPSxCROPS",
+                   help="test views, e.g. 1x1 (default: the run's eval settings)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true",
+                     help="print JSON: rows of path, labels, scores; and the skipped files")
+    out.add_argument("--csv", default=None, metavar="OUT",
+                     help="write CSV rows (path, label_1, score_1, ...) to OUT (`-`: stdout)")
+    p.add_argument("--root", default=None, help="folder a list's paths are relative to")
+    p.add_argument("--format", choices=["list", "ssv2", "folder", "unlabeled"], default=None,
+                   help="layout of list/folder inputs (default: from the file type; folders: "
+                   "every video under them)")
+    p.add_argument("--labels", default=None, help="SSv2 labels json or classes.txt of a list")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("plan", help="per-stage epochs, steps, learning rates and exact budgets")
@@ -556,7 +601,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("export", help="write a checkpoint in another format (transformers)")
-    p.add_argument("checkpoint", help="checkpoint folder or run folder (its newest checkpoint)")
+    p.add_argument("checkpoint", help="pre-training or fine-tuned ViT run or checkpoint folder "
+                   "(its newest checkpoint), or any source progvid loads")
     p.add_argument("out_dir")
     p.add_argument("--format", choices=["hf"], default="hf")
     p.set_defaults(func=cmd_export)
@@ -565,7 +611,8 @@ def build_parser() -> argparse.ArgumentParser:
     vsub = viz.add_subparsers(dest="viz_command", metavar="SUBCOMMAND")
     vsub.required = True
     p = vsub.add_parser("recon", help="original, masked input and reconstruction side by side")
-    p.add_argument("checkpoint", help="pre-training checkpoint folder or run folder")
+    p.add_argument("checkpoint", help="pre-training run or checkpoint, transformers "
+                   "VideoMAEForPreTraining folder, official .pth, or a hub id (org/name)")
     p.add_argument("video")
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--seed", type=int, default=0, help="seed of the random mask")
@@ -587,10 +634,11 @@ def build_parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="plots from run folders")
     psub = plot.add_subparsers(dest="plot_command", metavar="SUBCOMMAND")
     psub.required = True
-    p = psub.add_parser("losses", help="loss curves against step and cumulative FLOPs")
+    p = psub.add_parser("losses", help="metric curves (one panel per key) against step and "
+                        "cumulative FLOPs")
     p.add_argument("runs", nargs="+", help="run folders or metrics.jsonl files")
     p.add_argument("--out", required=True, help="PNG to write")
-    p.add_argument("--keys", nargs="+", default=["loss"], help="metrics to plot (default loss)")
+    p.add_argument("--keys", nargs="+", default=["loss"], help="metrics to plot, one panel each (default loss)")
     p.set_defaults(func=cmd_plot_losses)
 
     p = psub.add_parser("tradeoff", help="top-1 against training PFLOPs and epochs, per method")

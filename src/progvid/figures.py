@@ -82,8 +82,10 @@ def plot_losses(
     metrics_jsonl_paths: Sequence[str | Path], out_png: str | Path,
     keys: Sequence[str] = ("loss",),
 ) -> Path:
-    """Save a PNG of `keys` vs step, one colour per run (plus a panel vs cumulative `flops`
-    when the records carry it); dotted vertical lines mark where `stage` changes."""
+    """Save a PNG with one row of panels per key in `keys` (each on its own y axis, so `loss`
+    and `lr` are both readable): the key vs step, plus a panel vs cumulative `flops` when the
+    records carry it; one colour per run; dotted vertical lines mark where `stage` changes.
+    A key that no run records is an error naming it."""
     plt = pyplot()
     runs = []
     for p in metrics_jsonl_paths:
@@ -91,31 +93,35 @@ def plot_losses(
         name = path.name if path.is_dir() else (path.parent.name if path.stem == "metrics"
                                                 else path.stem)
         runs.append((name or str(path), read_metrics(path)))
-    if not any(_is_number(r.get(k)) for _, recs in runs for r in recs for k in keys):
+    keys = list(dict.fromkeys(keys))  # each key once, in order
+    absent = [k for k in keys if not any(_is_number(r.get(k)) for _, recs in runs for r in recs)]
+    if absent:
         names = ", ".join(str(p) for p in metrics_jsonl_paths)
-        raise ProgvidError(f"{names}: no records with {', '.join(keys)}")
+        raise ProgvidError(f"{names}: no records with {', '.join(absent)}")
     with_flops = any(_is_number(r.get("flops")) for _, recs in runs for r in recs)
     axes_x = ["step"] + (["flops"] if with_flops else [])
-    fig, axes = plt.subplots(1, len(axes_x), squeeze=False, figsize=(6.0 * len(axes_x), 4.0))
+    fig, axes = plt.subplots(len(keys), len(axes_x), squeeze=False, sharex="col",
+                             figsize=(6.0 * len(axes_x), 0.6 + 3.0 * len(keys)))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    styles = ("-", "--", "-.", ":")
-    for ax, xkey in zip(axes[0], axes_x, strict=True):
-        for i, (name, recs) in enumerate(runs):
-            colour = colours[i % len(colours)]
-            for j, key in enumerate(keys):
+    for row, key in enumerate(keys):
+        for col, xkey in enumerate(axes_x):
+            ax = axes[row][col]
+            for i, (name, recs) in enumerate(runs):
+                colour = colours[i % len(colours)]
                 pts = [(r[xkey], r[key]) for r in recs if _is_number(r.get(xkey))
                        and _is_number(r.get(key))]
                 if pts:
                     xs, ys = zip(*pts, strict=True)
-                    label = name if len(keys) == 1 else f"{name}: {key}"
-                    ax.plot(xs, ys, color=colour, linestyle=styles[j % len(styles)], label=label)
-            for rec in stage_changes(recs):
-                if _is_number(rec.get(xkey)):
-                    ax.axvline(rec[xkey], color=colour, linestyle=":", alpha=0.6, linewidth=1)
-        ax.set_xlabel("step" if xkey == "step" else "cumulative FLOPs")
-        ax.set_ylabel(keys[0] if len(keys) == 1 else "value")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+                    ax.plot(xs, ys, color=colour, label=name)
+                for rec in stage_changes(recs):
+                    if _is_number(rec.get(xkey)):
+                        ax.axvline(rec[xkey], color=colour, linestyle=":", alpha=0.6, linewidth=1)
+            ax.set_ylabel(key)
+            ax.grid(alpha=0.3)
+            if row == len(keys) - 1:
+                ax.set_xlabel("step" if xkey == "step" else "cumulative FLOPs")
+            if row == 0 and col == 0:
+                ax.legend(fontsize=8)
     return save_figure(fig, out_png)
 
 
@@ -160,6 +166,15 @@ def flow_to_color(flow: Tensor, max_norm: float | None = None) -> Tensor:
     r = rad.unsqueeze(-1)
     col = torch.where(r <= 1, 1 - r * (1 - col), col * 0.75)  # out of range: darkened
     return torch.floor(255 * col.clamp(0, 1)).to(torch.uint8)
+
+
+def flow_key(size: int = 65, max_norm: float = 1.0) -> Tensor:
+    """The legend of `flow_to_color`: uint8 RGB (size, size, 3), the flow at each pixel being
+    its offset from the centre scaled so the inscribed circle's rim is `max_norm` (hue =
+    direction, saturation = magnitude; outside the rim darker, as out-of-range flow)."""
+    r = torch.linspace(-1.0, 1.0, size) * max_norm
+    v, u = torch.meshgrid(r, r, indexing="ij")  # rows go down (+v), columns right (+u)
+    return flow_to_color(torch.stack([u, v]), max_norm=max_norm)
 
 
 def confusion_figure(confusion: list[list[int]], names: list[str] | None,

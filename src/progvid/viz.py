@@ -6,14 +6,17 @@ checkpoint's own data settings); the drawing helpers are in `progvid.figures`.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .config import DataConfig
 from .data.clips import test_clip
-from .figures import flow_to_color, pyplot, recon_figure, save_figure, spread_indices
+from .data.video import probe
+from .figures import flow_key, flow_to_color, pyplot, recon_figure, save_figure, spread_indices
 from .loading import HCML, VIDEOMAE, load_model
 from .models.motion import warp
 from .models.videomae import VideoMAE
@@ -86,55 +89,110 @@ def reconstruct(
     return paste_prediction(model, video, out.pred, out.mask)
 
 
+def input_note(video_path: str | Path, d: DataConfig) -> str | None:
+    """What the test preprocessing does to a video's frames to reach the model's input size
+    (None when they already have it): e.g. "320x240 video shrunk to the model's input size
+    (short side 240 -> 32, centre crop 32x32)"."""
+    info = probe(video_path)
+    s = d.input_size
+    if info.width == s and info.height == s:
+        return None
+    short = min(info.width, info.height)
+    verb = "shrunk" if short > s else "enlarged" if short < s else "cropped"
+    crop = f", centre crop {s}x{s}" if info.width != info.height else ""
+    return (f"{info.width}x{info.height} video {verb} to the model's input size "
+            f"(short side {short} -> {s}{crop})")
+
+
+def _say(note: str | None, video_path: str | Path) -> None:
+    if note:
+        print(f"[progvid] {Path(video_path).name}: {note}", file=sys.stderr)
+
+
 def recon_from_checkpoint(
     checkpoint_dir: str | Path, video_path: str | Path, out_png: str | Path, *, seed: int = 0
 ) -> Path:
     """Reconstruct the centred test clip of `video_path` with a pre-trained VideoMAE (any source
-    `progvid.loading` accepts) and save the `recon_figure` PNG. The clip has the model's
-    num_frames and the checkpoint's data settings (sampler, stride, short-side resize to the
-    input size, centre crop); the mask is the model's own, seeded by `seed`."""
+    `progvid.loading` accepts with a decoder) and save the `recon_figure` PNG. The clip has the
+    model's num_frames and the checkpoint's data settings (sampler, stride, short-side resize to
+    the input size, centre crop); the mask is the model's own, seeded by `seed`. When the video
+    is resized to the model's input size, it says so (stderr and the title)."""
     model, ckpt = load_model(checkpoint_dir, VIDEOMAE)
     assert isinstance(model, VideoMAE)
     video = test_clip(ckpt.data, video_path, frames=int(model.num_frames))
+    note = input_note(video_path, ckpt.data)
+    _say(note, video_path)
     result = reconstruct(model, video, generator=torch.Generator().manual_seed(seed))
     title = f"{Path(video_path).name} - {ckpt.path.name} (mask ratio {model.mask_ratio:g})"
-    return recon_figure(result, out_png, title=title)
+    return recon_figure(result, out_png, title=title + (f"\n{note}" if note else ""))
 
 
-def flow_from_checkpoint(checkpoint: str | Path, video_path: str | Path, out_png: str | Path,
-                         *, pairs: int = 4) -> Path:
-    """HCML level 0 on a clip: frame t, frame t+1, the flow field (colour wheel) and frame t+1
-    warped back onto frame t (out-of-image pixels dark), for up to `pairs` frame pairs."""
-    plt = pyplot()
-    net, ckpt = load_model(checkpoint, HCML)
-    d = ckpt.data
-    video = test_clip(d, video_path)
-    with torch.no_grad():
-        flow, _ = net.flow_net.forward_clip(video)  # (1, 2, T, H, W)
-    mean = torch.tensor(d.mean).view(3, 1, 1)
-    std = torch.tensor(d.std).view(3, 1, 1)
+FLOW_COLUMNS = ("frame t", "frame t+1", "flow t -> t+1", "t+1 warped to t")
+MIN_RIM = 1.0  # px: the colour key's rim is never below one pixel of motion
+
+
+def flow_pictures(video: Tensor, flow: Tensor, mean: Tensor, std: Tensor, *, pairs: int = 4
+                  ) -> tuple[list[int], list[list[np.ndarray]], float]:
+    """(frame indices t, per pair [frame t, frame t+1, flow colours, t+1 warped to t], rim):
+    video (1, C, T, H, W) normalized with `mean`/`std` (C, 1, 1), flow (1, 2, T, H, W) of the
+    pairs (t, t+1). Colours use one scale for every pair, the rim = the largest flow shown but
+    at least `MIN_RIM` px, so a field of a hundredth of a pixel looks still (white), not
+    saturated."""
+    t_count = video.shape[2]
+    ts = spread_indices(t_count - 1, pairs) if t_count > 1 else [0]
+    largest = float(flow[0, :, ts].norm(dim=0).max())
+    rim = max(largest, MIN_RIM)
 
     def img(x: Tensor) -> np.ndarray:  # normalized (3, H, W) -> displayable (H, W, 3)
         return (x * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
 
-    t_count = video.shape[2]
-    ts = spread_indices(t_count - 1, pairs)
-    scale = float(flow[0, :, : t_count - 1].norm(dim=0).max().clamp(min=1e-6))
-    fig, axes = plt.subplots(4, len(ts), figsize=(2.2 * len(ts), 9), squeeze=False)
-    rows = ("frame t", "frame t+1", "flow t -> t+1", "t+1 warped to t")
-    for j, t in enumerate(ts):
-        f0, f1, fl = video[0, :, t], video[0, :, t + 1], flow[0, :, t]
+    rows = []
+    for t in ts:
+        f0, f1, fl = video[0, :, t], video[0, :, min(t + 1, t_count - 1)], flow[0, :, t]
         warped, valid = warp(f1[None], fl[None])
-        pics = [img(f0), img(f1), flow_to_color(fl, max_norm=scale).numpy(),
-                img(warped[0]) * valid[0].permute(1, 2, 0).numpy()]
-        for i, pic in enumerate(pics):
+        rows.append([img(f0), img(f1), flow_to_color(fl, max_norm=rim).numpy(),
+                     img(warped[0]) * valid[0].permute(1, 2, 0).numpy()])
+    return ts, rows, rim
+
+
+def flow_from_checkpoint(checkpoint: str | Path, video_path: str | Path, out_png: str | Path,
+                         *, pairs: int = 4) -> Path:
+    """HCML level 0 on a clip, one row per frame pair (up to `pairs`, spread over the clip):
+    frame t, frame t+1, the flow field in the Middlebury colour code (hue = direction,
+    saturation = magnitude; white = still) and frame t+1 warped back onto frame t (out-of-image
+    pixels dark), with the colour-wheel key (`flow_pictures` for the scale)."""
+    plt = pyplot()
+    net, ckpt = load_model(checkpoint, HCML)
+    d = ckpt.data
+    video = test_clip(d, video_path)
+    note = input_note(video_path, d)
+    _say(note, video_path)
+    with torch.no_grad():
+        flow, _ = net.flow_net.forward_clip(video)  # (1, 2, T, H, W)
+    ts, rows, rim = flow_pictures(video, flow, torch.tensor(d.mean).view(3, 1, 1),
+                                  torch.tensor(d.std).view(3, 1, 1), pairs=pairs)
+    largest = float(flow[0, :, ts].norm(dim=0).max())
+    cols = len(FLOW_COLUMNS) + 1
+    fig, axes = plt.subplots(len(ts), cols, figsize=(2.0 * cols, 2.0 * len(ts) + 0.8),
+                             squeeze=False)
+    for i, (t, pics) in enumerate(zip(ts, rows, strict=True)):
+        for j, pic in enumerate(pics):
             ax = axes[i][j]
             ax.imshow(pic)
             ax.set_xticks([])
             ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(rows[i])
             if i == 0:
-                ax.set_title(f"t = {t}")
-    fig.suptitle(f"{Path(video_path).name} - {ckpt.path.name} (max flow {scale:.2f} px)")
+                ax.set_title(FLOW_COLUMNS[j], fontsize=9)
+            if j == 0:
+                ax.set_ylabel(f"t = {t}", fontsize=9)
+        axes[i][-1].axis("off")
+    key = axes[0][-1]
+    key.axis("on")
+    key.imshow(flow_key(65, rim).numpy(), extent=(-rim, rim, rim, -rim))
+    key.set_title(f"key (rim {rim:.2g} px)", fontsize=9)
+    key.set_xlabel("u: px right", fontsize=7)
+    key.set_ylabel("v: px down", fontsize=7)
+    key.tick_params(labelsize=6)
+    title = f"{Path(video_path).name} - {ckpt.path.name} (largest flow {largest:.2g} px)"
+    fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=10)
     return save_figure(fig, out_png)

@@ -296,7 +296,7 @@ class HCMLModelConfig(CNNConfig):
     deltas: tuple[typing.Annotated[int, Field(ge=1)], ...] = (1, 2, 3)  # DPC predicts 3 steps
     num_samples: int = Field(16, ge=1)  # N locations per video: DPC's 4x4 grid
     tau: float = Field(0.07, gt=0.0)  # MoCo/CMC temperature for cosine similarity
-    zeta: float = Field(1.0, ge=0.0)  # smoothness weight; UnFlow-style, tune per dataset
+    zeta: float = Field(0.1, ge=0.0)  # smoothness weight; at 1 the flow net stays a near-constant field (bench/flow_smoothness.md); tune per dataset
     recon_weight: float = Field(1.0, ge=0.0)  # lambda: the seed gives none; terms are O(1) means
     contrastive_weight: float = Field(1.0, ge=0.0)  # gamma_l, same reasoning
     dropout: float = Field(0.5, ge=0.0, lt=1.0)  # before the classification head

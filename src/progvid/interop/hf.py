@@ -1,5 +1,7 @@
-"""Weight conversion between progvid's VideoMAE, Hugging Face transformers and the official
-VideoMAE checkpoint layout.
+"""Weight conversion between progvid's models, Hugging Face transformers and the official
+VideoMAE checkpoint layout, both ways: a pre-training VideoMAE <-> `VideoMAEForPreTraining`,
+a fine-tuned ViT classifier <-> `VideoMAEForVideoClassification` (with `id2label`), and the
+`preprocessor_config.json` that `AutoImageProcessor.from_pretrained` reads.
 
 transformers is optional: it is imported inside the functions that need it.
 
@@ -9,14 +11,20 @@ Differences to know about (transformers' `VideoMAEForPreTraining`):
   num_channels != 3), whereas progvid uses the mean/std the model was built with;
 - its final decoder LayerNorm always has eps 1e-5 (not configurable; the official code uses 1e-6).
   `to_transformers` sets the in-memory module to the progvid value so outputs match, but a folder
-  written by `export_hf` reloads with 1e-5 (a ~1e-6 relative difference in predictions).
+  written by `export_hf` reloads with 1e-5 (a ~1e-6 relative difference in predictions);
+- likewise the `fc_norm` of `VideoMAEForVideoClassification` has a fixed eps of 1e-5, progvid's
+  (and the official) 1e-6: `classifier_to_transformers` sets the in-memory module to progvid's
+  value, a folder reloads with 1e-5, and a classifier read from transformers keeps 1e-5
+  (`fc_norm_eps`), so reading transformers weights reproduces its logits to fp32 round-off.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +33,7 @@ from torch import Tensor
 
 from progvid.constants import IMAGENET_MEAN, IMAGENET_STD
 from progvid.errors import CheckpointError, ProgvidError
+from progvid.models.classifier import VideoClassifier
 from progvid.models.videomae import DECODER_SIZES, VideoMAE
 from progvid.models.vit import ENCODER_SIZES, sincos_table
 
@@ -41,6 +50,9 @@ _TOP = {
     "decoder.head.weight": "decoder.head.weight",
     "decoder.head.bias": "decoder.head.bias",
 }
+# A classifier's head: progvid name -> transformers VideoMAEForVideoClassification name.
+_HEAD = {"fc_norm.weight": "fc_norm.weight", "fc_norm.bias": "fc_norm.bias",
+         "head.weight": "classifier.weight", "head.bias": "classifier.bias"}
 _BLOCK_PREFIX = {"encoder": "videomae.encoder.layer", "decoder": "decoder.decoder_layers"}
 # Inside a block, except the fused qkv weight and the q/v biases (handled separately).
 _BLOCK = {
@@ -67,6 +79,23 @@ def require_transformers() -> Any:
     return transformers
 
 
+def from_pretrained(arch: str, path: str | Path) -> Any:
+    """`transformers.<arch>.from_pretrained(path)` without its info messages and weight-loading
+    bar (the caller's logging settings are restored afterwards)."""
+    transformers = require_transformers()
+    log = transformers.logging
+    verbosity = log.get_verbosity()
+    bar = getattr(log, "is_progress_bar_enabled", lambda: True)()
+    log.set_verbosity_error()
+    log.disable_progress_bar()
+    try:
+        return getattr(transformers, arch).from_pretrained(str(path))
+    finally:
+        log.set_verbosity(verbosity)
+        if bar:
+            log.enable_progress_bar()
+
+
 def _hf_bias_keys(hf_keys: set[str], prefix: str) -> tuple[str | None, str | None]:
     """Where this transformers version keeps the q/v biases: `query.bias` (recent) or `q_bias`
     (older releases); None when the model has no q/v bias (qv_bias=False)."""
@@ -80,8 +109,8 @@ def _hf_bias_keys(hf_keys: set[str], prefix: str) -> tuple[str | None, str | Non
 def _ours_to_hf(sd: Mapping[str, Tensor], hf_keys: set[str]) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
     for key, value in sd.items():
-        if key in _TOP:
-            out[_TOP[key]] = value
+        if key in _TOP or key in _HEAD:
+            out[_TOP.get(key) or _HEAD[key]] = value
             continue
         m = _OURS_BLOCK_KEY.match(key)
         if m is None:
@@ -105,7 +134,9 @@ def _ours_to_hf(sd: Mapping[str, Tensor], hf_keys: set[str]) -> dict[str, Tensor
 
 
 def hf_to_ours(hf_sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    top = {hf: ours for ours, hf in _TOP.items()}
+    """transformers VideoMAE weights (`videomae.*`, decoder, classification head) -> progvid
+    names. A bare `VideoMAEModel` state dict needs its keys prefixed with `videomae.` first."""
+    top = {hf: ours for ours, hf in (*_TOP.items(), *_HEAD.items())}
     block = {hf: ours for ours, hf in _BLOCK.items()}
     side = {v: k for k, v in _BLOCK_PREFIX.items()}
     out: dict[str, Tensor] = {}
@@ -162,6 +193,21 @@ def to_transformers(model: VideoMAE) -> Any:
             f"model's mean={hp['mean']} std={hp['std']}: its loss will differ",
             stacklevel=2,
         )
+    config = _config(
+        transformers, hp, use_mean_pooling=not hp["final_norm"],
+        decoder_hidden_size=hp["decoder_embed_dim"],
+        decoder_num_hidden_layers=hp["decoder_depth"],
+        decoder_num_attention_heads=hp["decoder_num_heads"],
+        decoder_intermediate_size=int(hp["decoder_embed_dim"] * hp["mlp_ratio"]),
+        norm_pix_loss=hp["norm_pix_loss"],
+    )
+    hf = _with_weights(transformers.VideoMAEForPreTraining(config), model)
+    hf.decoder.norm.eps = model.decoder.norm.eps
+    return hf
+
+
+def _config(transformers: Any, hp: Mapping[str, Any], **extra: Any) -> Any:
+    """A VideoMAEConfig with the encoder of progvid hyper-parameters `hp`, plus `extra`."""
     config = transformers.VideoMAEConfig(
         image_size=hp["img_size"], patch_size=hp["patch_size"], num_channels=hp["in_chans"],
         num_frames=hp["num_frames"], tubelet_size=hp["tubelet_size"],
@@ -169,25 +215,92 @@ def to_transformers(model: VideoMAE) -> Any:
         num_attention_heads=hp["num_heads"],
         intermediate_size=int(hp["embed_dim"] * hp["mlp_ratio"]), hidden_act="gelu",
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-        layer_norm_eps=hp["norm_eps"], use_mean_pooling=not hp["final_norm"],
-        decoder_hidden_size=hp["decoder_embed_dim"],
-        decoder_num_hidden_layers=hp["decoder_depth"],
-        decoder_num_attention_heads=hp["decoder_num_heads"],
-        decoder_intermediate_size=int(hp["decoder_embed_dim"] * hp["mlp_ratio"]),
-        norm_pix_loss=hp["norm_pix_loss"],
+        layer_norm_eps=hp["norm_eps"], **extra,
     )
     # The flag was renamed qkv_bias -> qv_bias across transformers releases.
     setattr(config, "qv_bias" if hasattr(config, "qv_bias") else "qkv_bias", True)
-    hf = transformers.VideoMAEForPreTraining(config)
+    return config
+
+
+def _with_weights(hf: Any, model: torch.nn.Module) -> Any:
+    """`hf` holding `model`'s weights exactly, on its device and dtype, in its train/eval mode."""
     hf_keys = set(hf.state_dict())
     mapped = _ours_to_hf(model.state_dict(), hf_keys)
     missing, unexpected = sorted(hf_keys - set(mapped)), sorted(set(mapped) - hf_keys)
     if missing or unexpected:
         raise ProgvidError(f"weight mapping mismatch: missing {missing}, unexpected {unexpected}")
     hf.load_state_dict(mapped, strict=True)
-    hf.decoder.norm.eps = model.decoder.norm.eps
     param = next(model.parameters())
     return hf.to(device=param.device, dtype=param.dtype).train(model.training)
+
+
+def classifier_to_transformers(model: VideoClassifier,
+                               class_names: Sequence[str] | None = None) -> Any:
+    """progvid ViT classifier -> `transformers.VideoMAEForVideoClassification` (mean pooling +
+    fc_norm + linear head) with identical weights and `id2label` / `label2id` from
+    `class_names` (default "0", "1", ...). In memory the fc_norm eps is progvid's, so the logits
+    are the same to fp32 round-off; see the module docstring for a saved folder."""
+    transformers = require_transformers()
+    if not isinstance(model, VideoClassifier):
+        raise ProgvidError(f"expected a progvid VideoClassifier, got {type(model).__name__}")
+    hp = model.hparams
+    names = [str(n) for n in class_names] if class_names else [str(i) for i in
+                                                                range(model.num_classes)]
+    if len(names) != model.num_classes:
+        raise ProgvidError(f"{len(names)} class names for a {model.num_classes}-class head")
+    config = _config(transformers, hp, use_mean_pooling=True, num_labels=model.num_classes,
+                     id2label=dict(enumerate(names)),
+                     label2id={n: i for i, n in enumerate(names)},
+                     architectures=["VideoMAEForVideoClassification"])
+    hf = _with_weights(transformers.VideoMAEForVideoClassification(config), model)
+    hf.fc_norm.eps = model.fc_norm.eps
+    return hf
+
+
+def classifier_from_transformers(hf_model: Any) -> tuple[VideoClassifier, list[str]]:
+    """`transformers.VideoMAEForVideoClassification` -> (progvid classifier with identical
+    weights and fc_norm eps, class names from `id2label`). mean/std are ImageNet's (identity
+    for other channel counts): the weights do not say; a folder's `preprocessor_config.json`
+    does (`read_preprocessor`)."""
+    require_transformers()
+    c = getattr(hf_model, "config", None)
+    if not hasattr(hf_model, "classifier") or not hasattr(hf_model, "videomae") or c is None:
+        raise ProgvidError(f"expected a VideoMAEForVideoClassification, got "
+                           f"{type(hf_model).__name__}")
+    if not c.use_mean_pooling or hf_model.fc_norm is None:
+        raise ProgvidError("use_mean_pooling=False (classifying the first token) is not "
+                           "supported: progvid classifiers mean-pool")
+    if not isinstance(hf_model.classifier, torch.nn.Linear):
+        raise ProgvidError("the transformers model has no classification head (num_labels=0)")
+    geometry = config_geometry(c)
+    num_classes = hf_model.classifier.out_features
+    model = VideoClassifier(num_classes=num_classes, drop_path=0.0, head_dropout=0.0,
+                            fc_norm_eps=float(hf_model.fc_norm.eps), **geometry)
+    model.load_state_dict(hf_to_ours(hf_model.state_dict()), strict=True)
+    id2label = {int(k): str(v) for k, v in (getattr(c, "id2label", None) or {}).items()}
+    names = [id2label.get(i, str(i)) for i in range(num_classes)]
+    param = next(hf_model.parameters())
+    return model.to(device=param.device, dtype=param.dtype).train(hf_model.training), names
+
+
+def config_geometry(config: Any) -> dict[str, Any]:
+    """progvid encoder hyper-parameters of a transformers VideoMAEConfig (ImageNet mean/std
+    for 3 channels, identity otherwise: the config does not record them)."""
+    if config.hidden_act != "gelu":
+        raise ProgvidError(f"hidden_act {config.hidden_act!r} is not supported (progvid uses "
+                           "exact gelu)")
+    rgb = config.num_channels == 3
+    return {
+        "img_size": square(config.image_size, "image_size"),
+        "patch_size": square(config.patch_size, "patch_size"),
+        "tubelet_size": config.tubelet_size, "num_frames": config.num_frames,
+        "in_chans": config.num_channels, "embed_dim": config.hidden_size,
+        "depth": config.num_hidden_layers, "num_heads": config.num_attention_heads,
+        "mlp_ratio": config.intermediate_size / config.hidden_size,
+        "norm_eps": config.layer_norm_eps,
+        "mean": list(IMAGENET_MEAN) if rgb else [0.0] * config.num_channels,
+        "std": list(IMAGENET_STD) if rgb else [1.0] * config.num_channels,
+    }
 
 
 def from_transformers(
@@ -229,14 +342,80 @@ def from_transformers(
     return model.to(device=param.device, dtype=param.dtype).train(hf_model.training)
 
 
-def export_hf(model: VideoMAE, out_dir: str | Path) -> Path:
-    """Write a folder (config.json + model.safetensors) that
-    `transformers.VideoMAEForPreTraining.from_pretrained(out_dir)` loads. Returns the folder."""
+def export_hf(model: VideoMAE | VideoClassifier, out_dir: str | Path, *,
+              class_names: Sequence[str] | None = None, input_size: int | None = None,
+              mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Path:
+    """Write a transformers folder: config.json + model.safetensors that
+    `VideoMAEForPreTraining.from_pretrained(out_dir)` (a VideoMAE) or
+    `VideoMAEForVideoClassification.from_pretrained(out_dir)` (a classifier, with `id2label`
+    from `class_names`) loads, and the `preprocessor_config.json` of `write_preprocessor`
+    (input size and mean/std default to the model's). Returns the folder."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    hf = to_transformers(model)
+    if isinstance(model, VideoClassifier):
+        hf = classifier_to_transformers(model, class_names)
+    elif isinstance(model, VideoMAE):
+        hf = to_transformers(model)
+    else:
+        raise ProgvidError(f"cannot export a {type(model).__name__} to transformers (a VideoMAE "
+                           "or a ViT classifier can be)")
+    hp = model.hparams
     # Write what the user trained, on CPU, so the folder loads anywhere.
     hf.to("cpu").save_pretrained(str(out))
+    write_preprocessor(out, input_size=input_size or hp["img_size"],
+                       mean=mean if mean is not None else hp["mean"],
+                       std=std if std is not None else hp["std"])
+    return out
+
+
+PREPROCESSOR = "preprocessor_config.json"
+
+
+def write_preprocessor(out_dir: str | Path, *, input_size: int, mean: Sequence[float],
+                       std: Sequence[float]) -> Path:
+    """Write the `preprocessor_config.json` of progvid's test preprocessing: shortest edge
+    resized to `input_size`, centre crop `input_size` x `input_size`, pixels / 255, then
+    (x - mean) / std. `AutoImageProcessor.from_pretrained(out_dir)` loads it (a
+    VideoMAEImageProcessor). Resizing interpolates as PIL/torchvision do, not exactly as
+    progvid's decoder-side resize; clips already at the input size are processed identically."""
+    transformers = require_transformers()
+    cls = transformers.VideoMAEImageProcessor
+    if importlib.util.find_spec("torchvision") is None:  # the PIL backend, without its warning
+        cls = getattr(transformers, "VideoMAEImageProcessorPil", cls)
+    size = int(input_size)
+    processor = cls(do_resize=True, size={"shortest_edge": size}, do_center_crop=True,
+                    crop_size={"height": size, "width": size}, do_rescale=True,
+                    rescale_factor=1 / 255, do_normalize=True,
+                    image_mean=[float(x) for x in mean], image_std=[float(x) for x in std])
+    processor.save_pretrained(str(out_dir))
+    return Path(out_dir) / PREPROCESSOR
+
+
+def read_preprocessor(folder: str | Path) -> dict[str, Any] | None:
+    """(input size, mean, std) a transformers folder's `preprocessor_config.json` gives
+    (`input_size`, `mean`, `std`; each only when present), or None without the file."""
+    file = Path(folder) / PREPROCESSOR
+    if not file.is_file():
+        return None
+    try:
+        raw = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{file}: invalid JSON ({exc.msg})") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{file}: expected a JSON object")
+    out: dict[str, Any] = {}
+    crop = raw.get("crop_size")
+    size = raw.get("size")
+    if isinstance(crop, dict) and isinstance(crop.get("height"), int):
+        out["input_size"] = crop["height"]
+    elif isinstance(crop, int):
+        out["input_size"] = crop
+    elif isinstance(size, dict) and isinstance(size.get("shortest_edge"), int):
+        out["input_size"] = size["shortest_edge"]
+    for ours, theirs in (("mean", "image_mean"), ("std", "image_std")):
+        value = raw.get(theirs)
+        if isinstance(value, list) and all(isinstance(v, int | float) for v in value):
+            out[ours] = [float(v) for v in value]
     return out
 
 
@@ -315,42 +494,51 @@ TRANSFORMERS_ARCHS = ("VideoMAEForPreTraining", "VideoMAEModel", "VideoMAEForVid
 
 def read_transformers_folder(path: str | Path) -> tuple[str, dict[str, Any], dict[str, Tensor]]:
     """(architecture, encoder geometry, weights in progvid names) of a transformers VideoMAE
-    folder. A classification head comes back as `fc_norm.*` / `head.*`."""
+    folder. A classification head comes back as `fc_norm.*` / `head.*` (and the geometry then
+    holds its `fc_norm_eps`); mean/std come from `preprocessor_config.json` when present."""
+    path = Path(path)
+    require_transformers()
+    config, arch = transformers_config(path)
+    try:
+        geometry = config_geometry(config)
+        hf = from_pretrained(arch, path)
+        prefix = "videomae." if arch == "VideoMAEModel" else ""
+        sd = hf_to_ours({f"{prefix}{k}": v for k, v in hf.state_dict().items()})
+    except (ProgvidError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: {_first_line(exc)}") from None
+    if arch == "VideoMAEForVideoClassification" and hf.fc_norm is not None:
+        geometry["fc_norm_eps"] = float(hf.fc_norm.eps)
+    prep = read_preprocessor(path) or {}
+    geometry.update({k: prep[k] for k in ("mean", "std") if k in prep})
+    return arch, geometry, sd
+
+
+def transformers_config(path: str | Path) -> tuple[Any, str]:
+    """(VideoMAEConfig, architecture) of a transformers folder, or a one-line CheckpointError
+    for another model type or architecture."""
     path = Path(path)
     transformers = require_transformers()
-    config = transformers.VideoMAEConfig.from_pretrained(str(path))
+    try:
+        raw = json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path / 'config.json'}: cannot read ({_first_line(exc)})") from None
+    if not isinstance(raw, dict) or raw.get("model_type") != "videomae":
+        kind = raw.get("model_type") if isinstance(raw, dict) else None
+        raise CheckpointError(f"{path}: not a VideoMAE transformers folder (model_type {kind!r})")
+    try:
+        config = transformers.VideoMAEConfig.from_pretrained(str(path))
+    except (OSError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path / 'config.json'}: {_first_line(exc)}") from None
     arch = (getattr(config, "architectures", None) or ["VideoMAEModel"])[0]
     if arch not in TRANSFORMERS_ARCHS:
-        raise CheckpointError(f"{path}: unsupported transformers architecture {arch!r}")
-    if config.hidden_act != "gelu":
-        raise CheckpointError(f"{path}: hidden_act {config.hidden_act!r} is not supported")
-    hf_sd = getattr(transformers, arch).from_pretrained(str(path)).state_dict()
-    extra: dict[str, Tensor] = {}
-    body: dict[str, Tensor] = {}
-    for key, value in hf_sd.items():
-        if key.startswith(("fc_norm.", "classifier.")):  # VideoMAEForVideoClassification head
-            extra[key.replace("classifier.", "head.", 1)] = value
-        elif arch == "VideoMAEModel":
-            body[f"videomae.{key}"] = value
-        else:
-            body[key] = value
-    try:
-        sd = {**hf_to_ours(body), **extra}
-    except ProgvidError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    rgb = config.num_channels == 3
-    geometry = {
-        "img_size": square(config.image_size, "image_size"),
-        "patch_size": square(config.patch_size, "patch_size"),
-        "tubelet_size": config.tubelet_size, "num_frames": config.num_frames,
-        "in_chans": config.num_channels, "embed_dim": config.hidden_size,
-        "depth": config.num_hidden_layers, "num_heads": config.num_attention_heads,
-        "mlp_ratio": config.intermediate_size / config.hidden_size,
-        "norm_eps": config.layer_norm_eps,
-        "mean": list(IMAGENET_MEAN) if rgb else [0.0] * config.num_channels,
-        "std": list(IMAGENET_STD) if rgb else [1.0] * config.num_channels,
-    }
-    return arch, geometry, sd
+        raise CheckpointError(f"{path}: unsupported transformers architecture {arch!r} "
+                              f"(supported: {', '.join(TRANSFORMERS_ARCHS)})")
+    return config, arch
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 _PRETRAIN_ONLY = re.compile(r"^(decoder\.|encoder_to_decoder\.|mask_token$)")

@@ -24,7 +24,10 @@ from .vit import ENCODER_SIZES, VisionTransformer, check_overrides, size_dims
 class VideoClassifier(nn.Module):
     """`forward(video (B, C, T, H, W)) -> logits (B, num_classes)`; any tileable clip length.
 
-    `mean`/`std` are not used in forward: they record the input normalization of the weights."""
+    `mean`/`std` are not used in forward: they record the input normalization of the weights.
+    `fc_norm_eps` is 1e-6 as in the official VideoMAE; transformers' VideoMAEForVideoClassification
+    has a fixed 1e-5, so a classifier read from transformers carries 1e-5 (its logits are then
+    transformers' own, to fp32 round-off)."""
 
     def __init__(
         self,
@@ -33,7 +36,7 @@ class VideoClassifier(nn.Module):
         num_heads: int = 12, mlp_ratio: float = 4.0, norm_eps: float = 1e-6,
         drop_path: float = 0.1, head_dropout: float = 0.0, init_scale: float = 0.001,
         mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-        grad_checkpointing: bool = False,
+        grad_checkpointing: bool = False, fc_norm_eps: float = 1e-6,
     ) -> None:
         # Everything needed to rebuild the model: VideoClassifier(**model.hparams).
         hparams = constructor_args(locals())
@@ -46,7 +49,7 @@ class VideoClassifier(nn.Module):
         self.num_classes = num_classes
         self.encoder = VisionTransformer(**accepted(VisionTransformer, hparams),
                                          final_norm=False)
-        self.fc_norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.fc_norm = nn.LayerNorm(embed_dim, eps=fc_norm_eps)
         self.head_dropout = nn.Dropout(head_dropout)
         self.head = nn.Linear(embed_dim, num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.02)

@@ -1,26 +1,30 @@
 """The evaluation path: cheap evaluations of frozen encoders (linear probe and kNN,
 deterministic per seed), the held-out masked-reconstruction loss, multi-view testing of a
-fine-tuned classifier, and prediction. Every test clip comes from `data.clips.test_dataset`,
-every checkpoint from `progvid.loading`.
+fine-tuned classifier, and batched prediction over many videos (`predict`). Every test clip
+comes from `data.clips.test_dataset`, every checkpoint from `progvid.loading`.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from ..config import DataConfig
+from ..config import DataConfig, apply_overrides, validate
+from ..data.check import read_dataset
 from ..data.clips import test_dataset
-from ..data.datasets import Sample, build_samples
+from ..data.datasets import VIDEO_EXTENSIONS, Sample, build_samples
 from ..data.loader import ShardSampler, build_loader, collate
 from ..engine.distributed import init_distributed, resolve_device
-from ..errors import DataError
+from ..errors import ConfigError, DataError, ProgvidError
 from ..figures import confusion_figure
 from ..loading import load_classifier
 
@@ -188,11 +192,18 @@ def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, num_classe
 
 def evaluate_checkpoint(checkpoint: str | Path, *, views: tuple[int, int] | None = None,
                         device: torch.device | str | None = None, batch_size: int = 4,
-                        out_dir: str | None = None, progress: bool | None = None) -> dict:
-    """Multi-view evaluation of a fine-tuning run on its val split; writes eval.json and the
-    confusion picture into the run folder. Under torchrun every rank evaluates a shard."""
+                        out_dir: str | None = None, progress: bool | None = None,
+                        data_overrides: Sequence[str] = ()) -> dict:
+    """Multi-view evaluation of a classifier on its val split; writes eval.json and the
+    confusion picture into the run folder (for a transformers folder or hub id: `out_dir`, by
+    default the current folder). `data_overrides` (`data.KEY=VALUE`) change the recorded data
+    settings, e.g. to point a transformers classifier at a labelled list. Under torchrun every
+    rank evaluates a shard."""
     model, ckpt = load_classifier(checkpoint)
-    d = ckpt.data
+    d = _with_overrides(ckpt.data, data_overrides)
+    if d.val is None:
+        raise ConfigError(f"{ckpt.path}: no validation list recorded (data.val); give one with "
+                          "--set data.root=DIR --set data.val=LIST")
     clips, crops = views or (ckpt.eval.clips, ckpt.eval.crops)
     device = torch.device(device) if device is not None else resolve_device("auto")
     dist = init_distributed(device)
@@ -217,24 +228,175 @@ def evaluate_checkpoint(checkpoint: str | Path, *, views: tuple[int, int] | None
     result.update({"views": f"{clips}x{crops}", "checkpoint": str(ckpt.path),
                    "indices_evaluated": idx.tolist()})
     if dist.is_main:
-        run = Path(out_dir) if out_dir else ckpt.path.parent.parent
+        own = ckpt.task not in ("transformers", "official")
+        run = Path(out_dir) if out_dir else ckpt.path.parent.parent if own else Path.cwd()
+        run.mkdir(parents=True, exist_ok=True)
         (run / "eval.json").write_text(json.dumps(result, indent=2))
         confusion_figure(result["confusion"], ckpt.class_names, run / "confusion.png")
     return result
 
 
+# --------------------------------------------------------------------------------------------
+# Prediction: many videos, batched, each with the checkpoint's own test views
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Top-k class names and probabilities (mean of softmax over the views) of one video."""
+
+    path: str
+    labels: list[str]
+    scores: list[float]
+
+
+@dataclass(frozen=True)
+class PredictReport:
+    predictions: list[Prediction]
+    failed: list[tuple[str, str]]  # (path, reason) of videos that could not be read
+    checkpoint: str
+    views: str  # CLIPSxCROPS
+
+    def rows(self) -> list[dict]:
+        """One JSON-ready row per video: path, labels and scores (best first)."""
+        return [{"path": p.path, "labels": p.labels, "scores": p.scores} for p in self.predictions]
+
+    def to_json(self) -> dict:
+        return {"checkpoint": self.checkpoint, "views": self.views, "predictions": self.rows(),
+                "failed": [{"path": p, "reason": r} for p, r in self.failed]}
+
+    def write_csv(self, out: TextIO) -> None:
+        """Columns path, label_1, score_1, ..., label_k, score_k (one row per video)."""
+        k = max((len(p.labels) for p in self.predictions), default=0)
+        writer = csv.writer(out)
+        writer.writerow(["path", *(f"{c}_{i}" for i in range(1, k + 1) for c in ("label", "score"))])
+        for p in self.predictions:
+            cells = [x for pair in zip(p.labels, (f"{s:.6f}" for s in p.scores), strict=True)
+                     for x in pair]
+            writer.writerow([p.path, *cells])
+
+
+def predict_samples(inputs: Sequence[str | Path], *, root: str | None = None,
+                    fmt: str | None = None, labels: str | None = None
+                    ) -> tuple[list[Sample], list[tuple[str, str]]]:
+    """(samples, missing inputs) of prediction inputs: video files, folders (every video under
+    them, or with `fmt` "folder" the class-folder layout), and dataset lists in any layout
+    `progvid data check` accepts. A missing input is reported, not raised; a malformed list
+    raises DataError naming its file and line."""
+    samples: list[Sample] = []
+    missing: list[tuple[str, str]] = []
+    for raw in inputs:
+        path = Path(raw)
+        if not path.exists():
+            missing.append((str(path), "file not found"))
+        elif path.is_dir():
+            samples += read_dataset(path, root=root, fmt=fmt or "unlabeled", labels=labels).samples
+        elif path.suffix.lower() in VIDEO_EXTENSIONS:
+            samples.append(Sample(path))
+        else:
+            samples += read_dataset(path, root=root, fmt=fmt, labels=labels).samples
+    return samples, missing
+
+
+class _Tolerant(Dataset):
+    """A test dataset whose unreadable items come back as {"index", "error"} instead of
+    raising, so one bad file does not stop a prediction run."""
+
+    def __init__(self, inner: Dataset) -> None:
+        self.inner = inner
+
+    def __len__(self) -> int:
+        return len(self.inner)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict:
+        try:
+            return self.inner[index]
+        except DataError as exc:
+            return {"index": index, "error": exc.reason}
+        except Exception as exc:  # noqa: BLE001 - a broken file is reported, never fatal
+            return {"index": index, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _collate_tolerant(items: list[dict]) -> dict:
+    good = [it for it in items if "error" not in it]
+    return {"batch": collate(good) if good else None,
+            "failed": [(it["index"], it["error"]) for it in items if "error" in it]}
+
+
+@torch.no_grad()
+def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *, topk: int = 5,
+            batch_size: int = 4, views: tuple[int, int] | None = None,
+            device: torch.device | str | None = None, progress: bool | None = None,
+            root: str | None = None, fmt: str | None = None,
+            labels: str | None = None) -> PredictReport:
+    """Top-k predictions of a classifier (any source `load_classifier` accepts) for videos,
+    folders and dataset lists (`predict_samples`), batched through a DataLoader with the
+    checkpoint's workers and test views (`views` = (clips, crops), default the run's eval
+    settings). Unreadable videos are skipped and listed in `failed`."""
+    if topk < 1:
+        raise ProgvidError(f"--topk: must be >= 1, got {topk}")
+    if batch_size < 1:
+        raise ProgvidError(f"--batch-size: must be >= 1, got {batch_size}")
+    model, ckpt = load_classifier(checkpoint)
+    samples, failed = predict_samples(inputs, root=root, fmt=fmt, labels=labels)
+    clips, crops = views or (ckpt.eval.clips, ckpt.eval.crops)
+    dev = torch.device(device) if device is not None else resolve_device("auto")
+    model = model.to(dev).eval()
+    predictions: dict[int, Prediction] = {}
+    if samples:
+        d = ckpt.data
+        dataset = _Tolerant(test_dataset(d, samples, clips=clips, crops=crops, on_error="raise"))
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                            num_workers=min(d.workers, len(samples)),
+                            collate_fn=_collate_tolerant)
+        show = sys.stderr.isatty() if progress is None else progress
+        bar = None
+        if show:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(samples), desc="predict", unit="video", leave=False)
+        names = None
+        for out in loader:
+            failed += [(str(samples[i].path), why) for i, why in out["failed"]]
+            batch = out["batch"]
+            if batch is not None:
+                v = int(batch["views"])
+                logits = model(batch["video"].to(dev)).float()
+                probs = logits.softmax(dim=-1).view(-1, v, logits.shape[-1]).mean(dim=1).cpu()
+                names = names or ckpt.class_names or [str(i) for i in range(probs.shape[1])]
+                top_p, top_i = probs.topk(min(topk, probs.shape[1]), dim=1)
+                for i, p, j in zip(batch["index"].tolist(), top_p.tolist(), top_i.tolist(),
+                                   strict=True):
+                    predictions[i] = Prediction(str(samples[i].path), [names[k] for k in j], p)
+            if bar is not None:
+                bar.update(len(out["failed"]) + (len(batch["index"]) if batch else 0))
+        if bar is not None:
+            bar.close()
+    return PredictReport([predictions[i] for i in sorted(predictions)], failed, str(ckpt.path),
+                         f"{clips}x{crops}")
+
+
+def _with_overrides(d: DataConfig, overrides: Sequence[str]) -> DataConfig:
+    """`d` with `data.KEY=VALUE` overrides applied and validated."""
+    if not overrides:
+        return d
+    for text in overrides:
+        if not text.startswith("data."):
+            raise ConfigError(f"--set {text}: only data.* settings apply to a checkpoint's "
+                              "evaluation")
+    raw = apply_overrides({"data": d.model_dump(mode="json")}, list(overrides))
+    return validate(DataConfig, raw["data"], "--set data")
+
+
 def predict_video(checkpoint: str | Path, video: str | Path, *, topk: int = 5,
                   device: torch.device | str = "cpu") -> list[tuple[str, float]]:
-    """Top-k (class name, probability) for one video file with the checkpoint's preprocessing."""
-    model, ckpt = load_classifier(checkpoint)
-    if not Path(video).exists():
-        raise DataError(video, "file not found")
-    ds = test_dataset(ckpt.data, [Sample(Path(video))], clips=ckpt.eval.clips,
-                      crops=ckpt.eval.crops, on_error="raise")
-    _, probs, _ = video_probabilities(model, [collate([ds[0]])], torch.device(device))
-    names = ckpt.class_names or [str(i) for i in range(probs.shape[1])]
-    p, i = probs[0].topk(min(topk, probs.shape[1]))
-    return [(names[j], float(q)) for q, j in zip(p.tolist(), i.tolist(), strict=True)]
+    """Top-k (class name, probability) for one video file with the checkpoint's preprocessing:
+    `predict` on one video (an unreadable one raises its DataError)."""
+    report = predict(checkpoint, [video], topk=topk, batch_size=1, device=device, progress=False)
+    if report.failed:
+        path, reason = report.failed[0]
+        raise DataError(path, reason)
+    p = report.predictions[0]
+    return list(zip(p.labels, p.scores, strict=True))
 
 
 @torch.no_grad()

@@ -44,7 +44,8 @@ def _build_vit(cfg: FinetuneConfig, num_classes: int) -> torch.nn.Module:
         model, report = classifier_from_pretrained(
             m.init, num_classes=num_classes, drop_path=m.drop_path, head_dropout=m.head_dropout,
             init_scale=m.init_scale, num_frames=d.num_frames, img_size=d.input_size,
-            num_heads=m.num_heads, grad_checkpointing=m.grad_checkpointing)
+            num_heads=m.num_heads, grad_checkpointing=m.grad_checkpointing,
+            class_names=build_samples(d, "train").class_names if d.classes else None)
         print(f"[progvid] {report}", file=sys.stderr)
         return model
     overrides = {k: v for k, v in {"embed_dim": m.embed_dim, "depth": m.depth,

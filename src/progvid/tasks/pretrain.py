@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,9 +12,7 @@ from ..data.datasets import build_samples
 from ..data.loader import seconds_per_batch, train_loader
 from ..engine.distributed import resolve_device
 from ..engine.trainer import StepContext, TrainResult
-from ..errors import ConfigError, DataError, ProgvidError
-from ..interop.hf import export_hf
-from ..loading import load_videomae
+from ..errors import ConfigError, DataError
 from ..models import videomae
 from ..models.common import unwrap
 from ..models.videomae import VideoMAE
@@ -130,9 +127,3 @@ def plan_report(cfg: PretrainConfig, *, dataset_size: int | None = None, world: 
     table["workers"] = cfg.data.workers
     return table
 
-
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, fmt: str = "hf") -> Path:
-    """Write a pre-training checkpoint in another format (`hf`: a transformers folder)."""
-    if fmt != "hf":
-        raise ProgvidError(f"--format: unknown export format {fmt!r} (supported: hf)")
-    return export_hf(load_videomae(checkpoint), out_dir)

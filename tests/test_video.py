@@ -91,6 +91,30 @@ def test_reader_reuse_and_threads(videos, kind: str) -> None:
             np.testing.assert_array_equal(reader.read([i]).numpy()[0], ref[i])
 
 
+def _read_in_child(path: Path, queue) -> None:
+    queue.put(read_clip(path, [0, 5], short_side=24).numpy())
+
+
+def test_reading_after_fork(videos) -> None:
+    """A loader worker forked after the parent decoded (and scaled) frames reads normally: the
+    parent's swscale context is not reused across the fork (it deadlocked on its slice threads)."""
+    import multiprocessing as mp
+
+    path, _ = videos["h264-mp4"]
+    parent = read_clip(path, [0, 5], short_side=24).numpy()
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_read_in_child, args=(path, queue))
+    child.start()
+    try:
+        got = queue.get(timeout=30)
+    finally:
+        child.join(timeout=5)
+        if child.is_alive():
+            child.kill()
+    np.testing.assert_array_equal(got, parent)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_probe_counts_decoded_frames(videos, kind: str) -> None:
     path, ref = videos[kind]

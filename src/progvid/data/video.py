@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import os
 import operator
 import threading
 from collections.abc import Iterator, Sequence
@@ -97,11 +98,14 @@ _LOCAL = threading.local()
 
 
 def _reformatter() -> VideoReformatter:
-    """This thread's swscale wrapper (it keeps its context while sizes and formats repeat)."""
-    rf = getattr(_LOCAL, "reformatter", None)
-    if rf is None:
-        rf = _LOCAL.reformatter = VideoReformatter()
-    return rf
+    """This thread's swscale wrapper (it keeps its context while sizes and formats repeat).
+
+    Keyed by process too: a context made before a fork (a loader worker) must not be reused in
+    the child, where the threads it was built around do not exist."""
+    pid = os.getpid()
+    if getattr(_LOCAL, "pid", None) != pid:
+        _LOCAL.reformatter, _LOCAL.pid = VideoReformatter(), pid
+    return _LOCAL.reformatter
 
 
 class VideoReader:
@@ -114,9 +118,6 @@ class VideoReader:
         self._threads = threads
         # Running total of decoded frames: lets tests/benchmarks check we decode only what's needed.
         self.frames_decoded = 0
-        # One swscale context per thread for all readers: building one costs ~2 ms, more than
-        # converting a small frame (frame.to_ndarray() would build one per call).
-        self._rgb = _reformatter()
         self._want_pts: set[int] | None = None  # pts of the frames the current read() needs
         self._container = None
         self._use(_open(self.path))
@@ -286,7 +287,12 @@ class VideoReader:
                         size = _target_size(frame.width, frame.height, short_side)
                         out = np.empty((len(wanted), size[1], size[0], 3), dtype=np.uint8)
                     # Conversion (and resize) happen in C inside swscale.
-                    arr = self._rgb.reformat(frame, width=size[0], height=size[1], format="rgb24").to_ndarray()
+                    # One swscale context per thread and process for all readers: building one
+                    # costs ~2 ms, more than converting a small frame (frame.to_ndarray() would
+                    # build one per call). One scaling thread: a loader worker owns one core, and
+                    # swscale's own slice threads would not survive a fork.
+                    arr = _reformatter().reformat(frame, width=size[0], height=size[1],
+                                                  format="rgb24", threads=1).to_ndarray()
                     out[positions[i]] = arr
                     break
                 else:

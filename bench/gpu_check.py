@@ -648,11 +648,11 @@ def loader_settings(rehearsal: bool) -> dict[str, Any]:
     if rehearsal:
         return dict(videos=4, width=128, height=72, seconds=3.0, fps=30, gop=30, preset="veryfast",
                     crf=23, workers=[1, 2], frames=[2, 8], stride=4, size=32, batch=4,
-                    measure_s=0.3, tpl_config="pretrain/tiny_tpl.yaml", tpl_batch=4,
+                    measure_s=0.3, tpl_config="pretrain/tiny_tpl", tpl_batch=4,
                     tpl_repeat=4, tpl_epochs=1)
     return dict(videos=16, width=568, height=320, seconds=6.0, fps=30, gop=60, preset="medium",
                 crf=23, workers=[4, 8, 14], frames=[2, 4, 8, 16], stride=4, size=224, batch=8,
-                measure_s=2.0, tpl_config="pretrain/tpl_base_k400.yaml", tpl_batch=32,
+                measure_s=2.0, tpl_config="pretrain/tpl_base_k400", tpl_batch=32,
                 tpl_repeat=8, tpl_epochs=8)
 
 
@@ -700,10 +700,12 @@ def tpl_run(videos: list[Path], workers: int, s: dict[str, Any], device: str, ou
     `progvid pretrain` as a user runs it; data_wait_fraction per stage from metrics.jsonl."""
     import yaml
 
+    from progvid.config import load_config, to_plain
+
     work = work_dir("loader")
     lst = work / "pretrain_list.txt"
     lst.write_text("".join(f"{v.name}\n" for v in videos for _ in range(s["tpl_repeat"])))
-    raw = yaml.safe_load((CONFIGS / s["tpl_config"]).read_text())
+    raw = to_plain(load_config(s["tpl_config"]))  # a recipe, its `base:` resolved
     raw["data"].update(root=str(videos[0].parent), train=str(lst), val=None, classes=None,
                        workers=workers, sampling_rate=s["stride"], sampler="stride")
     if device == "cpu":  # rehearsal: smaller model

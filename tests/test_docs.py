@@ -70,8 +70,9 @@ def install_in_throwaway_venv(wheel: Path, venv: Path) -> dict[str, str]:
     py = venv / "bin" / "python"
     purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, check=True).stdout.strip()
+    # (the project's own .venv lies inside the checkout, so only its source folder is kept out)
     deps = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")
-            and not Path(p).resolve().is_relative_to(ROOT)]
+            and not Path(p).resolve().is_relative_to(ROOT / "src")]
     # a plain path line: the dependency folder's own .pth files (an editable progvid) stay unread
     (Path(purelib) / "_progvid_test_deps.pth").write_text("\n".join(deps) + "\n")
     r = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps",

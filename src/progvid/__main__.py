@@ -1,7 +1,5 @@
 """`python -m progvid` (what torchrun launches)."""
 
-import sys
+from .cli import entry
 
-from .cli import main
-
-sys.exit(main())
+entry()

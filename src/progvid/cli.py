@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -670,8 +671,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"progvid: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and the like: not a failure
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Interrupted as exc:
@@ -689,13 +688,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _rank() -> int:
-    import os
-
     return int(os.environ.get("RANK", "0") or 0)
 
 
 def entry() -> None:
-    sys.exit(main())
+    code = main()
+    if code != 0 and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        # A rank leaving on an error still holds the process group, whose communication threads
+        # C++ destructors at interpreter exit may abort on ("terminate called without an active
+        # exception", exit -6 instead of ours). Everything worth keeping is saved and closed by
+        # now: leave without running them.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -58,14 +58,18 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     from .data.check import check_list
 
     report = check_list(args.list, root=args.root, fmt=args.format, labels=args.labels,
-                        workers=args.workers, progress=sys.stderr.isatty() and not args.json)
+                        workers=args.workers, progress=sys.stderr.isatty() and not args.json,
+                        deep=args.deep)
     if args.json:
         _print_json(report.to_json())
     else:
-        for bad in report.bad:
-            where = f"{bad.source}:{bad.line}: " if bad.line is not None else ""
-            print(f"BAD {where}{bad.path}: {bad.reason}")
-        print(f"{report.ok} readable, {len(report.bad)} unreadable, of {report.ok + len(report.bad)}")
+        for tag, entries in (("BAD", report.bad), ("WARN", report.warnings)):
+            for e in entries:
+                where = f"{e.source}:{e.line}: " if e.line is not None else ""
+                print(f"{tag} {where}{e.path}: {e.reason}")
+        warned = f" ({len(report.warnings)} with warnings)" if report.warnings else ""
+        print(f"{report.ok} readable{warned}, {len(report.bad)} unreadable, "
+              f"of {report.ok + len(report.bad)}")
     return 0 if not report.bad else 2
 
 
@@ -433,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset layout (default: from the file type)")
     p.add_argument("--labels", default=None, help="SSv2 labels json or classes.txt")
     p.add_argument("--workers", type=int, default=2, help="parallel checks (default 2)")
+    p.add_argument("--deep", action="store_true",
+                   help="decode every frame (slow): finds damage in the middle of a file that "
+                        "the quick check (first and last frames) misses")
     p.add_argument("--json", action="store_true", help='print {"ok": N, "bad": [...]}')
     p.set_defaults(func=cmd_data_check)
     p = dsub.add_parser(
@@ -511,14 +518,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.add_argument("--views", default=None, metavar="CLIPSxCROPS",
                    help="test views, e.g. 5x3 (default: the run's eval settings)")
-    p.add_argument("--batch-size", type=int, default=4, help="videos per batch (default 4)")
+    p.add_argument("--batch-size", type=_positive_int, default=4,
+                   help="videos per batch (default 4)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="class probabilities for one video file")
     p.add_argument("checkpoint", help="fine-tuning checkpoint or run folder")
     p.add_argument("video")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=_positive_int, default=5,
+                   help="how many classes to show (default 5)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 

@@ -116,6 +116,16 @@ def test_reading_after_fork(videos) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_clean_files_pass_the_deep_check(videos, kind: str) -> None:
+    """`verify` (data check --deep) decodes every frame of a clean file without complaint,
+    and its evenly spaced timestamps raise no warning."""
+    path, ref = videos[kind]
+    with VideoReader(path) as reader:
+        assert reader.verify() == len(ref) and reader.timestamp_gap() is None
+        np.testing.assert_array_equal(reader.read([5, 30]).numpy(), ref[[5, 30]])  # still reads
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_probe_counts_decoded_frames(videos, kind: str) -> None:
     path, ref = videos[kind]
     info = probe(path)

@@ -140,3 +140,32 @@ def write_empty(path: str | Path) -> Path:
     path = Path(path)
     path.write_bytes(b"")
     return path
+
+
+def write_overwritten(
+    src: str | Path, dst: str | Path, fraction: float = 0.5, size: int = 4096, seed: int = 0
+) -> Path:
+    """Copy `src` to `dst` with `size` random bytes written over it at `fraction` of its length
+    (bit rot, a bad sector, a partial overwrite: the file keeps its size and opens fine)."""
+    data = bytearray(Path(src).read_bytes())
+    at = int(len(data) * fraction)
+    size = min(size, len(data) - at)
+    data[at : at + size] = np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
+    dst = Path(dst)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def remux_dropping(src: str | Path, dst: str | Path, drop: set[int]) -> Path:
+    """Copy the video stream of `src` into `dst` without the packets at positions `drop` (in
+    demux order): what a demuxer that skipped a damaged cluster hands the decoder."""
+    dst = Path(dst)
+    with av.open(str(src)) as inp, av.open(str(dst), mode="w") as out:
+        stream = inp.streams.video[0]
+        ostream = out.add_stream_from_template(stream)
+        packets = [p for p in inp.demux(stream) if p.size]
+        for i, packet in enumerate(packets):
+            if i not in drop:
+                packet.stream = ostream
+                out.mux(packet)
+    return dst

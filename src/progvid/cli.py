@@ -59,14 +59,18 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     from .data.check import check_list
 
     report = check_list(args.list, root=args.root, fmt=args.format, labels=args.labels,
-                        workers=args.workers, progress=sys.stderr.isatty() and not args.json)
+                        workers=args.workers, progress=sys.stderr.isatty() and not args.json,
+                        deep=args.deep)
     if args.json:
         _print_json(report.to_json())
     else:
-        for bad in report.bad:
-            where = f"{bad.source}:{bad.line}: " if bad.line is not None else ""
-            print(f"BAD {where}{bad.path}: {bad.reason}")
-        print(f"{report.ok} readable, {len(report.bad)} unreadable, of {report.ok + len(report.bad)}")
+        for tag, entries in (("BAD", report.bad), ("WARN", report.warnings)):
+            for e in entries:
+                where = f"{e.source}:{e.line}: " if e.line is not None else ""
+                print(f"{tag} {where}{e.path}: {e.reason}")
+        warned = f" ({len(report.warnings)} with warnings)" if report.warnings else ""
+        print(f"{report.ok} readable{warned}, {len(report.bad)} unreadable, "
+              f"of {report.ok + len(report.bad)}")
     return 0 if not report.bad else 2
 
 
@@ -463,6 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset layout (default: from the file type)")
     p.add_argument("--labels", default=None, help="SSv2 labels json or classes.txt")
     p.add_argument("--workers", type=int, default=2, help="parallel checks (default 2)")
+    p.add_argument("--deep", action="store_true",
+                   help="decode every frame (slow): finds damage in the middle of a file that "
+                        "the quick check (first and last frames) misses")
     p.add_argument("--json", action="store_true", help='print {"ok": N, "bad": [...]}')
     p.set_defaults(func=cmd_data_check)
     p = dsub.add_parser(
@@ -543,7 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.add_argument("--views", default=None, metavar="CLIPSxCROPS",
                    help="test views, e.g. 5x3 (default: the run's eval settings)")
-    p.add_argument("--batch-size", type=int, default=4, help="videos per batch (default 4)")
+    p.add_argument("--batch-size", type=_positive_int, default=4,
+                   help="videos per batch (default 4)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
@@ -552,8 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "VideoMAEForVideoClassification folder, or a hub id (org/name)")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="video files, folders (their videos) or dataset lists (as `data check`)")
-    p.add_argument("--topk", type=int, default=5, help="classes per video (default 5)")
-    p.add_argument("--batch-size", type=int, default=4, help="videos per batch (default 4)")
+    p.add_argument("--topk", type=_positive_int, default=5, help="classes per video (default 5)")
+    p.add_argument("--batch-size", type=_positive_int, default=4, help="videos per batch (default 4)")
     p.add_argument("--views", default=None, metavar="CLIPSxCROPS",
                    help="test views, e.g. 1x1 (default: the run's eval settings)")
     out = p.add_mutually_exclusive_group()

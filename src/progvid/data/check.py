@@ -1,4 +1,12 @@
-"""`progvid data check`: decode every entry of a dataset in parallel and report the bad ones."""
+"""`progvid data check`: open every entry of a dataset in parallel and report the bad ones.
+
+The quick check opens each video, reads its frame table and decodes its first and last frames:
+missing, empty, truncated and non-video files. `deep` decodes every frame (`VideoReader.verify`):
+damage in the middle of a file that the decoder reports (a packet that fails, a frame it flags
+corrupt or conceals, and every frame predicted from one), plus a warning for a constant-rate
+stream whose timestamps jump (a demuxer that skipped damaged data). Damage that no decoder
+signal reveals (see `progvid.data.video`) passes both.
+"""
 
 from __future__ import annotations
 
@@ -32,23 +40,39 @@ class BadEntry:
 class CheckReport:
     ok: int = 0
     bad: list[BadEntry] = field(default_factory=list)
+    warnings: list[BadEntry] = field(default_factory=list)  # readable, but suspicious (deep)
+    deep: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok,
-                "bad": [{"path": b.path, "line": b.line, "reason": b.reason} for b in self.bad]}
+        out: dict[str, Any] = {
+            "ok": self.ok,
+            "bad": [{"path": b.path, "line": b.line, "reason": b.reason} for b in self.bad]}
+        if self.deep:
+            out["warnings"] = [{"path": w.path, "line": w.line, "reason": w.reason}
+                               for w in self.warnings]
+        return out
 
 
-def check_sample(sample: Sample) -> str | None:
-    """None when the video opens and its first and last frames decode; else the reason."""
+def inspect_sample(sample: Sample, deep: bool = False) -> tuple[str | None, str | None]:
+    """(why the video is unusable or None, a warning or None). Quick: it opens and its first
+    and last frames decode. Deep: every frame decodes clean, and its timestamps have no jump."""
     try:
         with VideoReader(sample.path) as reader:
+            if deep:
+                reader.verify()
+                return None, reader.timestamp_gap()
             n = reader.info.frames
             reader.read([0, n - 1])
     except DataError as exc:
-        return exc.reason
+        return exc.reason, None
     except Exception as exc:  # noqa: BLE001 - a check reports, it does not crash
-        return f"{type(exc).__name__}: {exc}"
-    return None
+        return f"{type(exc).__name__}: {exc}", None
+    return None, None
+
+
+def check_sample(sample: Sample, deep: bool = False) -> str | None:
+    """None when the video is usable (see `inspect_sample`); else the reason."""
+    return inspect_sample(sample, deep)[0]
 
 
 def dataset_format(target: str | Path, fmt: str | None = None) -> str:
@@ -88,20 +112,26 @@ def check_list(
     labels: str | None = None,
     workers: int = 2,
     progress: bool = False,
+    deep: bool = False,
 ) -> CheckReport:
-    """Check every entry; list-level problems (missing list, malformed line) raise DataError."""
+    """Check every entry (`deep`: decode every frame); list-level problems (missing list,
+    malformed line) raise DataError."""
     samples = read_dataset(target, root=root, fmt=fmt, labels=labels).samples
-    report = CheckReport()
+    report = CheckReport(deep=deep)
     # PyAV releases the GIL while demuxing and decoding, so threads overlap well here.
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = pool.map(check_sample, samples)
+        results = pool.map(lambda s: inspect_sample(s, deep), samples)
         if progress:
             from tqdm import tqdm
 
-            results = tqdm(results, total=len(samples), desc="check", unit="video")
-        for sample, reason in zip(samples, results, strict=True):
+            results = tqdm(results, total=len(samples), desc="deep check" if deep else "check",
+                           unit="video")
+        for sample, (reason, warning) in zip(samples, results, strict=True):
             if reason is None:
                 report.ok += 1
+                if warning is not None:
+                    report.warnings.append(
+                        BadEntry(str(sample.path), warning, sample.source, sample.line))
             else:
                 report.bad.append(BadEntry(str(sample.path), reason, sample.source, sample.line))
     return report

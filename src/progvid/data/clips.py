@@ -44,7 +44,7 @@ def test_dataset(d: DataConfig, samples: list[Sample], *, frames: int | None = N
                  on_error: str | None = None) -> VideoDataset:
     """Deterministic test views: `clips` x `crops` per video, each (C, frames, S, S) with S the
     config's input size. `frames` defaults to the config's clip length, `on_error` to its
-    policy."""
+    policy; `on_error="drop"` leaves a bad video out of the batches (`VideoDataset`)."""
     sampler = TemporalSampler(d.sampler, frames or d.num_frames, d.sampling_rate, d.clip_mode)
     transform = test_transform(d.input_size, crops=crops, mean=d.mean, std=d.std)
     return VideoDataset(samples, sampler=sampler, transform=transform, train=False,

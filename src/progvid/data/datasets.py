@@ -3,7 +3,9 @@
 Every sample draws its randomness from a generator seeded by (seed, epoch, index), so a clip is
 the same whatever worker decodes it and whenever it is decoded: resumed runs see the same data.
 Bad files follow the `on_error` policy: `raise` stops with a one-line error naming the file;
-`skip` substitutes another sample, reports what was skipped, and never returns garbage.
+`skip` substitutes another sample (training), reports what was skipped, and never returns
+garbage; `drop` (testing) returns the bad sample's item with `video` None, which `collate`
+leaves out of the batch, so a metric never counts one video's prediction for another.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".m
 
 # How many substitutes `skip` tries before giving up on a sample.
 MAX_SUBSTITUTES = 20
+# What a bad video does: stop the run, be replaced by another (training), be left out (testing).
+ON_ERROR = ("raise", "skip", "drop")
 
 
 @dataclass(frozen=True)
@@ -44,15 +48,57 @@ class SampleSet:
     class_names: list[str] | None
 
 
+def read_text(path: Path) -> str:
+    """A list, class or json file's text: UTF-8, with or without a byte-order mark. Any other
+    encoding, or a NUL byte (UTF-16 files have them), is a one-line `DataError` naming the file
+    and line."""
+    data = path.read_bytes()
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise DataError(path, "contains NUL bytes, so it is not UTF-8 text (UTF-16?); "
+                              "save it as UTF-8", data.count(b"\n", 0, nul) + 1)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not UTF-8 text (byte 0x{data[exc.start]:02x}); save it as UTF-8",
+                        data.count(b"\n", 0, exc.start) + 1) from None
+
+
 def read_class_names(path: str | Path) -> list[str]:
     """One class name per line (blank lines ignored)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "class list not found")
-    names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    names = [ln.strip() for ln in read_text(path).splitlines() if ln.strip()]
     if not names:
         raise DataError(path, "class list is empty")
     return names
+
+
+def _split_entry(text: str, list_path: Path, lineno: int) -> list[str]:
+    """The fields of one list line: `path [label]` separated by spaces or a comma, or, for a
+    path with spaces or commas, the path in double quotes as in CSV (a quote inside it doubled):
+    `"my video, take 2.mp4",3`."""
+    if not text.startswith('"'):
+        return text.replace(",", " ").split()
+    path, i = [], 1
+    while True:
+        q = text.find('"', i)
+        if q < 0:
+            raise DataError(list_path, f"unterminated quoted path in {text!r}", lineno)
+        path.append(text[i:q])
+        if text.startswith('"', q + 1):  # "" inside quotes is one quote character
+            path.append('"')
+            i = q + 2
+            continue
+        rest = text[q + 1:]
+        break
+    if rest and rest[0] not in ", \t":
+        raise DataError(list_path, f"expected a comma or space after the closing quote in "
+                                   f"{text!r}", lineno)
+    if not "".join(path):
+        raise DataError(list_path, "empty quoted path", lineno)
+    return ["".join(path), *rest.replace(",", " ").split()]
 
 
 def read_list(
@@ -60,19 +106,22 @@ def read_list(
 ) -> list[Sample]:
     """Parse "path label" lines (space or comma separated; label optional for pre-training).
 
-    Paths are relative to `root` (default: the list file's folder). A malformed line or a label
-    out of range raises `DataError` naming the list file and line.
+    A path with spaces or commas goes in double quotes, as in CSV: `"my video, take 2.mp4",3`
+    (a `"` inside it doubled). The file is UTF-8, with or without a byte-order mark. Paths are
+    relative to `root` (default: the list file's folder). A malformed line, or a label outside
+    [0, num_classes) (`num_classes`: the class list's length, or `model.num_classes` when
+    fine-tuning without one), raises `DataError` naming the list file and line.
     """
     list_path = Path(list_path)
     if not list_path.is_file():
         raise DataError(list_path, "list file not found")
     base = Path(root) if root is not None else list_path.parent
     samples: list[Sample] = []
-    for lineno, raw in enumerate(list_path.read_text().splitlines(), start=1):
+    for lineno, raw in enumerate(read_text(list_path).splitlines(), start=1):
         text = raw.strip()
         if not text or text.startswith("#"):
             continue
-        parts = [p for p in text.replace(",", " ").split() if p]
+        parts = _split_entry(text, list_path, lineno)
         if len(parts) > 2 and parts[-1].lstrip("-").isdigit() and parts[-2].lstrip("-").isdigit():
             # Kinetics lists sometimes carry "path num_frames label"; keep path and label
             parts = [parts[0], parts[-1]]
@@ -84,9 +133,11 @@ def read_list(
             except ValueError:
                 raise DataError(list_path, f"label {parts[1]!r} is not an integer", lineno) from None
         else:
-            raise DataError(list_path, f"expected 'path [label]', got {text!r}", lineno)
+            raise DataError(list_path, f"expected 'path [label]', got {text!r} (a path with "
+                                       f"spaces or commas goes in double quotes: "
+                                       f'"my video.mp4",3)', lineno)
         if label < -1 or (num_classes is not None and label >= num_classes):
-            limit = f" [0, {num_classes})" if num_classes is not None else ""
+            limit = f" [0, {num_classes}) for {num_classes} classes" if num_classes is not None else ""
             raise DataError(list_path, f"label {label} out of range{limit}", lineno)
         path = Path(parts[0])
         samples.append(Sample(path if path.is_absolute() else base / path, label, str(list_path), lineno))
@@ -99,6 +150,29 @@ def _ssv2_name(template: str) -> str:
     return template.replace("[", "").replace("]", "")
 
 
+def _class_index(value: Any) -> int | None:
+    """A labels-json index: an integer or a string of digits ("12"), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def _ssv2_id(value: Any, split_json: Path, i: int) -> str:
+    """An SSv2 video id: a plain file name (the video is `<root>/<id>.webm`), never a path."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataError(split_json, f"entry {i}: id {value!r} is not a string or an integer")
+    vid = str(value)
+    if (not vid.strip() or vid in (".", "..") or any(c in vid for c in "/\\\x00")
+            or Path(vid).is_absolute() or (len(vid) > 1 and vid[1] == ":")):
+        raise DataError(split_json, f"entry {i}: id {vid!r} is not a plain file name "
+                                    "(no path separators, '..' or drive)")
+    return vid
+
+
 def read_ssv2(
     split_json: str | Path, labels_json: str | Path, video_root: str | Path, ext: str = ".webm"
 ) -> SampleSet:
@@ -107,15 +181,19 @@ def read_ssv2(
     labels = _load_json(labels_json)
     if not isinstance(labels, dict):
         raise DataError(labels_json, "expected a mapping of class name to index")
-    try:
-        index = {str(k): int(v) for k, v in labels.items()}
-    except (TypeError, ValueError):
-        raise DataError(labels_json, "class indices must be integers") from None
-    names = [""] * len(index)
-    for name, i in index.items():
-        if not 0 <= i < len(index):
-            raise DataError(labels_json, f"class {name!r} has index {i} out of range")
-        names[i] = name
+    index: dict[str, int] = {}
+    names = [""] * len(labels)
+    for name, value in labels.items():
+        i = _class_index(value)
+        if i is None:
+            raise DataError(labels_json, f"class {name!r}: index {value!r} is not an integer")
+        if not 0 <= i < len(labels):
+            raise DataError(labels_json, f"class {name!r} has index {i} out of range "
+                                         f"[0, {len(labels)})")
+        if names[i]:
+            raise DataError(labels_json, f"class {name!r} has index {i}, already used by "
+                                         f"{names[i]!r}")
+        index[str(name)], names[i] = i, str(name)
     entries = _load_json(split_json)
     if not isinstance(entries, list):
         raise DataError(split_json, "expected a list of {id, template} objects")
@@ -123,13 +201,14 @@ def read_ssv2(
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or "id" not in entry:
             raise DataError(split_json, f"entry {i} has no `id`")
+        vid = _ssv2_id(entry["id"], split_json, i)
         label = -1
         if "template" in entry:
             name = _ssv2_name(str(entry["template"]))
             if name not in index:
-                raise DataError(split_json, f"entry {i} (id {entry['id']}): unknown template {name!r}")
+                raise DataError(split_json, f"entry {i} (id {vid}): unknown template {name!r}")
             label = index[name]
-        samples.append(Sample(Path(video_root) / f"{entry['id']}{ext}", label, str(split_json), i))
+        samples.append(Sample(Path(video_root) / f"{vid}{ext}", label, str(split_json), i))
     if not samples:
         raise DataError(split_json, "split has no entries")
     return SampleSet(samples, names)
@@ -139,7 +218,7 @@ def _load_json(path: Path) -> Any:
     if not path.is_file():
         raise DataError(path, "file not found")
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise DataError(path, f"invalid JSON ({exc.msg})", exc.lineno) from None
 
@@ -173,8 +252,9 @@ def read_unlabeled(root: str | Path) -> SampleSet:
     return SampleSet(samples, None)
 
 
-def build_samples(cfg: Any, split: str) -> SampleSet:
-    """Samples of `split` ("train" or "val") for a `DataConfig`."""
+def build_samples(cfg: Any, split: str, num_classes: int | None = None) -> SampleSet:
+    """Samples of `split` ("train" or "val") for a `DataConfig`. `num_classes` (a classifier's
+    class count) bounds the labels of a list without a class list."""
     where = getattr(cfg, split)
     root = Path(cfg.root)
     if where is None:
@@ -182,7 +262,7 @@ def build_samples(cfg: Any, split: str) -> SampleSet:
     target = Path(where) if Path(where).is_absolute() else root / where
     if cfg.format == "list":
         names = read_class_names(_resolve(root, cfg.classes)) if cfg.classes else None
-        return SampleSet(read_list(target, root, len(names) if names else None), names)
+        return SampleSet(read_list(target, root, len(names) if names else num_classes), names)
     if cfg.format == "ssv2":
         if not cfg.classes:
             raise DataError("data.classes", "SSv2 needs the labels json")
@@ -202,8 +282,8 @@ class VideoDataset(Dataset):
 
     Items are addressed as `(epoch, index)` (what `EpochSampler` yields) or a plain index (epoch
     0). An item is a dict: `video` float (V, C, T, H, W) with V = clips_per_decode x num_sample
-    in training, or V = clips x crops in testing; `label` int; `index` int; `skipped` list of
-    (path, reason).
+    in training, or V = clips x crops in testing (None for a bad video under `on_error="drop"`);
+    `label` int; `index` int; `skipped` list of (path, reason).
 
     `clips_per_decode` k > 1 (short TPL stages): k clips at independent temporal positions,
     each drawn by the sampler exactly as a clip of its own would be, are cut from one decode of
@@ -228,8 +308,8 @@ class VideoDataset(Dataset):
         on_error: str = "raise",
         clips_per_decode: int = 1,
     ) -> None:
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
         if clips_per_decode < 1:
             raise ValueError(f"clips_per_decode must be >= 1, got {clips_per_decode}")
         self.clips_per_decode = clips_per_decode
@@ -261,6 +341,9 @@ class VideoDataset(Dataset):
                 if self.on_error == "raise":
                     raise
                 skipped.append((str(self.samples[current].path), exc.reason))
+                if self.on_error == "drop":
+                    return {"video": None, "label": self.samples[index].label, "index": index,
+                            "skipped": skipped}
                 current = int(rng.integers(len(self.samples)))
         raise DataError(self.samples[index].path, f"no readable substitute after {MAX_SUBSTITUTES} tries")
 

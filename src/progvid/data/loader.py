@@ -86,7 +86,14 @@ class EpochSampler(Sampler):
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack views into one batch: (B * V, C, T, H, W); labels repeated per view."""
+    """Stack views into one batch: (B * V, C, T, H, W); labels repeated per view. An item whose
+    `video` is None (a bad video under the test-time `on_error="drop"`) adds only its `skipped`
+    entry; a batch of nothing else has `video` None and no indices."""
+    skipped = [s for it in items for s in it["skipped"]]
+    items = [it for it in items if it["video"] is not None]
+    if not items:
+        none = torch.empty(0, dtype=torch.long)
+        return {"video": None, "label": none, "index": none, "views": 0, "skipped": skipped}
     views = [it["video"] for it in items]
     v = views[0].shape[0]
     out = None
@@ -101,7 +108,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         "label": torch.tensor([it["label"] for it in items]).repeat_interleave(v),
         "index": torch.tensor([it["index"] for it in items]),
         "views": v,
-        "skipped": [s for it in items for s in it["skipped"]],
+        "skipped": skipped,
     }
 
 

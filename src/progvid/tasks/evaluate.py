@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -198,7 +198,13 @@ def evaluate_checkpoint(checkpoint: str | Path, *, views: tuple[int, int] | None
     confusion picture into the run folder (for a transformers folder or hub id: `out_dir`, by
     default the current folder). `data_overrides` (`data.KEY=VALUE`) change the recorded data
     settings, e.g. to point a transformers classifier at a labelled list. Under torchrun every
-    rank evaluates a shard."""
+    rank evaluates a shard.
+
+    Bad videos follow the run's `data.on_error`: `raise` stops at the first with one line
+    `path: reason` (under torchrun every rank finishes its share first, then all stop on the
+    first bad video of the split, printed once); `skip` leaves each out of the metrics (never
+    replaced by another video), prints one line for it and lists it in eval.json under
+    `skipped`."""
     model, ckpt = load_classifier(checkpoint)
     d = _with_overrides(ckpt.data, data_overrides)
     if d.val is None:
@@ -209,24 +215,49 @@ def evaluate_checkpoint(checkpoint: str | Path, *, views: tuple[int, int] | None
     dist = init_distributed(device)
     if device.type == "cuda" and dist.enabled:  # one GPU per rank under torchrun
         device = resolve_device("cuda", dist.local_rank)
-    samples = build_samples(d, "val").samples
-    dataset = test_dataset(d, samples, clips=clips, crops=crops, on_error="raise")
+    samples = build_samples(d, "val", ckpt.num_classes).samples
+    skip = d.on_error == "skip"
+    dataset = test_dataset(d, samples, clips=clips, crops=crops,
+                           on_error="drop" if skip or dist.enabled else "raise")
     loader = DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset)),
                         num_workers=d.workers, collate_fn=collate)
+    skipped: list[tuple[str, str]] = []
+
+    def present() -> Iterator[dict]:  # the batches' videos; the dropped ones noted
+        for batch in loader:
+            skipped.extend(batch["skipped"])
+            if batch["video"] is not None:
+                yield batch
+
     show = sys.stderr.isatty() if progress is None else progress
-    idx, probs, labels = video_probabilities(model, loader, device, show and dist.is_main)
+    idx, probs, labels = video_probabilities(model, present(), device, show and dist.is_main)
     if dist.enabled:
         gathered: list = [None] * dist.world
-        torch.distributed.all_gather_object(gathered, (idx, probs, labels))
-        idx = torch.cat([g[0] for g in gathered])
-        probs = torch.cat([g[1] for g in gathered])
-        labels = torch.cat([g[2] for g in gathered])
+        torch.distributed.all_gather_object(gathered, (idx, probs, labels, skipped))
+        shares = [g for g in gathered if g[0].numel()]  # a rank may have no readable video
+        if shares:
+            idx, probs, labels = (torch.cat([g[i] for g in shares]) for i in range(3))
+        skipped = [s for g in gathered for s in g[3]]
+    position = {str(s.path): i for i, s in enumerate(samples)}
+    skipped.sort(key=lambda s: position.get(s[0], len(samples)))
+    if skipped and not skip:  # `raise` under torchrun: every rank raises the same, rank 0 says it
+        err = DataError(*skipped[0])
+        err.collective = True
+        raise err
+    if dist.is_main:
+        for path, reason in skipped:
+            print(f"[progvid] eval: skipped {path}: {reason}", file=sys.stderr)
+    if not idx.numel():
+        path, reason = skipped[0] if skipped else (f"data.val of {ckpt.path}", "no videos")
+        raise DataError(path, f"{reason} (and every other video of the val split: nothing "
+                              "to evaluate)")
     order = idx.argsort()
     idx, probs, labels = idx[order], probs[order], labels[order]
     num_classes = ckpt.num_classes or probs.shape[1]
     result = classification_metrics(probs, labels, num_classes)
     result.update({"views": f"{clips}x{crops}", "checkpoint": str(ckpt.path),
-                   "indices_evaluated": idx.tolist()})
+                   "indices_evaluated": idx.tolist(),
+                   "skipped": [{"path": p, "reason": r} for p, r in skipped]})
     if dist.is_main:
         own = ckpt.task not in ("transformers", "official")
         run = Path(out_dir) if out_dir else ckpt.path.parent.parent if own else Path.cwd()

@@ -88,6 +88,8 @@ def preflight(cfg: Any, *, data: bool = True) -> None:
     if hasattr(cfg, "train") and cfg.data.train is None:
         raise ConfigError("data.train: not set; a run needs its training split")
     if data and hasattr(cfg, "train"):
-        build_samples(cfg.data, "train")
+        # a classifier's class count bounds the labels of a list without a class list
+        classes = cfg.model.num_classes if isinstance(cfg, FinetuneConfig) else None
+        build_samples(cfg.data, "train", classes)
         if cfg.data.val is not None:
-            build_samples(cfg.data, "val")
+            build_samples(cfg.data, "val", classes)

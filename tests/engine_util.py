@@ -45,7 +45,10 @@ def tiny_finetune(data_dir: Path, **over) -> FinetuneConfig:
     }
     for k, v in over.items():
         sec, _, field = k.partition("__")
-        raw.setdefault(sec, {})[field] = v
+        if field:
+            raw.setdefault(sec, {})[field] = v
+        else:  # a top-level key (epochs)
+            raw[sec] = v
     return validate(FinetuneConfig, raw, "test")
 
 

@@ -27,6 +27,27 @@ def test_cosine_schedule_is_pure() -> None:
         sched.locate(12)
 
 
+def test_work_and_the_whole_plan_eta(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Work counts each stage's FLOPs per step (frames where unknown); the ETA extrapolates work,
+    so after the cheap 2-frame stage it sees the expensive 16-frame stage still ahead; the bar
+    has a fixed width beside its postfix."""
+    import time as _time
+
+    from progvid.engine import logging as runlog
+
+    lr = CosineLR(1.0, 0.1, warmup=0, total=10)
+    sched = Schedule((Stage(10, 2, 8, lr, flops_per_clip=1.0), Stage(10, 16, 8, lr, flops_per_clip=8.0)))
+    assert [sched.work(s) for s in (0, 5, 10, 15, 20, 99)] == [0, 40, 80, 400, 720, 720]
+    assert Schedule((Stage(3, 4, 2, lr),)).work(2) == 2 * 2 * 4  # frames stand in for FLOPs
+    clock = iter([100.0, 110.0])  # start, then 10 s later
+    monkeypatch.setattr(_time, "time", lambda: next(clock))
+    log = runlog.RunLogger(tmp_path, total_steps=20, tensorboard=False, progress=False,
+                           work=sched.work)
+    # 10 steps (80 units of work) took 10 s; 640 units are left: 80 s, not the 10 s of steps
+    assert log._eta(9) == "00:01:20"
+    assert "{bar:12}" in runlog.BAR_FORMAT and "{postfix}" in runlog.BAR_FORMAT
+
+
 def test_tiny_run_writes_everything(synth_dir: Path, tmp_path: Path) -> None:
     cfg = tiny_pretrain(synth_dir, train__tensorboard=True)
     res = run_pretrain(cfg, out=str(tmp_path / "run"))

@@ -138,3 +138,32 @@ def test_init_from_a_finetuned_run_keeps_its_head(ft_run: Path, synth_dir: Path,
     model = build_classifier(tiny_finetune(synth_dir, model__init=str(tmp_path / "hf")), 4)
     assert "head kept (4 classes)" in capsys.readouterr().err
     assert torch.equal(model.head.weight, source.head.weight)
+
+
+def test_validation_each_epoch_keeps_the_best(synth_dir: Path, tmp_path: Path) -> None:
+    """Validation every half epoch: top-1, top-5 and loss in metrics.jsonl, the best top-1 as
+    checkpoints/best, whose own 1x1 evaluation gives exactly the logged top-1."""
+    from progvid.engine.checkpoint import list_checkpoints
+    from progvid.tasks.evaluate import evaluate_checkpoint
+
+    cfg = tiny_finetune(synth_dir, epochs=2, eval__every_epochs=0.5, eval__at_end=False)
+    run_finetune(cfg, out=str(tmp_path / "ft"))
+    rows = [json.loads(x) for x in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in rows if "val_top1" in r]
+    steps = max(r["step"] for r in rows) + 1  # 24 videos, batch 4: 6 steps per epoch
+    assert [r["step"] + 1 for r in val] == [3, 6, 9, 12] and steps == 12
+    for r in val:
+        assert 0 <= r["val_top1"] <= r["val_top5"] <= 1 and r["val_loss"] > 0
+    best = max(val, key=lambda r: r["val_top1"])  # the first of equals is kept
+    best_dir = tmp_path / "ft" / "checkpoints" / "best"
+    assert best_dir.is_dir() and best_dir not in list_checkpoints(tmp_path / "ft")
+    got = evaluate_checkpoint(best_dir, views=(1, 1), device="cpu", out_dir=str(tmp_path / "e"))
+    assert got["top1"] == pytest.approx(best["val_top1"])
+    assert got["top5"] == pytest.approx(best["val_top5"])
+
+
+def test_no_validation_without_labels_or_when_off(synth_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny_finetune(synth_dir, eval__every_epochs=0, eval__at_end=False)
+    run_finetune(cfg, out=str(tmp_path / "ft"))
+    text = (tmp_path / "ft" / "metrics.jsonl").read_text()
+    assert "val_top1" not in text and not (tmp_path / "ft" / "checkpoints" / "best").exists()

@@ -370,6 +370,11 @@ class EvalConfig(Section):
     crops: Literal[1, 3] = 3  # spatial crops per clip
     batch_size: int = Field(4, ge=1)  # videos per process (each with clips x crops views)
     at_end: bool = True  # evaluate the final model on the val split when training ends
+    # Validation during fine-tuning (top-1, top-5, loss into metrics.jsonl and TensorBoard; the
+    # best top-1 kept as checkpoints/best): every this many epochs (0: never), with these views.
+    every_epochs: float = Field(1.0, ge=0.0)
+    val_clips: int = Field(1, ge=1)  # temporal clips per video for the per-epoch validation
+    val_crops: Literal[1, 3] = 1  # spatial crops per clip for the per-epoch validation
 
 
 class FinetuneConfig(RunConfig):

@@ -6,17 +6,26 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..metrics import METRICS_FILE
 
+# A fixed-width bar: the postfix (loss, lr, throughput, whole-plan ETA) never squeezes it.
+BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar:12}| {n_fmt}/{total_fmt} {elapsed}{postfix}"
+
 
 class RunLogger:
+    """`work(step)`, when given, is the work the first `step` steps do (e.g. their FLOPs): the
+    ETA then extrapolates work, not steps, and so covers the whole plan (TPL's early short-clip
+    steps are cheap and would make a per-step ETA far too short)."""
+
     def __init__(self, run_dir: str | Path, *, total_steps: int, start_step: int = 0,
                  enabled: bool = True, tensorboard: bool = True, progress: bool | None = None,
-                 line_every: float = 30.0) -> None:
+                 line_every: float = 30.0, work: Callable[[int], float] | None = None) -> None:
         self.enabled = enabled
+        self._work = work
         self.run_dir = Path(run_dir)
         self.total = total_steps
         self.metrics_path = self.run_dir / METRICS_FILE
@@ -46,7 +55,7 @@ class RunLogger:
             from tqdm import tqdm
 
             self._bar = tqdm(total=total_steps, initial=start_step, unit="step",
-                             dynamic_ncols=True, file=sys.stderr)
+                             dynamic_ncols=True, file=sys.stderr, bar_format=BAR_FORMAT)
 
     def _truncate_after(self, step: int) -> None:
         """On resume, drop records the interrupted run logged past its last checkpoint."""
@@ -67,9 +76,9 @@ class RunLogger:
 
     def advance(self, steps: int = 1, postfix: dict[str, Any] | None = None) -> None:
         if self._bar is not None:
-            if postfix:
-                self._postfix.update(postfix)
-                self._bar.set_postfix(self._postfix, refresh=False)
+            self._postfix.update(postfix or {})
+            self._postfix["eta"] = self._eta(self._bar.n + steps - 1)
+            self._bar.set_postfix(self._postfix, refresh=False)
             self._bar.update(steps)
 
     def set_postfix(self, **values: float) -> None:
@@ -93,7 +102,8 @@ class RunLogger:
         if self._tb is not None:
             for k, v in record.items():
                 if k != "step" and isinstance(v, int | float) and not isinstance(v, bool):
-                    self._tb.add_scalar(f"train/{k}", v, step)
+                    tag = f"val/{k[4:]}" if k.startswith("val_") else f"train/{k}"
+                    self._tb.add_scalar(tag, v, step)
         if self._bar is None:
             now = time.time()
             if now - self._last_line >= self._line_every or step + 1 >= self.total:
@@ -105,11 +115,17 @@ class RunLogger:
                 print(f"[progvid] {shown} eta={eta}", file=sys.stderr, flush=True)
 
     def _eta(self, step: int) -> str:
-        done = step + 1 - self._start
+        """Time left after step `step` (0-based) at the pace since this logger started."""
+        if self._work is None:
+            done, left = step + 1 - self._start, self.total - step - 1
+        else:
+            now = self._work(step + 1)
+            done, left = now - self._work(self._start), self._work(self.total) - now
         if done <= 0:
             return "?"
-        left = (time.time() - self._t0) / done * (self.total - step - 1)
-        return time.strftime("%H:%M:%S", time.gmtime(max(left, 0)))
+        secs = max((time.time() - self._t0) / done * left, 0.0)
+        return (f"{int(secs // 86400)}d" if secs >= 86400 else "") + time.strftime(
+            "%H:%M:%S", time.gmtime(secs))
 
     def write(self, text: str) -> None:
         if not self.enabled:

@@ -168,6 +168,20 @@ class Schedule:
         i = bisect.bisect_right(self.starts, step) - 1
         return Position(i, step - self.starts[i])
 
+    def work(self, step: int) -> float:
+        """Work done by the first `step` steps (0 .. total_steps), in each stage's training
+        FLOPs per step (batch x FLOPs per clip; frames per clip where FLOPs are not known):
+        what a whole-plan ETA extrapolates, since a 2-frame step costs far less than a 16-frame
+        one."""
+        done, left = 0.0, max(0, min(step, self.total_steps))
+        for s in self.stages:
+            n = min(left, s.steps)
+            done += n * s.batch_size * (s.flops_per_clip or float(s.num_frames))
+            left -= n
+            if not left:
+                break
+        return done
+
     def lr(self, step: int) -> float:
         pos = self.locate(step)
         stage = self.stages[pos.stage]

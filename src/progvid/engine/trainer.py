@@ -269,7 +269,7 @@ class Trainer:
         end = total if stop_at is None else min(stop_at, total)
         log = RunLogger(self.run_dir, total_steps=total, start_step=self.step,
                         enabled=self.dist.is_main, tensorboard=self.settings.tensorboard,
-                        progress=self.settings.progress)
+                        progress=self.settings.progress, work=self.schedule.work)
         self.model.train()
         with log, self._signals():
             return self._loop(end, log)
@@ -318,7 +318,7 @@ class Trainer:
                 loaders = self._stage_loaders(pos.stage, stage)
                 it = None
                 log.set_description(f"stage {pos.stage + 1}/{len(self.schedule.stages)} "
-                                    f"({stage.num_frames} frames)")
+                                    f"{stage.num_frames}f")
             lr = self.schedule.lr(self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
@@ -359,7 +359,7 @@ class Trainer:
             if prev is not None:
                 self._account(prev, log)
             win_clips += step_clips
-            log.advance(1, {"epoch": f"{self._epoch(pos.step_in_stage, loader):.2f}",
+            log.advance(1, {"ep": f"{self._epoch(pos.step_in_stage, loader):.2f}",
                             "clips/s": f"{win_clips / max(time.time() - win_t0, 1e-9):.1f}"})
             if self.step % s.log_every == 0 or self.step == end or self._stop is not None:
                 self._account(pending, log)

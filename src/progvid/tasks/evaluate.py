@@ -23,7 +23,7 @@ from ..data.check import read_dataset
 from ..data.clips import test_dataset
 from ..data.datasets import VIDEO_EXTENSIONS, Sample, build_samples
 from ..data.loader import ShardSampler, build_loader, collate
-from ..engine.distributed import init_distributed, resolve_device
+from ..engine.distributed import DistInfo, init_distributed, resolve_device
 from ..errors import ConfigError, DataError, ProgvidError
 from ..figures import confusion_figure
 from ..loading import load_classifier
@@ -76,7 +76,8 @@ def extract_features(encoder: torch.nn.Module, loader: DataLoader, device: torch
     return torch.cat(feats), torch.cat(labels)
 
 
-def _topk(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy of (N, K) scores (top-K when K < 5)."""
     k = min(5, scores.shape[1])
     top = scores.topk(k, dim=1).indices
     hit1 = (top[:, 0] == labels).float().mean().item()
@@ -104,7 +105,7 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tens
 
     opt.step(closure)
     with torch.no_grad():
-        top1, top5 = _topk(xv @ w + b, val_y)
+        top1, top5 = topk_accuracy(xv @ w + b, val_y)
     return ProbeResult(top1, top5, "linear")
 
 
@@ -119,7 +120,7 @@ def knn(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y
     weights = (top_sim / temperature).exp()
     votes = torch.zeros(b.shape[0], num_classes)
     votes.scatter_add_(1, train_y[top_idx], weights)
-    top1, top5 = _topk(votes, val_y)
+    top1, top5 = topk_accuracy(votes, val_y)
     return ProbeResult(top1, top5, "knn")
 
 
@@ -178,7 +179,7 @@ def video_probabilities(model: torch.nn.Module, loader: DataLoader, device: torc
 
 def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
     """top-1, top-5, mean per-class accuracy and the confusion matrix (rows: true class)."""
-    top1, top5 = _topk(probs, labels)
+    top1, top5 = topk_accuracy(probs, labels)
     pred = probs.argmax(dim=1)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     confusion.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
@@ -188,6 +189,46 @@ def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, num_classe
             "mean_class_accuracy": per_class[present].mean().item() if present.any() else 0.0,
             "per_class_accuracy": per_class.tolist(), "confusion": confusion.tolist(),
             "num_videos": int(labels.numel())}
+
+
+def split_probabilities(model: torch.nn.Module, d: DataConfig, samples: list[Sample], *,
+                        clips: int, crops: int, batch_size: int, device: torch.device,
+                        dist: DistInfo, progress: bool = False,
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[str, str]]]:
+    """Mean softmax over `clips` x `crops` test views of every readable video of `samples`,
+    every rank evaluating a shard and all ranks getting the whole: (dataset indices, probs
+    (N, K), labels, skipped (path, reason) in list order), sorted by index. Bad videos follow
+    `d.on_error`: `skip` leaves them out (listed in `skipped`); `raise` stops at the first, on
+    every rank after each has finished its share (one collective `DataError`)."""
+    skip = d.on_error == "skip"
+    dataset = test_dataset(d, samples, clips=clips, crops=crops,
+                           on_error="drop" if skip or dist.enabled else "raise")
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset)),
+                        num_workers=d.workers, collate_fn=collate)
+    skipped: list[tuple[str, str]] = []
+
+    def present() -> Iterator[dict]:  # the batches' videos; the dropped ones noted
+        for batch in loader:
+            skipped.extend(batch["skipped"])
+            if batch["video"] is not None:
+                yield batch
+
+    idx, probs, labels = video_probabilities(model, present(), device, progress and dist.is_main)
+    if dist.enabled:
+        gathered: list = [None] * dist.world
+        torch.distributed.all_gather_object(gathered, (idx, probs, labels, skipped))
+        shares = [g for g in gathered if g[0].numel()]  # a rank may have no readable video
+        if shares:
+            idx, probs, labels = (torch.cat([g[i] for g in shares]) for i in range(3))
+        skipped = [s for g in gathered for s in g[3]]
+    position = {str(s.path): i for i, s in enumerate(samples)}
+    skipped.sort(key=lambda s: position.get(s[0], len(samples)))
+    if skipped and not skip:  # `raise` under torchrun: every rank raises the same, rank 0 says it
+        err = DataError(*skipped[0])
+        err.collective = True
+        raise err
+    order = idx.argsort()
+    return idx[order], probs[order], labels[order], skipped
 
 
 def evaluate_checkpoint(checkpoint: str | Path, *, views: tuple[int, int] | None = None,
@@ -216,34 +257,10 @@ def evaluate_checkpoint(checkpoint: str | Path, *, views: tuple[int, int] | None
     if device.type == "cuda" and dist.enabled:  # one GPU per rank under torchrun
         device = resolve_device("cuda", dist.local_rank)
     samples = build_samples(d, "val", ckpt.num_classes).samples
-    skip = d.on_error == "skip"
-    dataset = test_dataset(d, samples, clips=clips, crops=crops,
-                           on_error="drop" if skip or dist.enabled else "raise")
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset)),
-                        num_workers=d.workers, collate_fn=collate)
-    skipped: list[tuple[str, str]] = []
-
-    def present() -> Iterator[dict]:  # the batches' videos; the dropped ones noted
-        for batch in loader:
-            skipped.extend(batch["skipped"])
-            if batch["video"] is not None:
-                yield batch
-
     show = sys.stderr.isatty() if progress is None else progress
-    idx, probs, labels = video_probabilities(model, present(), device, show and dist.is_main)
-    if dist.enabled:
-        gathered: list = [None] * dist.world
-        torch.distributed.all_gather_object(gathered, (idx, probs, labels, skipped))
-        shares = [g for g in gathered if g[0].numel()]  # a rank may have no readable video
-        if shares:
-            idx, probs, labels = (torch.cat([g[i] for g in shares]) for i in range(3))
-        skipped = [s for g in gathered for s in g[3]]
-    position = {str(s.path): i for i, s in enumerate(samples)}
-    skipped.sort(key=lambda s: position.get(s[0], len(samples)))
-    if skipped and not skip:  # `raise` under torchrun: every rank raises the same, rank 0 says it
-        err = DataError(*skipped[0])
-        err.collective = True
-        raise err
+    idx, probs, labels, skipped = split_probabilities(
+        model, d, samples, clips=clips, crops=crops, batch_size=batch_size, device=device,
+        dist=dist, progress=show)
     if dist.is_main:
         for path, reason in skipped:
             print(f"[progvid] eval: skipped {path}: {reason}", file=sys.stderr)
@@ -251,8 +268,6 @@ def evaluate_checkpoint(checkpoint: str | Path, *, views: tuple[int, int] | None
         path, reason = skipped[0] if skipped else (f"data.val of {ckpt.path}", "no videos")
         raise DataError(path, f"{reason} (and every other video of the val split: nothing "
                               "to evaluate)")
-    order = idx.argsort()
-    idx, probs, labels = idx[order], probs[order], labels[order]
     num_classes = ckpt.num_classes or probs.shape[1]
     result = classification_metrics(probs, labels, num_classes)
     result.update({"views": f"{clips}x{crops}", "checkpoint": str(ckpt.path),

@@ -31,7 +31,7 @@ from ..models.classifier import classifier, layer_decay_groups
 from ..models.common import unwrap
 from ..progressive.flops import TRAIN_FACTOR, encoder_flops
 from .base import ClipTask, RunContext, run_context, train, write_run_files
-from .evaluate import evaluate_checkpoint
+from .evaluate import evaluate_checkpoint, split_probabilities, topk_accuracy
 from .hcml import build_cnn_classifier, hcml_joint_loss, measured_macs
 from .preflight import preflight
 
@@ -91,13 +91,16 @@ class ClassifierKind:
     param_groups: Callable[[torch.nn.Module, FinetuneConfig], list[dict[str, Any]]]
     forward_macs: Callable[[torch.nn.Module, FinetuneConfig], float]  # per clip
     loss: Callable[[torch.nn.Module, torch.Tensor, LossFn, torch.Generator], dict[str, torch.Tensor]]
+    # the part of the trained model that maps a clip to logits (what validation runs)
+    predictor: Callable[[torch.nn.Module], torch.nn.Module] = lambda model: model
 
 
 KINDS: dict[str, ClassifierKind] = {
     "vit": ClassifierKind(_build_vit, _vit_groups, _vit_macs, _plain_loss),
     "resnet3d": ClassifierKind(build_cnn_classifier, _plain_groups, _cnn_macs, _plain_loss),
-    # the joint phase: classification + motion losses
-    "hcml": ClassifierKind(build_cnn_classifier, _plain_groups, _cnn_macs, hcml_joint_loss),
+    # the joint phase: classification + motion losses; the trunk alone classifies
+    "hcml": ClassifierKind(build_cnn_classifier, _plain_groups, _cnn_macs, hcml_joint_loss,
+                           predictor=lambda model: model.trunk),
 }
 
 
@@ -107,14 +110,24 @@ def build_classifier(cfg: FinetuneConfig, num_classes: int) -> torch.nn.Module:
 
 
 class FinetuneTask(ClipTask):
-    """Cross-entropy on (mixed) clips with soft targets."""
+    """Cross-entropy on (mixed) clips with soft targets; with a val split, validation every
+    `eval.every_epochs` (top-1, top-5, loss; the best top-1 kept as checkpoints/best)."""
 
     seed_per_stage = False
+    best_metric = "top1"
 
     def __init__(self, cfg: FinetuneConfig, samples: list, num_classes: int,
-                 ctx: RunContext) -> None:
+                 ctx: RunContext, *, val_samples: list | None = None,
+                 steps_per_epoch: float = 0.0) -> None:
         super().__init__(cfg, samples, ctx)
         self.kind = KINDS[cfg.model.name]
+        self.ctx = ctx
+        # validation needs a label on every video (an unlabeled val list is for `predict`)
+        self.val_samples = val_samples if val_samples and all(
+            x.label >= 0 for x in val_samples) else None
+        every = cfg.eval.every_epochs
+        self.validate_every = (max(1, round(every * steps_per_epoch))
+                               if self.val_samples and every > 0 and steps_per_epoch > 0 else 0)
         mx = cfg.mixup
         self.mixup = None
         if mx.prob > 0 and (mx.mixup_alpha > 0 or mx.cutmix_alpha > 0):
@@ -140,6 +153,20 @@ class FinetuneTask(ClipTask):
             def cls_loss(logits: torch.Tensor) -> torch.Tensor:
                 return F.cross_entropy(logits, labels, label_smoothing=self.cfg.mixup.label_smoothing)
         return self.kind.loss(model, video, cls_loss, ctx.generator)
+
+    def validate(self, model: torch.nn.Module) -> dict[str, float]:
+        """Top-1, top-5 and loss (negative log of the mean probability of the true class over
+        the views: cross-entropy for one view) on the val split, every rank a shard."""
+        assert self.val_samples is not None
+        e = self.cfg.eval
+        _, probs, labels, _ = split_probabilities(
+            self.kind.predictor(unwrap(model)), self.cfg.data, self.val_samples, clips=e.val_clips, crops=e.val_crops,
+            batch_size=e.batch_size, device=self.ctx.device, dist=self.ctx.dist)
+        if not labels.numel():
+            return {}
+        top1, top5 = topk_accuracy(probs, labels)
+        loss = -probs.gather(1, labels[:, None]).clamp_min(1e-12).log().mean().item()
+        return {"top1": top1, "top5": top5, "loss": loss}
 
 
 def finetune_schedule(cfg: FinetuneConfig, dataset_size: int, world: int,
@@ -174,7 +201,11 @@ def run_finetune(cfg: FinetuneConfig, *, out: str | None = None, resume: str | N
         meta = {"task": "finetune", "model_kind": cfg.model.name, "model": model.hparams,
                 "data": cfg.data.model_dump(mode="json"), "class_names": names,
                 "num_classes": num_classes, "eval": cfg.eval.model_dump(mode="json")}
-        task = FinetuneTask(cfg, ss.samples, num_classes, ctx)
+        val = (build_samples(cfg.data, "val", num_classes).samples
+               if cfg.data.val is not None and cfg.eval.every_epochs > 0 else None)
+        steps_per_epoch = schedule.total_steps / cfg.epochs
+        task = FinetuneTask(cfg, ss.samples, num_classes, ctx, val_samples=val,
+                            steps_per_epoch=steps_per_epoch)
         result = train(ctx, cfg, model, task, schedule, meta, resume)
         if cfg.eval.at_end and cfg.data.val is not None:
             evaluate_checkpoint(ctx.run_dir, views=(cfg.eval.clips, cfg.eval.crops),

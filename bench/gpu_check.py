@@ -526,10 +526,11 @@ def cmd_tiny(args: argparse.Namespace) -> int:
         if failed or "error" in r:
             problems.append(f"{name}: {', '.join(failed) or r.get('error')} failed")
         runs = work / "runs"
-        losses = [m["loss"] for run in (f"{name}-pretrain", f"{name}-finetune")
-                  for m in read_metrics(runs / run)]
-        r["final_losses"] = {run: (read_metrics(runs / f"{name}-{run}") or [{}])[-1].get("loss")
-                             for run in ("pretrain", "finetune")}
+        # training records (validation records carry val_* instead)
+        train = {run: [m for m in read_metrics(runs / f"{name}-{run}") if "loss" in m]
+                 for run in ("pretrain", "finetune")}
+        losses = [m["loss"] for recs in train.values() for m in recs]
+        r["final_losses"] = {run: (recs or [{}])[-1].get("loss") for run, recs in train.items()}
         r["all_finite"] = bool(losses) and all(math.isfinite(x) for x in losses)
         if losses and not r["all_finite"]:
             problems.append(f"{name}: non-finite loss")

@@ -290,7 +290,7 @@ def test_nan_weights_are_refused_by_predict_and_eval(ft_small: Path, synth_dir: 
 
     run = tmp_path / "run"
     shutil.copytree(ft_small, run)
-    [ckpt] = run.glob("checkpoints/*/model.safetensors")
+    [ckpt] = run.glob("checkpoints/step_*/model.safetensors")  # the newest, which they load
     weights = load_file(str(ckpt))
     weights["head.weight"] = torch.full_like(weights["head.weight"], float("nan"))
     save_file(weights, str(ckpt))

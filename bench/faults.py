@@ -55,6 +55,16 @@ def one_line(r: subprocess.CompletedProcess | tuple[int, str], code: int = 2) ->
     return rc == code and len(lines) == 1 and "Traceback" not in err
 
 
+def wait_for_records(run: Path, n: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Until the run has logged `n` metrics records (it is training), or its process ended."""
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.is_file() and metrics.read_text().count("\n") >= n:
+            return
+        time.sleep(0.05)
+
+
 def weights_digest(run: Path) -> str:
     from progvid.engine.checkpoint import list_checkpoints
 
@@ -128,8 +138,9 @@ def main() -> int:
     # --- SIGTERM: checkpoint at a step boundary, exit 143, resume equals the reference
     def sigterm() -> tuple[bool, str]:
         run = work / "term"
-        proc = start("pretrain", *common, "--set", "budget.epochs=6", "--out", str(run))
-        time.sleep(8)
+        proc = start("pretrain", *common, "--set", "budget.epochs=6", "--set", "train.log_every=1",
+                     "--out", str(run))
+        wait_for_records(run, 3, proc)  # in the middle of training, whatever the machine's speed
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate()
         r = progvid("pretrain", *common, "--set", "budget.epochs=6", "--out", str(run), "--resume", "auto")
@@ -143,7 +154,7 @@ def main() -> int:
                                  "budget.epochs=40", "--set", "train.batch_size=2", "--nproc", "2",
                                  "--out", str(run)], env=ENV, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        time.sleep(25)
+        wait_for_records(run, 3, proc)
         kids = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True,
                               text=True).stdout.split()
         proc.kill()

@@ -322,3 +322,54 @@ def test_absurd_values_are_config_errors(tmp_path: Path, text: str, message: str
     path.write_bytes(b"task: pretrain\nseed: \xff\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_config(path)
+
+
+def test_a_failed_checkpoint_write_leaves_no_debris(tmp_path: Path, monkeypatch) -> None:
+    """A write that fails half-way (a full disk: torch.save raises RuntimeError, not OSError)
+    is one CheckpointError naming the checkpoint; its temporary folder is gone and the earlier
+    checkpoint is untouched."""
+    from progvid.engine import checkpoint as ck
+    from progvid.errors import CheckpointError
+
+    weights = {"w": torch.ones(3)}
+    first = ck.save_checkpoint(tmp_path, 1, weights, {"step": 1}, {"task": "t"})
+    before = (first / ck.WEIGHTS).read_bytes()
+
+    def full(*_a, **_k):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 3 vs 2")
+
+    monkeypatch.setattr(ck.torch, "save", full)
+    with pytest.raises(CheckpointError, match=r"step_00000002: could not write the checkpoint"):
+        ck.save_checkpoint(tmp_path, 2, weights, {"step": 2}, {"task": "t"})
+    assert ck.list_checkpoints(tmp_path) == [first] and (first / ck.WEIGHTS).read_bytes() == before
+    assert not list((tmp_path / "checkpoints").glob(".tmp_*"))
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("huge_meta", "weights do not fit the videomae model in meta.json (missing"),
+    ("int64", "dtype mismatch [encoder.patch_embed.proj.weight torch.int64 for torch.float32]"),
+])
+def test_damaged_checkpoint_is_refused_before_use(tiny_run: Path, tmp_path: Path, capsys,
+                                                  damage: str, message: str) -> None:
+    """A meta.json asking for an enormous model is refused from the weights' header, before any
+    allocation; integer weights where the model has floats are refused, not cast."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    src = ckpt.list_checkpoints(tiny_run)[-1]
+    dst = tmp_path / "ck"
+    shutil.copytree(src, dst)
+    if damage == "huge_meta":
+        meta = json.loads((dst / "meta.json").read_text())
+        meta["model"].update(embed_dim=8192, depth=200, num_heads=64)
+        (dst / "meta.json").write_text(json.dumps(meta))
+    else:
+        w = load_file(str(dst / "model.safetensors"))
+        w["encoder.patch_embed.proj.weight"] = w["encoder.patch_embed.proj.weight"].long()
+        save_file(w, str(dst / "model.safetensors"))
+    t0 = time.time()
+    assert main(["export", str(dst), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"progvid: error: {dst}: ") and message in err and err.count("\n") == 1
+    assert time.time() - t0 < 60

@@ -33,11 +33,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import ValidationError
 from torch import Tensor, nn
 
 from .config import DataConfig, EvalConfig
-from .engine.checkpoint import META, load_exact, load_meta, load_weights, resolve_resume
+from .engine.checkpoint import (
+    META,
+    check_shapes,
+    load_exact,
+    load_meta,
+    load_weights,
+    resolve_resume,
+    weight_shapes,
+)
 from .errors import CheckpointError, ConfigError, ProgvidError
 from .interop.hf import (
     classifier_from_transformers,
@@ -266,9 +275,18 @@ def load_model(source: str | Path, want: Want) -> tuple[nn.Module, Checkpoint]:
         return _load_official(path, want)
     ckpt = open_checkpoint(path)
     want.check(ckpt)
+    what = f"{ckpt.path}: weights do not fit the {ckpt.kind} model in {META}"
+    shapes = weight_shapes(ckpt.path)
+    if shapes is not None:  # keys and shapes first, on the meta device: nothing allocated
+        try:
+            with torch.device("meta"):
+                shell = build_model(ckpt)
+        except NotImplementedError:  # a builder that reads tensor values: check after building
+            shell = None
+        if shell is not None:
+            check_shapes(shell, shapes, what)
     model = build_model(ckpt)
-    load_exact(model, load_weights(ckpt.path),
-               f"{ckpt.path}: weights do not fit the {ckpt.kind} model in {META}")
+    load_exact(model, load_weights(ckpt.path), what)
     if want is CLASSIFIER and ckpt.kind in INFERENCE:
         model = INFERENCE[ckpt.kind](model)
     return model.eval(), ckpt

@@ -9,6 +9,7 @@ executes code from a file: safetensors for weights, `torch.load(weights_only=Tru
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
@@ -66,9 +67,13 @@ def load_exact(model: torch.nn.Module, weights: dict[str, torch.Tensor], what: s
     unexpected = sorted(set(weights) - set(expected))
     shapes = sorted(f"{k} {tuple(weights[k].shape)} != {tuple(v.shape)}"
                     for k, v in expected.items() if k in weights and weights[k].shape != v.shape)
-    if missing or unexpected or shapes:
+    # a float weight stored as integers (or the reverse) would be cast silently, values lost
+    kinds = sorted(f"{k} {weights[k].dtype} for {v.dtype}" for k, v in expected.items()
+                   if k in weights and weights[k].is_floating_point() != v.is_floating_point())
+    if missing or unexpected or shapes or kinds:
         parts = [f"{name} {_short(keys)}" for name, keys in
-                 (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if keys]
+                 (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes),
+                  ("dtype mismatch", kinds)) if keys]
         raise CheckpointError(f"{what} ({'; '.join(parts)})")
     model.load_state_dict(weights, strict=True)
 
@@ -100,12 +105,20 @@ def save_checkpoint(
         clean[k] = v.clone() if ptr in seen else v
         if ptr != -1:
             seen[ptr] = k
-    save_file(clean, str(tmp / WEIGHTS), metadata={"format": "pt"})
-    torch.save(state, tmp / STATE)
-    (tmp / META).write_text(json.dumps({**meta, "step": step}, indent=2, default=str))
-    for name in (WEIGHTS, STATE, META):
-        _fsync_file(tmp / name)
-    _fsync_dir(tmp)
+    try:
+        save_file(clean, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        torch.save(state, tmp / STATE)
+        (tmp / META).write_text(json.dumps({**meta, "step": step}, indent=2, default=str))
+        for name in (WEIGHTS, STATE, META):
+            _fsync_file(tmp / name)
+        _fsync_dir(tmp)
+    except (OSError, RuntimeError) as exc:  # a full disk: torch.save says "unexpected pos"
+        shutil.rmtree(tmp, ignore_errors=True)
+        free = shutil.disk_usage(ckpt_root).free
+        why = (f"No space left on the device ({free} bytes free)" if free < (1 << 20)
+               or getattr(exc, "errno", None) == errno.ENOSPC else str(exc).splitlines()[0])
+        raise CheckpointError(f"{final}: could not write the checkpoint: {why}; the earlier "
+                              "checkpoints are untouched") from None
     if final.exists():  # a re-save of the same step (e.g. final after periodic) replaces it
         old = final.with_name(f"{TMP_PREFIX}old_{final.name}_{os.getpid()}")
         os.replace(final, old)
@@ -185,6 +198,33 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
         return load_file(str(file))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{file}: not a valid safetensors file ({exc})") from None
+
+
+def weight_shapes(path: str | Path) -> dict[str, tuple[int, ...]] | None:
+    """Each weight's shape from a safetensors header, reading no tensor (None for other files)."""
+    path = Path(path)
+    file = path / WEIGHTS if path.is_dir() else path
+    if file.suffix != ".safetensors" or not file.is_file():
+        return None
+    try:
+        with safe_open(str(file), framework="pt") as fh:
+            return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{file}: not a valid safetensors file ({exc})") from None
+
+
+def check_shapes(model: torch.nn.Module, shapes: dict[str, tuple[int, ...]], what: str) -> None:
+    """The `load_exact` verdict on keys and shapes alone (e.g. for a model built on the meta
+    device, before allocating a model that a damaged meta.json may have made enormous)."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    wrong = sorted(f"{k} {shapes[k]} != {tuple(v.shape)}" for k, v in expected.items()
+                   if k in shapes and shapes[k] != tuple(v.shape))
+    if missing or unexpected or wrong:
+        parts = [f"{name} {_short(keys)}" for name, keys in
+                 (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)) if keys]
+        raise CheckpointError(f"{what} ({'; '.join(parts)})")
 
 
 def _safe_torch_load(file: Path, what: str) -> Any:

@@ -135,21 +135,43 @@ def any_rank(flag: bool, device: torch.device) -> bool:
 
 
 def launch(nproc: int, argv: list[str]) -> int:
-    """Re-run `python -m progvid ARGV` in `nproc` processes with torch.distributed's launcher."""
+    """Re-run `python -m progvid ARGV` in `nproc` processes with torch.distributed's launcher.
+
+    The ranks say what went wrong (one line from rank 0 for a collective error); the launcher's
+    own log lines are kept quiet, except for a rank that died without a word (a signal)."""
+    import logging
+    import signal as _signal
+
     from torch.distributed.run import main as torchrun_main
 
     if nproc < 1:
         raise ProgvidError(f"--nproc: must be at least 1, got {nproc}")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default, without its warning
     args = ["--standalone", f"--nproc_per_node={nproc}", "-m", "progvid", *argv]
+    quiet = [logging.getLogger(n) for n in ("torch.distributed.elastic", "torch.distributed.run",
+                                            "torch.distributed.launcher")]
+    levels = [lg.level for lg in quiet]
+    for lg in quiet:
+        lg.setLevel(logging.CRITICAL)
     try:
         torchrun_main(args)
     except SystemExit as exc:  # torchrun exits on failure of any worker
         return int(exc.code or 0)
     except Exception as exc:  # noqa: BLE001 - ChildFailedError carries the workers' exit codes
         failures = getattr(exc, "failures", {})
-        first = exc.get_first_failure()[1] if hasattr(exc, "get_first_failure") and failures else None
-        code = getattr(first, "exitcode", 1) if first is not None else 1
-        code = 128 - code if code < 0 else code  # a rank killed by signal n reports -n
+        first = exc.get_first_failure() if hasattr(exc, "get_first_failure") and failures else None
+        raw = getattr(first[1], "exitcode", 1) if first is not None else 1
+        code = 128 - raw if raw < 0 else raw  # a rank killed by signal n reports -n
+        if raw < 0 and code not in (130, 143):
+            rank = getattr(first[1], "local_rank", first[0]) if first is not None else "?"
+            try:
+                name = _signal.Signals(-raw).name
+            except ValueError:
+                name = f"signal {-raw}"
+            print(f"progvid: runtime failure: rank {rank} died of {name}", file=sys.stderr)
         # the root cause decides: the launcher stops the other ranks itself after a failure
         return code if code in (2, 130, 143) else 1
+    finally:
+        for lg, level in zip(quiet, levels, strict=True):
+            lg.setLevel(level)
     return 0

@@ -202,7 +202,7 @@ class VideoMAEDecoder(nn.Module):
         self.num_heads = num_heads
         self.mlp_ratio = mlp_ratio
         self.grad_checkpointing = grad_checkpointing
-        dpr = torch.linspace(0, drop_path, depth).tolist()
+        dpr = torch.linspace(0, drop_path, depth, device="cpu").tolist()  # also on the meta device
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, dpr[i], norm_eps) for i in range(depth)
         )

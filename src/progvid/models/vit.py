@@ -216,7 +216,8 @@ class VisionTransformer(nn.Module):
         self.mlp_ratio = mlp_ratio
         self.grad_checkpointing = grad_checkpointing
         self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size, tubelet_size)
-        dpr = torch.linspace(0, drop_path, depth).tolist()  # stochastic depth grows with depth
+        # stochastic depth grows with depth (on the CPU: also when built on the meta device)
+        dpr = torch.linspace(0, drop_path, depth, device="cpu").tolist()
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, dpr[i], norm_eps) for i in range(depth)
         )

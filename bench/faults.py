@@ -309,8 +309,21 @@ def main() -> int:
             def bad_checkpoint(src: Path = src, make: Callable = make) -> tuple[bool, str]:
                 r = progvid(*make(src))
                 pwned = (work / "PWNED").exists()
+                if src.name == "pickle_state":  # the training state: only `--resume` reads it
+                    return not pwned and (r.returncode == 0 or one_line(r)), r.stderr
                 return one_line(r) and not pwned, r.stderr
             b.guard("bad checkpoint", f"{src_name} -> {cmd_name}", bad_checkpoint)
+    # --- a malicious training state where it is read: --resume
+    def resume_pickle() -> tuple[bool, str]:
+        from progvid.engine.checkpoint import list_checkpoints
+
+        run = work / "resume_pickle"
+        shutil.copytree(ref, run)
+        (list_checkpoints(run)[-1] / "state.pt").write_bytes(pickle.dumps(Boom()))
+        r = progvid("pretrain", *common, "--set", "budget.epochs=6", "--out", str(run),
+                    "--resume", str(list_checkpoints(run)[-1]))
+        return one_line(r) and not (work / "PWNED").exists(), r.stderr
+    b.guard("bad checkpoint", "malicious state.pt -> pretrain --resume", resume_pickle)
     b.record("bad checkpoint", "no malicious pickle ran code", not (work / "PWNED").exists())
 
     summary = summarize(b.tries, time.time() - t0, args)

@@ -68,6 +68,27 @@ def test_bad_fraction_counts_every_rank(synth_dir: Path, tmp_path: Path) -> None
 
 
 @pytest.mark.slow
+def test_a_bad_video_on_one_rank_is_one_line(synth_dir: Path, tmp_path: Path) -> None:
+    """data.on_error=raise, a missing video in rank 1's share only: exit 2 and one line naming
+    it; rank 0, whose collective fails when rank 1 leaves, adds nothing, nor does the launcher."""
+    from progvid.data.loader import EpochSampler
+
+    lines = (synth_dir / "train.csv").read_text().splitlines()
+    r1 = EpochSampler(len(lines), shuffle=True, seed=1000, rank=1, world=2, drop_last=True).order()
+    rows = [f"{tmp_path}/missing.mp4 0" if i == int(r1[0]) else f"{synth_dir}/{ln}"
+            for i, ln in enumerate(lines)]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    cfg = tiny_pretrain(tmp_path, train__batch_size=2)
+    save_config(cfg, tmp_path / "c.yaml")
+    r = subprocess.run(
+        [sys.executable, "-m", "progvid", "pretrain", str(tmp_path / "c.yaml"), "--nproc", "2",
+         "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-3000:]
+    said = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert said == [f"progvid: error: {tmp_path}/missing.mp4: file not found"], r.stderr[-3000:]
+
+
+@pytest.mark.slow
 def test_killing_the_launcher_stops_the_ranks(synth_dir: Path, tmp_path: Path) -> None:
     """`--nproc` launcher killed with SIGKILL: its ranks get SIGTERM, save and stop."""
     cfg = tiny_pretrain(synth_dir, train__batch_size=2, budget={"epochs": 60, "ref_frames": 4})

@@ -690,9 +690,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the one place that turns failures into exit 1
         if args.debug:
             raise
+        if _peer_failed(exc):  # another rank stopped first and said why: one line per run
+            return 1
         print(f"progvid: runtime failure: {type(exc).__name__}: {exc} (rerun with --debug for "
               "the traceback)", file=sys.stderr)
         return 1
+
+
+# What a collective raises on the ranks that outlive a failed one (gloo, NCCL).
+_PEER_GONE = ("connection closed by peer", "connection reset by peer", "broken pipe",
+              "communicator was aborted", "remote process exited")
+
+
+def _peer_failed(exc: BaseException) -> bool:
+    """True on a rank of a multi-process run whose error only says that another rank is gone."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return False
+    text = str(exc).lower()
+    return any(p in text for p in _PEER_GONE)
 
 
 def _rank() -> int:

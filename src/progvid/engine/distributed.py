@@ -161,6 +161,10 @@ def launch(nproc: int, argv: list[str]) -> int:
         failures = getattr(exc, "failures", {})
         first = exc.get_first_failure() if hasattr(exc, "get_first_failure") and failures else None
         raw = getattr(first[1], "exitcode", 1) if first is not None else 1
+        # A rank that stopped on bad input (2) or a signal is the root cause even when a peer,
+        # whose collective broke as it left, was reported first (that one exits 1, silently).
+        codes = [getattr(f, "exitcode", 1) for f in failures.values()]
+        raw = next((c for c in codes if c == 2), raw)
         code = 128 - raw if raw < 0 else raw  # a rank killed by signal n reports -n
         if raw < 0 and code not in (130, 143):
             rank = getattr(first[1], "local_rank", first[0]) if first is not None else "?"

@@ -446,21 +446,35 @@ def predict_video(checkpoint: str | Path, video: str | Path, *, topk: int = 5,
 
 
 @torch.no_grad()
-def mae_val_loss(model: torch.nn.Module, data_cfg: DataConfig, *, num_frames: int, seed: int = 0,
-                 batch_size: int = 16, device: torch.device | str = "cpu") -> float:
-    """Held-out masked-reconstruction loss of a VideoMAE: centre clips of the val split with
-    masks drawn from a fixed seed, so different runs are scored on exactly the same task."""
+def mae_val_levels(model: torch.nn.Module, data_cfg: DataConfig, *, num_frames: int,
+                   seed: int = 0, batch_size: int = 16,
+                   device: torch.device | str = "cpu") -> dict[str, float]:
+    """Held-out masked-reconstruction loss of a VideoMAE beside its trivial level: centre clips
+    of the val split with masks drawn from a fixed seed, so different runs are scored on exactly
+    the same task. `loss` is the model's; `zero` is the loss of predicting zeros for every
+    masked token, which with `norm_pix_loss` is predicting each token's own mean (the level a
+    model that learned nothing about the content reaches); without it, predicting black."""
     d = data_cfg
     ds = test_dataset(d, build_samples(d, "val").samples, frames=num_frames, seed=seed)
     loader = build_loader(ds, batch_size=batch_size, train=False, workers=d.workers, seed=seed,
                           rank=0, world=1)
     model = model.to(device).eval()
     gen = torch.Generator().manual_seed(seed)
-    total, count = 0.0, 0
-    for batch in loader:
-        video = batch["video"].to(device)
-        mask = model.random_mask(video.shape[0], num_frames, "cpu", gen,
-                                 img_size=tuple(video.shape[-2:])).to(device)
-        total += float(model(video, mask).loss) * video.shape[0]
-        count += video.shape[0]
-    return total / max(count, 1)
+    total, zero, count = 0.0, 0.0, 0
+    with torch.no_grad():
+        for batch in loader:
+            video = batch["video"].to(device)
+            mask = model.random_mask(video.shape[0], num_frames, "cpu", gen,
+                                     img_size=tuple(video.shape[-2:])).to(device)
+            total += float(model(video, mask).loss) * video.shape[0]
+            target = model.normalized_target(video)[mask]
+            zero += float(target.pow(2).mean()) * video.shape[0]
+            count += video.shape[0]
+    return {"loss": total / max(count, 1), "zero": zero / max(count, 1)}
+
+
+def mae_val_loss(model: torch.nn.Module, data_cfg: DataConfig, *, num_frames: int, seed: int = 0,
+                 batch_size: int = 16, device: torch.device | str = "cpu") -> float:
+    """The model's held-out masked-reconstruction loss (`mae_val_levels`' `loss`)."""
+    return mae_val_levels(model, data_cfg, num_frames=num_frames, seed=seed,
+                          batch_size=batch_size, device=device)["loss"]

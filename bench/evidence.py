@@ -1,0 +1,245 @@
+"""Does pre-training learn on this data? VideoMAE's label-efficiency protocol on any dataset.
+
+For each seed, on a folder in the list format (`train.csv`, `val.csv`, `classes.txt`, videos):
+1. pre-train a VideoMAE on every training clip without labels (`--pretrain`, a recipe or file);
+2. score its frozen encoder against the same architecture at random init (same seed): a linear
+   probe and kNN on pooled features (`evaluate.probe_encoder`), and the held-out masked-
+   reconstruction loss beside its trivial level (zero output: each token's own mean with
+   `norm_pix_loss`);
+3. fine-tune on a stratified `--label-fraction` of the training labels (`--finetune`), once from
+   the pre-trained encoder and once from random init, same subset, seed and recipe; top-1 on
+   the whole val split with `--views` test views.
+Every figure is printed next to chance and random init; `paired_finetune_diffs` are pre-trained
+minus scratch per seed. `--minutes` scales the pre-training budget and fine-tuning epochs down
+(never up) from a short timed calibration so the whole protocol fits.
+
+    .venv/bin/python bench/evidence.py --data data/synth --seeds 3 --json
+    .venv/bin/python bench/evidence.py --data DIR --budget 40 --minutes 20 --out bench/evidence.md
+
+With `--json` the last line of output is one JSON object (chance, probe_pretrained, probe_random,
+knn_pretrained, knn_random, finetune_pretrained, finetune_scratch, paired_finetune_diffs,
+val_loss, val_loss_zero_predictor, val_loss_random_init, seconds, and the settings used).
+"""
+# ruff: noqa: E402
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: progvid/__init__.py
+
+import argparse
+import json
+import platform
+import random
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from progvid.config import load_config
+from progvid.data.datasets import build_samples
+from progvid.errors import ProgvidError
+from progvid.loading import load_videomae
+from progvid.tasks.evaluate import mae_val_levels, probe_encoder
+from progvid.tasks.finetune import run_finetune
+from progvid.tasks.pretrain import run_pretrain
+
+QUIET = ["train.tensorboard=false", "train.ckpt_every=1000000", "train.keep_last=1"]
+
+
+def say(text: str) -> None:
+    print(f"[evidence] {text}", file=sys.stderr, flush=True)
+
+
+def data_overrides(data: Path) -> list[str]:
+    for name in ("train.csv", "val.csv", "classes.txt"):
+        if not (data / name).is_file():
+            raise ProgvidError(f"{data / name}: not found (the list format needs train.csv, "
+                               "val.csv and classes.txt)")
+    return ["data.format=list", f"data.root={data}", "data.train=train.csv", "data.val=val.csv",
+            "data.classes=classes.txt"]
+
+
+def subset_list(data_cfg, fraction: float, seed: int, out: Path) -> int:
+    """A stratified `fraction` of the labelled training clips (at least one per class), written
+    as a list file with absolute, quoted paths; returns its size."""
+    by_class: dict[int, list] = {}
+    for s in build_samples(data_cfg, "train").samples:
+        by_class.setdefault(s.label, []).append(s)
+    rng = random.Random(seed)
+    chosen = []
+    for label in sorted(by_class):
+        items = by_class[label]
+        chosen += rng.sample(items, max(1, round(fraction * len(items))))
+    out.write_text("".join('"{}",{}\n'.format(str(s.path).replace('"', '""'), s.label)
+                           for s in chosen))
+    return len(chosen)
+
+
+def calibrate(pre_cfg, ft_cfg, work: Path) -> tuple[float, float]:
+    """Seconds per pre-training and fine-tuning step (steps 2-6 of a throwaway run each)."""
+    out = []
+    for run, cfg in ((run_pretrain, pre_cfg), (run_finetune, ft_cfg)):
+        folder = work / f"calibrate_{cfg.task}"
+        shutil.rmtree(folder, ignore_errors=True)
+        cfg = cfg.model_copy(update={
+            "train": cfg.train.model_copy(update={"max_steps": 6, "log_every": 1}),
+            **({"eval": cfg.eval.model_copy(update={"at_end": False, "every_epochs": 0.0})}
+               if cfg.task == "finetune" else {})})
+        run(cfg, out=str(folder))
+        times = [json.loads(x)["time"] for x in (folder / "metrics.jsonl").read_text().splitlines()
+                 if "time" in json.loads(x)]
+        out.append((times[-1] - times[0]) / max(len(times) - 1, 1))
+    return out[0], out[1]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="folder with train.csv, val.csv, classes.txt")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--budget", type=float, default=20.0, help="pre-training epochs (N_e at 16 frames)")
+    p.add_argument("--ft-epochs", type=float, default=15.0, help="fine-tuning epochs on the subset")
+    p.add_argument("--label-fraction", type=float, default=0.2)
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock cap for the whole run")
+    p.add_argument("--pretrain", default="tiny_videomae", help="pre-training recipe or file")
+    p.add_argument("--finetune", default="tiny_vit", help="fine-tuning recipe or file")
+    p.add_argument("--views", default="1x1", help="test views CLIPSxCROPS for the fine-tuned top-1")
+    p.add_argument("--set", action="append", default=[], help="override for both configs")
+    p.add_argument("--pre-set", action="append", default=[],
+                   help="override for the pre-training config only (e.g. model.decoder_depth=1)")
+    p.add_argument("--work", default="runs/evidence")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", default=None, help="markdown results file")
+    args = p.parse_args()
+    t0 = time.time()
+    torch.set_num_threads(1)
+    data, work = Path(args.data).resolve(), Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    clips, crops = (int(x) for x in args.views.lower().split("x"))
+    common = [*data_overrides(data), *QUIET, *args.set]
+    budget, ft_epochs = args.budget, args.ft_epochs
+
+    def configs(seed: int, init: str | None = None, subset: Path | None = None):
+        pre = load_config(args.pretrain, [*common, *args.pre_set, f"seed={seed}",
+                                          f"budget.epochs={budget}"])
+        ft = load_config(args.finetune, [
+            *common, f"seed={seed}", f"epochs={ft_epochs}", f"model.init={init or 'null'}",
+            f"eval.clips={clips}", f"eval.crops={crops}", "eval.every_epochs=0",
+            *([f"data.train={subset}"] if subset else [])])
+        return pre, ft
+
+    pre0, ft0 = configs(0)
+    n_train = len(build_samples(pre0.data, "train").samples)
+    names = build_samples(pre0.data, "train").class_names or []
+    chance = 1.0 / max(len(names), 1)
+    if args.minutes is not None:
+        sub_size = max(len(names), round(args.label_fraction * n_train))
+        s_pre, s_ft = calibrate(pre0, ft0, work)
+        pre_steps = budget * n_train / pre0.train.batch_size  # 16-frame steps (TPL: fewer FLOPs)
+        ft_steps = 2 * ft_epochs * sub_size / ft0.train.batch_size  # two fine-tunings per seed
+        need = args.seeds * (pre_steps * s_pre + ft_steps * s_ft)
+        allowed = 0.8 * args.minutes * 60 - (time.time() - t0)  # a fifth for probes and evals
+        scale = min(1.0, max(allowed, 1.0) / max(need, 1e-9))
+        budget, ft_epochs = budget * scale, ft_epochs * scale
+        say(f"calibration: {s_pre:.3f} s/pre-training step, {s_ft:.3f} s/fine-tuning step; "
+            f"schedule x{scale:.3f}: budget {budget:.3g} epochs, fine-tuning {ft_epochs:.3g} epochs")
+
+    rows = []
+    for seed in range(args.seeds):
+        row: dict = {"seed": seed}
+        pre_cfg, _ = configs(seed)
+        run = work / f"pretrain_s{seed}"
+        shutil.rmtree(run, ignore_errors=True)
+        say(f"seed {seed}: pre-training {budget:.3g} epochs -> {run}")
+        t = time.time()
+        run_pretrain(pre_cfg, out=str(run))
+        row["pretrain_seconds"] = time.time() - t
+        model = load_videomae(run)
+        torch.manual_seed(seed)
+        random_model = type(model).from_hparams(model.hparams).eval()
+        f = pre_cfg.data.num_frames
+        for tag, m in (("pretrained", model), ("random", random_model)):
+            say(f"seed {seed}: probes of the {tag} encoder")
+            row[f"probe_{tag}"] = probe_encoder(m.encoder, pre_cfg.data, num_frames=f, seed=seed).top1
+            row[f"knn_{tag}"] = probe_encoder(m.encoder, pre_cfg.data, num_frames=f, seed=seed,
+                                              method="knn").top1
+            levels = mae_val_levels(m, pre_cfg.data, num_frames=f, seed=0)
+            row[f"val_loss_{tag}"], row["val_loss_zero"] = levels["loss"], levels["zero"]
+        subset = work / f"subset_s{seed}.csv"
+        row["subset_size"] = subset_list(pre_cfg.data, args.label_fraction, seed, subset)
+        for tag, init in (("pretrained", str(run)), ("scratch", None)):
+            _, ft_cfg = configs(seed, init, subset)
+            out = work / f"finetune_{tag}_s{seed}"
+            shutil.rmtree(out, ignore_errors=True)
+            say(f"seed {seed}: fine-tuning ({tag}) on {row['subset_size']} labelled clips")
+            run_finetune(ft_cfg, out=str(out))
+            row[f"finetune_{tag}"] = json.loads((out / "eval.json").read_text())["top1"]
+        say(f"seed {seed}: {json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})}")
+        rows.append(row)
+
+    def mean(key: str) -> float:
+        return statistics.fmean(r[key] for r in rows)
+
+    result = {
+        "chance": chance, "seeds": args.seeds, "train_clips": n_train, "classes": len(names),
+        "label_fraction": args.label_fraction, "budget_epochs": budget, "finetune_epochs": ft_epochs,
+        "probe_pretrained": mean("probe_pretrained"), "probe_random": mean("probe_random"),
+        "knn_pretrained": mean("knn_pretrained"), "knn_random": mean("knn_random"),
+        "finetune_pretrained": mean("finetune_pretrained"), "finetune_scratch": mean("finetune_scratch"),
+        "paired_finetune_diffs": [r["finetune_pretrained"] - r["finetune_scratch"] for r in rows],
+        "val_loss": mean("val_loss_pretrained"), "val_loss_zero_predictor": mean("val_loss_zero"),
+        "val_loss_random_init": mean("val_loss_random"), "seconds": time.time() - t0,
+        "per_seed": rows,
+    }
+    if args.out:
+        Path(args.out).write_text(report(result, args))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(report(result, args))
+    return 0
+
+
+def report(r: dict, args: argparse.Namespace) -> str:
+    def spread(key: str) -> str:
+        vals = [x[key] for x in r["per_seed"]]
+        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        return f"{statistics.fmean(vals):.3f} +- {sd:.3f}"
+
+    diffs = r["paired_finetune_diffs"]
+    lines = [
+        "# Does pre-training learn here? (bench/evidence.py)", "",
+        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} ({r['seconds']:.0f} s). "
+        f"Machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}, 1 torch thread.", "",
+        "```", "python bench/evidence.py " + " ".join(sys.argv[1:]), "```", "",
+        f"Data: {args.data} ({r['train_clips']} training clips, {r['classes']} classes, chance "
+        f"{r['chance']:.3f}). Pre-training `{args.pretrain}` for {r['budget_epochs']:.3g} epochs; "
+        f"fine-tuning `{args.finetune}` for {r['finetune_epochs']:.3g} epochs on "
+        f"{args.label_fraction:.0%} of the labels (stratified, per seed); {r['seeds']} seeds "
+        f"(mean +- standard deviation); fine-tuned top-1 with {args.views} views.", "",
+        "| measure | pre-trained | random init / scratch | trivial level |",
+        "|---|---|---|---|",
+        f"| linear probe top-1 | {spread('probe_pretrained')} | {spread('probe_random')} | chance {r['chance']:.3f} |",
+        f"| kNN top-1 | {spread('knn_pretrained')} | {spread('knn_random')} | chance {r['chance']:.3f} |",
+        f"| fine-tuned top-1, {args.label_fraction:.0%} labels | {spread('finetune_pretrained')} | "
+        f"{spread('finetune_scratch')} | chance {r['chance']:.3f} |",
+        f"| held-out masked-reconstruction loss | {spread('val_loss_pretrained')} | "
+        f"{spread('val_loss_random')} | zero output {r['val_loss_zero_predictor']:.4f} |", "",
+        "Paired fine-tuning differences (pre-trained - scratch, per seed): "
+        + ", ".join(f"{d:+.3f}" for d in diffs)
+        + f" ({sum(d > 0 for d in diffs)} of {len(diffs)} positive).", "",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ProgvidError as exc:
+        print(f"evidence: error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -373,3 +373,26 @@ def test_damaged_checkpoint_is_refused_before_use(tiny_run: Path, tmp_path: Path
     err = capsys.readouterr().err
     assert err.startswith(f"progvid: error: {dst}: ") and message in err and err.count("\n") == 1
     assert time.time() - t0 < 60
+
+
+class _Boom:
+    def __reduce__(self):  # what a malicious pickle does
+        return (os.system, ("touch PWNED",))
+
+
+@pytest.mark.parametrize("command", ["export", "viz"])
+def test_malicious_transformers_folder_is_refused(tmp_path: Path, capsys, monkeypatch,
+                                                  command: str) -> None:
+    import pickle
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text(json.dumps(
+        {"model_type": "videomae", "architectures": ["VideoMAEForPreTraining"]}))
+    (tmp_path / "m" / "pytorch_model.bin").write_bytes(pickle.dumps(_Boom()))
+    argv = (["export", "m", "out"] if command == "export"
+            else ["viz", "recon", "m", "v.mp4", "--out", "r.png"])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "objects that would run code" in err, err
+    assert not (tmp_path / "PWNED").exists()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import pickle
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -89,7 +90,13 @@ def from_pretrained(arch: str, path: str | Path) -> Any:
     log.set_verbosity_error()
     log.disable_progress_bar()
     try:
-        return getattr(transformers, arch).from_pretrained(str(path))
+        with warnings.catch_warnings():  # torch's note on a pickle it is about to refuse
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return getattr(transformers, arch).from_pretrained(str(path))
+    except pickle.UnpicklingError as exc:  # torch.load(weights_only=True) refused a pickle
+        raise CheckpointError(
+            f"refused to load {arch} weights: the file holds objects that would run code "
+            f"({_first_line(exc)[:160]})") from None
     finally:
         log.set_verbosity(verbosity)
         if bar:

@@ -698,8 +698,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # What a collective raises on the ranks that outlive a failed one (gloo, NCCL).
+# A loader worker terminated with its rank: the launcher is stopping the run after another
+# rank failed (that rank says why).
 _PEER_GONE = ("connection closed by peer", "connection reset by peer", "broken pipe",
-              "communicator was aborted", "remote process exited")
+              "communicator was aborted", "remote process exited",
+              "is killed by signal: terminated")
 
 
 def _peer_failed(exc: BaseException) -> bool:
@@ -715,8 +718,26 @@ def _rank() -> int:
 
 
 def entry() -> None:
-    code = main()
-    if code != 0 and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        _rank_entry()
+    sys.exit(main())
+
+
+def _rank_entry() -> None:
+    """`main` for one rank of a multi-process run. An exception that escapes `main` (raised
+    while it was already handling one: a loader worker's death reported by torch's SIGCHLD
+    handler as the launcher stops the run) exits 1 without a traceback: the rank that failed
+    first has said why."""
+    code = 1
+    try:
+        code = main()
+    except SystemExit as exc:  # argparse on bad usage
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 - see the docstring
+        if "--debug" in sys.argv:
+            raise
+        code = 1
+    if code != 0:
         # A rank leaving on an error still holds the process group, whose communication threads
         # C++ destructors at interpreter exit may abort on ("terminate called without an active
         # exception", exit -6 instead of ours). Everything worth keeping is saved and closed by

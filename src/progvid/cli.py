@@ -737,15 +737,13 @@ def _rank_entry() -> None:
         if "--debug" in sys.argv:
             raise
         code = 1
-    if code != 0:
-        # A rank leaving on an error still holds the process group, whose communication threads
-        # C++ destructors at interpreter exit may abort on ("terminate called without an active
-        # exception", exit -6 instead of ours). Everything worth keeping is saved and closed by
-        # now: leave without running them.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    # A rank may still hold the process group, whose communication threads C++ destructors at
+    # interpreter exit can abort on ("terminate called without an active exception": exit -6
+    # instead of ours, seen after a successful `eval` and after errors). Everything worth keeping
+    # is written and closed by now (files, checkpoints, TensorBoard): leave without running them.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -697,9 +697,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-# What a collective raises on the ranks that outlive a failed one (gloo, NCCL).
-# A loader worker terminated with its rank: the launcher is stopping the run after another
-# rank failed (that rank says why).
+# What a rank sees when another rank failed first (and said why): a collective broken by the
+# peer's exit (gloo, NCCL), or its own loader worker terminated as the launcher stops the run.
 _PEER_GONE = ("connection closed by peer", "connection reset by peer", "broken pipe",
               "communicator was aborted", "remote process exited",
               "is killed by signal: terminated")
@@ -707,7 +706,7 @@ _PEER_GONE = ("connection closed by peer", "connection reset by peer", "broken p
 
 def _peer_failed(exc: BaseException) -> bool:
     """True on a rank of a multi-process run whose error only says that another rank is gone."""
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+    if _world() <= 1:
         return False
     text = str(exc).lower()
     return any(p in text for p in _PEER_GONE)
@@ -717,8 +716,12 @@ def _rank() -> int:
     return int(os.environ.get("RANK", "0") or 0)
 
 
+def _world() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
 def entry() -> None:
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+    if _world() > 1:
         _rank_entry()
     sys.exit(main())
 

@@ -404,6 +404,9 @@ class VideoReader:
         damage: _Damage | None = None
         taken: list[tuple[int, int | None]] = []  # (index, decode seq) awaiting the pass verdict
         seen = -1  # index of the last decoded frame in the current pass
+        # One swscale context per thread and process for all readers: building one costs ~2 ms,
+        # more than converting a small frame (frame.to_ndarray() would build one per call).
+        rgb = _reformatter()
         try:
             for i in sorted(positions):
                 if self._timed:
@@ -432,12 +435,10 @@ class VideoReader:
                         size = _target_size(frame.width, frame.height, short_side)
                         out = np.empty((len(wanted), size[1], size[0], 3), dtype=np.uint8)
                     # Conversion (and resize) happen in C inside swscale.
-                    # One swscale context per thread and process for all readers: building one
-                    # costs ~2 ms, more than converting a small frame (frame.to_ndarray() would
-                    # build one per call). One scaling thread: a loader worker owns one core, and
-                    # swscale's own slice threads would not survive a fork.
-                    arr = _reformatter().reformat(frame, width=size[0], height=size[1],
-                                                  format="rgb24", threads=1).to_ndarray()
+                    # One scaling thread: a loader worker owns one core, and swscale's own
+                    # slice threads would not survive a fork.
+                    arr = rgb.reformat(frame, width=size[0], height=size[1], format="rgb24",
+                                       threads=1).to_ndarray()
                     out[positions[i]] = arr
                     taken.append((i, seq))
                     break

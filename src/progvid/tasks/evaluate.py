@@ -466,9 +466,9 @@ def mae_val_levels(model: torch.nn.Module, data_cfg: DataConfig, *, num_frames: 
             video = batch["video"].to(device)
             mask = model.random_mask(video.shape[0], num_frames, "cpu", gen,
                                      img_size=tuple(video.shape[-2:])).to(device)
-            total += float(model(video, mask).loss) * video.shape[0]
-            target = model.normalized_target(video)[mask]
-            zero += float(target.pow(2).mean()) * video.shape[0]
+            out = model(video, mask)  # eval mode: every masked token, no decoder masking
+            total += float(out.loss) * video.shape[0]
+            zero += float(out.target.float().pow(2).mean()) * video.shape[0]
             count += video.shape[0]
     return {"loss": total / max(count, 1), "zero": zero / max(count, 1)}
 

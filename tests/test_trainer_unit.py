@@ -71,3 +71,60 @@ def test_lr_follows_the_schedule(tmp_path: Path) -> None:
     tr.fit()
     assert task.lrs == [0.1] * 3 + [0.05] * 3
     assert tr.optimizer.param_groups[0]["lr"] == 0.05
+
+
+class RecordingTask(ToyTask):
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[float]] = []
+
+    def step(self, model, batch, ctx: StepContext):
+        self.batches.append(batch.flatten().tolist())
+        return super().step(model, batch, ctx)
+
+
+def _run(tmp: Path, prefetch: bool, accum: int, stops: tuple[int, ...]) -> tuple[list, torch.Tensor]:
+    """Two stages of 5 steps (epochs of 4 batches wrap inside them); `stops`: fit in pieces,
+    a fresh trainer resumed from the checkpoint after each."""
+    seen: list[list[float]] = []
+    weights = None
+    for end in (*stops, None):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(1, 1)
+        stages = (Stage(5, 2, 4, ConstantLR(0.1)), Stage(5, 2, 4, ConstantLR(0.05)))
+        task = RecordingTask()
+        tr = Trainer(model, task, Schedule(stages), tmp,
+                     TrainSettings(log_every=1, tensorboard=False, progress=False, prefetch=prefetch,
+                                   accum_steps=accum, ckpt_every=100),
+                     device=torch.device("cpu"))
+        from progvid.engine.checkpoint import list_checkpoints
+
+        found = list_checkpoints(tmp)
+        if found:
+            tr.restore(found[-1])
+        tr.fit(stop_at=end)
+        seen += task.batches
+        weights = torch.cat([p.detach().flatten() for p in model.parameters()])
+    return seen, weights
+
+
+def test_prefetch_yields_the_same_batches_and_weights(tmp_path: Path, monkeypatch) -> None:
+    from progvid.engine import trainer
+
+    served = []
+    ready = trainer._Ahead.ready
+    monkeypatch.setattr(trainer._Ahead, "ready", lambda self, device: served.append(self.pos) or ready(self, device))
+    _run(tmp_path / "count", True, 1, ())
+    # within each 5-step stage, batches 1-3 of the first epoch came ahead; batch 0 of an epoch
+    # and of a stage is fetched when needed
+    assert served == [1, 2, 3] * 2
+    for accum in (1, 2):
+        plain, w_plain = _run(tmp_path / f"off{accum}", False, accum, ())
+        ahead, w_ahead = _run(tmp_path / f"on{accum}", True, accum, ())
+        assert len(plain) == 10 * accum
+        assert ahead == plain
+        assert torch.equal(w_ahead, w_plain)
+        # stopped and resumed mid-epoch and mid-stage: still the same batches
+        pieces, w_pieces = _run(tmp_path / f"pieces{accum}", True, accum, (3, 7))
+        assert pieces == plain
+        assert torch.equal(w_pieces, w_plain)

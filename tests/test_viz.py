@@ -75,11 +75,36 @@ def test_true_target_reconstructs_original(norm_pix: bool) -> None:
         assert (naive - model.patchify(clip.permute(3, 0, 1, 2)[None].float())[mask]).abs().mean() > 20
 
 
+def test_norm_pix_rows_show_what_is_copied_and_the_raw_prediction() -> None:
+    model = tiny(norm_pix_loss=True)
+    clip, video = clip_and_video(model)
+    mask = model.random_mask(1, generator=torch.Generator().manual_seed(3))
+    target = model.normalized_target(video)[mask].reshape(1, -1, model.decoder_output_dim)
+    perfect = paste_prediction(model, video, target, mask)
+    hidden = perfect["mask"]
+    zero = paste_prediction(model, video, torch.zeros_like(target), mask)
+    pred, tgt = "prediction, token-normalised", "target, token-normalised"
+    assert torch.equal(perfect[pred], perfect[tgt])  # a perfect prediction matches its target
+    assert torch.equal(zero[tgt], perfect[tgt])
+    # a zero output is mid grey before the un-normalisation, and after it each hidden token is
+    # its own mean colour: exactly the zero-output row, the same for any model
+    assert (zero[pred][hidden].int() - 128).abs().max() <= 1
+    assert (zero["reconstruction"][hidden].int() - zero["zero output, un-normalised"][hidden].int()).abs().max() <= 1
+    assert torch.equal(perfect["zero output, un-normalised"], zero["zero output, un-normalised"])
+    # a flat block per token: far from the clip inside the hidden tokens
+    assert (zero["reconstruction"][hidden].float() - clip[hidden].float()).abs().mean() > 20
+    plain = tiny(norm_pix_loss=False)
+    target = plain.normalized_target(video)[mask].reshape(1, -1, plain.decoder_output_dim)
+    assert "zero output, un-normalised" not in paste_prediction(plain, video, target, mask)
+
+
 def test_recon_figure_writes_png(tmp_path: Path) -> None:
     model = tiny()
     _, video = clip_and_video(model)
     out = reconstruct(model, video)
     png = recon_figure(out, tmp_path / "sub" / "recon.png", title="tiny")
+    three = recon_figure(reconstruct(tiny(norm_pix_loss=False), video), tmp_path / "three.png")
+    assert png.stat().st_size > three.stat().st_size  # norm-pix: three more rows drawn
     assert png.read_bytes()[:4] == _PNG
     one = recon_figure(out, tmp_path / "one.png", frames=1)
     assert one.stat().st_size > 0

@@ -50,10 +50,12 @@ def recon_figure(
     result: dict[str, Tensor], out_png: str | Path, frames: int | None = None,
     title: str | None = None,
 ) -> Path:
-    """Save a grid PNG: rows original / masked / reconstruction, columns up to 8 frames
+    """Save a grid PNG: rows original / masked / reconstruction (and any further uint8 clips of
+    `result`, e.g. the norm-pix rows of `progvid.viz.paste_prediction`), columns up to 8 frames
     (`frames` columns when given) spread evenly over the clip."""
     plt = pyplot()
-    rows = ("original", "masked", "reconstruction")
+    rows = ("original", "masked", "reconstruction",
+            *(k for k in result if k not in ("original", "masked", "reconstruction", "mask")))
     cols = spread_indices(int(result["original"].shape[0]), frames)
     fig, axes = plt.subplots(len(rows), len(cols), squeeze=False,
                              figsize=(1.8 * len(cols) + 0.6, 1.8 * len(rows) + 0.6))
@@ -68,7 +70,7 @@ def recon_figure(
             if r == 0:
                 ax.set_title(f"frame {t}", fontsize=9)
             if c == 0:
-                ax.set_ylabel(name, fontsize=9)
+                ax.set_ylabel(name.replace(", ", ",\n"), fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     return save_figure(fig, out_png)

@@ -22,6 +22,7 @@ from .models.motion import warp
 from .models.videomae import VideoMAE
 
 MASK_GREY = 0.25  # fill of hidden patches in the `masked` picture, in [0, 1] pixel units
+NORM_SPAN = 2.0  # token-normalised pictures show -NORM_SPAN..+NORM_SPAN std as black..white
 
 
 def _to_uint8(model: VideoMAE, tokens: Tensor, grid: tuple[int, int, int]) -> Tensor:
@@ -39,7 +40,11 @@ def paste_prediction(model: VideoMAE, video: Tensor, pred: Tensor, mask: Tensor)
     to pixels as ``pred * (std + 1e-6) + mean`` with the mean/std (per channel) of that token in
     the ORIGINAL clip, the inverse of `VideoMAE.normalized_target`. This is the standard
     VideoMAE/MAE visualisation; it reveals the first two moments of each hidden token, so the
-    picture shows how well the model predicts structure, not absolute colour/brightness."""
+    picture shows how well the model predicts structure, not absolute colour/brightness. So that
+    the picture cannot flatter the model, a norm-pix model also gets the rows
+    `zero output, un-normalised` (what that copying paints with no model at all),
+    `target, token-normalised` and `prediction, token-normalised` (hidden tokens only, the
+    loss's own units, -2..+2 std shown black..white; visible tokens grey)."""
     if video.ndim != 5 or video.shape[0] != 1:
         raise ValueError(f"expected one normalized clip (1, C, T, H, W), got {tuple(video.shape)}")
     grid = model.encoder.grid(*video.shape[2:])
@@ -50,12 +55,28 @@ def paste_prediction(model: VideoMAE, video: Tensor, pred: Tensor, mask: Tensor)
         raise ValueError(f"mask has {mask.shape[1]} tokens, the clip {tokens.shape[1]}")
     hidden = tokens[mask]  # (N_masked, D)
     guess = pred.float().reshape(hidden.shape)
+    extra: dict[str, Tensor] = {}
     if model.norm_pix_loss:
         c = model.in_chans
         per = hidden.reshape(hidden.shape[0], -1, c)  # (N_masked, t*p*p, C)
         mean = per.mean(dim=1, keepdim=True)
         std = per.var(dim=1, unbiased=True, keepdim=True).sqrt()
-        guess = (guess.reshape(per.shape) * (std + 1e-6) + mean).reshape(hidden.shape)
+
+        def unnorm(x: Tensor) -> Tensor:
+            return (x.reshape(per.shape) * (std + 1e-6) + mean).reshape(hidden.shape)
+
+        def shown(x: Tensor) -> Tensor:  # normalized units -> [0, 1]: 0 grey, +-2 std the ends
+            return (0.5 + x.reshape(hidden.shape) / (2 * NORM_SPAN)).clamp(0, 1)
+
+        # what the un-normalisation alone paints (a zero output: each hidden token's own mean
+        # colour, copied from the input), and the prediction against its target before it
+        for name, values in (("zero output, un-normalised", mean.expand(per.shape).reshape(hidden.shape)),
+                             ("target, token-normalised", shown((per - mean) / (std + 1e-6))),
+                             ("prediction, token-normalised", shown(guess))):
+            canvas = torch.full_like(tokens, MASK_GREY)
+            canvas[mask] = values
+            extra[name] = _to_uint8(model, canvas, grid)
+        guess = unnorm(guess)
     recon, masked = tokens.clone(), tokens.clone()
     recon[mask] = guess
     masked[mask] = MASK_GREY
@@ -64,6 +85,7 @@ def paste_prediction(model: VideoMAE, video: Tensor, pred: Tensor, mask: Tensor)
         "original": _to_uint8(model, tokens, grid),
         "masked": _to_uint8(model, masked, grid),
         "reconstruction": _to_uint8(model, recon, grid),
+        **extra,
         "mask": hidden_px.cpu(),
     }
 

@@ -98,6 +98,7 @@ class TrainConfig(Section):
             raise ValueError("must be `auto` or at least 1")
         return v
     compile: bool = False  # torch.compile the model
+    prefetch: bool = True  # fetch the next batch while a step runs (CUDA: copied on a side stream)
     log_every: int = Field(10, ge=1)  # steps per metrics record
     ckpt_every: int = Field(1000, ge=1)  # steps
     keep_last: int = Field(3, ge=1)  # checkpoints kept

@@ -84,6 +84,7 @@ class TrainSettings:
 
     precision: str = _TRAIN["precision"].default  # fp32 | bf16 | fp16
     compile: bool = _TRAIN["compile"].default
+    prefetch: bool = _TRAIN["prefetch"].default  # next batch fetched (and copied) during a step
     grad_clip: float | None = _OPTIM["clip_grad"].default
     accum_steps: int = _OPTIM["accum_steps"].default
     log_every: int = _TRAIN["log_every"].default
@@ -197,6 +198,8 @@ class Trainer:
         self._stop: tuple[str, int] | None = None  # why the run stops at the next boundary
         self._it_key: tuple[int, int] | None = None  # which loader/epoch the iterator is on
         self._it_pos = -1  # the batch index that iterator yields next
+        self._ahead: _Ahead | None = None  # the next micro-batch, fetched while a step ran
+        self._copy_stream = torch.cuda.Stream(device) if device.type == "cuda" and settings.prefetch else None
 
     # ---------------------------------------------------------------- state
     def state(self) -> dict[str, Any]:
@@ -316,7 +319,7 @@ class Trainer:
                 if on_stage is not None:  # e.g. which levels are frozen: a function of the stage
                     on_stage(self.model, pos.stage, stage)
                 loaders = self._stage_loaders(pos.stage, stage)
-                it = None
+                it, self._ahead = None, None
                 log.set_description(f"stage {pos.stage + 1}/{len(self.schedule.stages)} "
                                     f"{stage.num_frames}f")
             lr = self.schedule.lr(self.step)
@@ -343,6 +346,13 @@ class Trainer:
                     # always backward, even on a non-finite loss: every DDP rank must reach
                     # the same gradient all-reduce; a bad step is skipped by the optimizer
                     self.scaler.scale(out["loss"] / s.accum_steps).backward()
+                last_micro = k == s.accum_steps - 1
+                if s.prefetch and not (last_micro and (self.step + 1 >= end
+                                                       or pos.step_in_stage + 1 >= stage.steps)):
+                    # the device is busy with this micro-step: fetch the next one meanwhile
+                    t_wait = time.time()
+                    self._fetch_ahead(loader, it, micro + 1, stage)
+                    win_wait += time.time() - t_wait
                 for name, v in out.items():
                     v = v.detach().float() / s.accum_steps
                     losses[name] = losses[name] + v if name in losses else v
@@ -512,6 +522,9 @@ class Trainer:
         epoch, pos = divmod(micro, per_epoch)
         sampler = loader.sampler
         key = (id(loader), epoch)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead.key == key and ahead.pos == pos:
+            return ahead.ready(self.device), it
         if stage.frame_choices:
             # several loaders share the stage: each micro-step draws one batch from its own
             # position, so none of them can keep a running iterator
@@ -524,6 +537,65 @@ class Trainer:
         batch = next(it)
         self._it_pos = pos + 1
         return batch, it
+
+    def _fetch_ahead(self, loader: DataLoader, it: Iterator | None, micro: int, stage: Stage) -> None:
+        """Take micro-step `micro`'s batch from the running iterator now, and on CUDA start its
+        copy to the device on a side stream, while the device still works on the current step.
+        Only within one epoch of one loader; the batch is the one `_next_batch` would return."""
+        if it is None or stage.frame_choices:
+            return
+        epoch, pos = divmod(micro, _batches_per_epoch(loader))
+        key = (id(loader), epoch)
+        if self._it_key != key or self._it_pos != pos:
+            return  # a new epoch starts: its iterator is made when it is needed
+        batch = next(it)
+        self._it_pos = pos + 1
+        if self._copy_stream is None:
+            self._ahead = _Ahead(key, pos, batch, None)
+            return
+        self._copy_stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self._copy_stream):
+            moved = _tree_to(batch, self.device)
+        self._ahead = _Ahead(key, pos, moved, self._copy_stream)
+
+
+@dataclass
+class _Ahead:
+    """A batch fetched one micro-step early (on CUDA: being copied on `stream`)."""
+
+    key: tuple[int, int]
+    pos: int
+    batch: Any
+    stream: Any
+
+    def ready(self, device: torch.device) -> Any:
+        if self.stream is not None:  # the compute stream waits for the copy, and owns its memory
+            current = torch.cuda.current_stream(device)
+            current.wait_stream(self.stream)
+            _tree_record(self.batch, current)
+        return self.batch
+
+
+def _tree_to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _tree_to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_tree_to(v, device) for v in batch)
+    return batch
+
+
+def _tree_record(batch: Any, stream: Any) -> None:
+    if isinstance(batch, torch.Tensor):
+        if batch.device.type == "cuda":
+            batch.record_stream(stream)
+    elif isinstance(batch, dict):
+        for v in batch.values():
+            _tree_record(v, stream)
+    elif isinstance(batch, (list, tuple)):
+        for v in batch:
+            _tree_record(v, stream)
 
 
 def _batches_per_epoch(loader: DataLoader) -> int:

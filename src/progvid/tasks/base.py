@@ -48,7 +48,7 @@ def settings_from(cfg: RunConfig, progress: bool | None = None) -> TrainSettings
     """Engine settings from a task config's `train` and `optim` sections."""
     t, o = cfg.train, cfg.optim  # type: ignore[attr-defined]
     return TrainSettings(
-        precision=t.precision, compile=t.compile, grad_clip=o.clip_grad, accum_steps=o.accum_steps,
+        precision=t.precision, compile=t.compile, prefetch=t.prefetch, grad_clip=o.clip_grad, accum_steps=o.accum_steps,
         log_every=t.log_every, ckpt_every=t.ckpt_every, keep_last=t.keep_last,
         max_nonfinite=t.max_nonfinite, weight_decay=o.weight_decay, betas=o.betas, eps=o.eps,
         seed=cfg.seed, tensorboard=t.tensorboard, progress=progress)

@@ -31,7 +31,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
 import argparse
 import json
 import platform
-import random
 import shutil
 import statistics
 import sys
@@ -41,7 +40,7 @@ from pathlib import Path
 import torch
 
 from progvid.config import load_config
-from progvid.data.datasets import build_samples
+from progvid.data.datasets import build_samples, stratified_subset, write_list
 from progvid.errors import ProgvidError
 from progvid.loading import load_videomae
 from progvid.tasks.evaluate import mae_val_levels, probe_encoder
@@ -66,17 +65,9 @@ def data_overrides(data: Path) -> list[str]:
 
 def subset_list(data_cfg, fraction: float, seed: int, out: Path) -> int:
     """A stratified `fraction` of the labelled training clips (at least one per class), written
-    as a list file with absolute, quoted paths; returns its size."""
-    by_class: dict[int, list] = {}
-    for s in build_samples(data_cfg, "train").samples:
-        by_class.setdefault(s.label, []).append(s)
-    rng = random.Random(seed)
-    chosen = []
-    for label in sorted(by_class):
-        items = by_class[label]
-        chosen += rng.sample(items, max(1, round(fraction * len(items))))
-    out.write_text("".join('"{}",{}\n'.format(str(s.path).replace('"', '""'), s.label)
-                           for s in chosen))
+    as a list file; returns its size."""
+    chosen = stratified_subset(build_samples(data_cfg, "train").samples, fraction, seed)
+    write_list(chosen, out)
     return len(chosen)
 
 

@@ -19,7 +19,7 @@ from progvid.data.datasets import (
 from progvid.data.loader import EpochSampler, SkipLog, build_loader, collate
 from progvid.data.sampling import TemporalSampler
 from progvid.data.transforms import Normalize, test_transform, train_transform
-from progvid.errors import DataError
+from progvid.errors import DataError, ProgvidError
 
 
 def test_read_list_formats(tmp_path: Path) -> None:
@@ -204,3 +204,18 @@ def test_clips_per_decode_batches(synth_dir) -> None:
     assert batch["label"].tolist() == [samples[i].label for i in batch["index"].tolist() for _ in range(4)]
     with pytest.raises(ValueError, match="does not divide"):
         train_loader(d, samples, frames=2, batch_size=6, seed=0, rank=0, world=1, clips_per_decode=4)
+
+
+def test_stratified_subset_and_list_round_trip(tmp_path: Path) -> None:
+    from progvid.data.datasets import Sample, read_list, stratified_subset, write_list
+
+    samples = [Sample(tmp_path / f'v,"{i}".mp4', i % 3) for i in range(30)] + [Sample(tmp_path / "x.mp4", 3)]
+    chosen = stratified_subset(samples, 0.2, seed=1)
+    counts = {c: sum(s.label == c for s in chosen) for c in range(4)}
+    assert counts == {0: 2, 1: 2, 2: 2, 3: 1}  # a fifth of each class, at least one
+    assert stratified_subset(samples, 0.2, seed=1) == chosen
+    assert stratified_subset(samples, 0.2, seed=2) != chosen
+    back = read_list(write_list(chosen, tmp_path / "sub.csv"), tmp_path)
+    assert [(s.path, s.label) for s in back] == [(s.path, s.label) for s in chosen]
+    with pytest.raises(ProgvidError, match="label fraction"):
+        stratified_subset(samples, 0.0, seed=1)

@@ -66,6 +66,25 @@ def test_plot_and_errors(runs: list[Path], tmp_path: Path) -> None:
         collect_points([tmp_path / "missing"])
     with pytest.raises(ProgvidError, match="unknown grouping"):
         plot_tradeoff(runs, tmp_path / "x.png", group_by="colour")
+    import progvid.progressive.tradeoff as tradeoff
+
+    figs = []
+    save = tradeoff.save_figure
+    tradeoff.save_figure = lambda fig, path: figs.append(fig) or save(fig, path)
+    try:
+        plot_tradeoff(runs, tmp_path / "levels.png", warn=lambda _m: None,
+                      levels={"chance": 0.1, "random-init encoder": 0.3})
+    finally:
+        tradeoff.save_figure = save
+    for ax in figs[0].axes:  # both panels carry the two reference lines, labelled
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert {"chance (0.1)", "random-init encoder (0.3)"} <= set(labels)
+    from progvid.cli import main
+
+    assert main(["plot", "tradeoff", *map(str, runs), "--out", str(tmp_path / "c.png"),
+                 "--level", "zero output=0.99"]) == 0
+    assert main(["plot", "tradeoff", *map(str, runs), "--out", str(tmp_path / "c.png"),
+                 "--level", "chance"]) == 2
     (runs[0] / "probe.json").write_text("{")
     with pytest.raises(ProgvidError, match="probe.json: not valid JSON"):
         collect_points(runs[:1])

@@ -13,7 +13,7 @@ from progvid.data.transforms import Normalize
 from progvid.engine.checkpoint import META, plain_state_dict, save_checkpoint
 from progvid.errors import CheckpointError, DataError, ProgvidError
 from progvid.figures import color_wheel, flow_to_color, plot_losses, recon_figure
-from progvid.metrics import read_metrics, stage_changes
+from progvid.metrics import read_metrics, stage_changes, training_seconds
 from progvid.models import VideoMAE, videomae
 from progvid.viz import paste_prediction, recon_from_checkpoint, reconstruct
 from videos import make_frames, write_text_as_video, write_video
@@ -268,3 +268,10 @@ def test_recon_says_when_it_resizes(tmp_path: Path, capsys) -> None:
     same = write_video(tmp_path / "same.mp4", make_frames(12, 32, 32), gop=6)
     recon_from_checkpoint(ckpt, same, tmp_path / "out2.png")
     assert "same.mp4" not in capsys.readouterr().err
+
+
+def test_training_seconds_adds_resumed_segments() -> None:
+    recs = [{"step": 9, "time": 1.0}, {"step": 19, "time": 2.5}, {"step": 24, "val_top1": 0.1},
+            {"step": 19, "time": 0.5}, {"step": 29, "time": 1.5}]  # killed after 19, resumed
+    assert training_seconds(recs) == pytest.approx(4.0)
+    assert training_seconds([]) == 0.0

@@ -371,7 +371,17 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_plot_tradeoff(args: argparse.Namespace) -> int:
     from .progressive.tradeoff import plot_tradeoff
 
-    out = plot_tradeoff(args.runs, args.out, group_by=args.group_by, metric=args.metric)
+    levels = {}
+    for item in args.level or []:
+        name, sep, value = item.rpartition("=")
+        try:
+            levels[name] = float(value)
+        except ValueError:
+            name = ""
+        if not sep or not name:
+            raise ProgvidError(f"--level: expected NAME=VALUE (e.g. chance=0.1), got {item!r}")
+    out = plot_tradeoff(args.runs, args.out, group_by=args.group_by, metric=args.metric,
+                        levels=levels)
     print(f"wrote {out}")
     return 0
 
@@ -656,6 +666,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-by", choices=["method", "model", "method+model"], default="method")
     p.add_argument("--metric", choices=["top1", "val_loss"], default="top1",
                    help="y axis: top-1, or the held-out masked-reconstruction loss")
+    p.add_argument("--level", action="append", metavar="NAME=VALUE",
+                   help="a reference line, e.g. chance=0.1 or 'zero output=0.992' (repeatable)")
     p.set_defaults(func=cmd_plot_tradeoff)
 
     p = sub.add_parser("demo", help="the end-to-end demo on the synthetic dataset")

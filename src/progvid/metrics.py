@@ -44,3 +44,18 @@ def stage_changes(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append(rec)
         prev = stage if stage is not None else prev
     return out
+
+
+def training_seconds(records: Sequence[dict[str, Any]]) -> float:
+    """Wall-clock seconds a run spent in its training loop, over every resumed segment: each
+    process logs `time` from its own loop start, so a segment ends where `time` falls; the sum
+    of the segments' last times (the last `log_every` steps before a kill are not counted)."""
+    total, last = 0.0, None
+    for rec in records:
+        t = rec.get("time")
+        if not isinstance(t, int | float) or isinstance(t, bool):
+            continue
+        if last is not None and t < last:
+            total += last
+        last = float(t)
+    return total + (last or 0.0)

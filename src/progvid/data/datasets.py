@@ -11,6 +11,7 @@ leaves out of the batch, so a metric never counts one video's prediction for ano
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import DataError
+from ..errors import DataError, ProgvidError
 from .sampling import TemporalSampler
 from .video import VideoReader
 
@@ -271,6 +272,32 @@ def build_samples(cfg: Any, split: str, num_classes: int | None = None) -> Sampl
         names = read_class_names(_resolve(root, cfg.classes)) if cfg.classes else None
         return read_folder(target, names)
     return read_unlabeled(target)
+
+
+def stratified_subset(samples: Sequence[Sample], fraction: float, seed: int) -> list[Sample]:
+    """A `fraction` of each class's samples (at least one per class), drawn with `seed`: the
+    labelled subset of a low-label fine-tuning (the same for every run that uses the seed)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ProgvidError(f"label fraction: {fraction} is not in (0, 1]")
+    by_class: dict[int, list[Sample]] = {}
+    for s in samples:
+        by_class.setdefault(s.label, []).append(s)
+    rng = random.Random(seed)
+    chosen: list[Sample] = []
+    for label in sorted(by_class):
+        items = by_class[label]
+        chosen += rng.sample(items, max(1, round(fraction * len(items))))
+    return chosen
+
+
+def write_list(samples: Sequence[Sample], path: str | Path) -> Path:
+    """A list file of `samples` ("path",label lines; absolute paths, CSV-quoted) that
+    `data.format: list` reads back unchanged."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join('"{}",{}\n'.format(str(Path(s.path).resolve()).replace('"', '""'), s.label)
+                           for s in samples))
+    return out
 
 
 def _resolve(root: Path, path: str) -> Path:

@@ -122,9 +122,11 @@ METRICS = {"top1": ("top1_pct", "top-1 accuracy (%)"),
 
 
 def plot_tradeoff(run_dirs: Iterable[str | Path], out_png: str | Path, *, group_by: str = "method",
-                  metric: str = "top1", warn: Callable[[str], None] = _warn) -> Path:
+                  metric: str = "top1", warn: Callable[[str], None] = _warn,
+                  levels: dict[str, float] | None = None) -> Path:
     """`metric` (top-1, or the held-out MAE loss recorded next to it) vs training PFLOPs (left)
-    and vs epochs at 16 frames (right), one curve per group."""
+    and vs epochs at 16 frames (right), one curve per group; `levels` are reference values
+    (chance, random init, a trivial predictor), drawn as labelled horizontal lines."""
     if metric not in METRICS:
         raise ProgvidError(f"--metric: unknown metric {metric!r} (one of {', '.join(METRICS)})")
     field, ylabel = METRICS[metric]
@@ -146,6 +148,10 @@ def plot_tradeoff(run_dirs: Iterable[str | Path], out_png: str | Path, *, group_
             pts_sorted = sorted(pts, key=lambda p: (p[key], p[field]))
             ax.plot([p[key] for p in pts_sorted], [p[field] for p in pts_sorted],
                     marker=markers[i % len(markers)], color=f"C{i}", label=name)
+    for j, (label, value) in enumerate((levels or {}).items()):
+        for ax in axes:
+            ax.axhline(value, color="0.35", linestyle=("--", ":", "-.")[j % 3], linewidth=1.2,
+                       label=f"{label} ({value:.4g})")
     axes[0].set_xlabel(PFLOPS_LABEL)
     axes[1].set_xlabel(EPOCHS_LABEL)
     axes[0].set_ylabel(ylabel)

@@ -36,6 +36,36 @@ def test_enumeration(n: int) -> None:
     assert len(validate_plan(cfg)) == n
 
 
+def test_plans_end_at_the_target_length() -> None:
+    frames = (2, 4, 8, 12, 16)
+    combos = S.frame_combos(frames, 3, end=16)
+    assert len(combos) == math.comb(4, 2) and all(c[-1] == 16 for c in combos)
+    assert S.frame_combos(frames, 1, end=8) == [(8,)]
+    assert all(t[-1] > 0 for t in S.share_tuples(SHARES, 3, last_trains=True))
+    assert (1.0, 0.0) in S.share_tuples(SHARES, 2) and (1.0, 0.0) not in S.share_tuples(SHARES, 2, True)
+    for n in (1, 2, 3, 4):  # the canonical plans already end at 16
+        assert S.canonical_plan(n, frames, SHARES, end=16) == S.canonical_plan(n, frames, SHARES)
+    assert S.canonical_plan(2, frames, SHARES, end=8) == ((4, 8), (0.5, 0.5))
+    assert S.canonical_plan(2, (2, 4), (0.0, 1.0), end=4) == ((2, 4), (0.0, 1.0))  # last trains
+    cfg = validate(PretrainConfig, {"task": "pretrain", "search": {"frames": [2, 4, 8, 16]}}, "t")
+    assert cfg.search.end_length() == 16
+    assert validate(PretrainConfig, {"task": "pretrain", "search": {"end_frames": "any"}}, "t").search.end_length() is None
+    for bad, msg in [({"end_frames": 6}, "not one of"),
+                     ({"stages": [3], "frames": [2, 4, 8, 16], "end_frames": 4}, "ending at 4")]:
+        with pytest.raises(ConfigError, match=msg):
+            validate(PretrainConfig, {"task": "pretrain", "search": bad}, "t")
+
+
+def test_noise_levels_and_verdicts(tmp_path: Path) -> None:
+    from progvid.tasks.search_report import noise_levels
+
+    best = {"top1": 0.5, "final_loss": 1.0}
+    reps = [{"top1": 0.3, "final_loss": 1.2}, {"top1": 0.4, "final_loss": None},
+            {"top1": None, "error": "x"}]
+    lv = noise_levels(best, reps)
+    assert lv["top1"] == pytest.approx((0.4, 0.1)) and lv["final_loss"] == pytest.approx((1.1, 0.1414), abs=1e-4)
+
+
 def test_canonical_fallback_and_batches() -> None:
     assert S.canonical_plan(2, (2, 4), (0.0, 0.5, 1.0)) == ((2, 4), (0.5, 0.5))
     assert S.canonical_plan(3, (2, 4, 6), (0.0, 0.5, 1.0)) == ((2, 4, 6), (0.0, 0.5, 0.5))
@@ -75,7 +105,7 @@ def _search_cfg(synth_dir: Path) -> PretrainConfig:
     return tiny_pretrain(
         synth_dir, data__val="val.csv", data__classes="classes.txt", budget={"epochs": 800, "ref_frames": 4},
         search={"stages": [1, 2], "frames": [2, 4], "shares": [0, 0.5, 1], "batch_exponents": [2, 3],
-                "bz_max": 8, "metric": "knn", "proxy_epochs": 0.33})
+                "bz_max": 8, "metric": "knn", "proxy_epochs": 0.33, "noise_seeds": 2})
 
 
 def test_search_end_to_end_and_resume(synth_dir: Path, tmp_path: Path,
@@ -102,6 +132,12 @@ def test_search_end_to_end_and_resume(synth_dir: Path, tmp_path: Path,
     assert best.budget.epochs == 800 and best.search == cfg.search and best.model == cfg.model
     text = (out / "results.md").read_text()
     assert "**best**" in text and "Phase 4: recipe" in text and res.best_trial["trial_id"] in text
+    # every plan ends at the target length (the longest of search.frames), never 2 frames only
+    assert all(r["stages"][-1]["frames"] == 4 for p in S.PHASES for r in res.phases[p])
+    assert [r["seed"] for r in res.noise] == [cfg.seed + 1, cfg.seed + 2] and all(r["phase"] == "noise" for r in res.noise)
+    assert {r["stages"] == res.best_trial["stages"] for r in res.noise} == {True}
+    assert "## The ranking signal against its own noise" in text
+    assert text.count("within noise**") + text.count("beyond noise**") >= 2
     assert (out / "search.png").stat().st_size > 1000
     assert any("phase 1/4" in x for x in lines)
 

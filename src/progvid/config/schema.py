@@ -243,6 +243,8 @@ class SearchConfig(Section):
     probe_frames: int | None = Field(None, ge=1)  # clip length of the probe (None: max frames)
     proxy_epochs: float = Field(50.0, gt=0.0)  # budget N_e of one trial, epochs at ref_frames
     workers: int = Field(1, ge=1)  # trials run in parallel (the CLI's --workers wins)
+    end_frames: int | Literal["any"] | None = None  # plans end here (None: the longest of frames)
+    noise_seeds: int = Field(0, ge=0, le=16)  # the best trial again with this many seeds: the metric's noise
 
     @model_validator(mode="before")
     @classmethod
@@ -260,7 +262,21 @@ class SearchConfig(Section):
         if max(self.stages) > len(self.frames):
             raise ValueError(f"`stages`: {max(self.stages)} stages need at least as many "
                              f"frame counts in `frames` (it has {len(self.frames)})")
+        if isinstance(self.end_frames, int):
+            if self.end_frames not in self.frames:
+                raise ValueError(f"`end_frames`: {self.end_frames} is not one of `frames` "
+                                 f"({list(self.frames)})")
+            usable = sum(f <= self.end_frames for f in self.frames)
+            if max(self.stages) > usable:
+                raise ValueError(f"`stages`: {max(self.stages)} stages ending at {self.end_frames} "
+                                 f"frames need as many lengths up to it in `frames` ({usable})")
         return self
+
+    def end_length(self) -> int | None:
+        """The clip length every plan ends at (None: any)."""
+        if self.end_frames == "any":
+            return None
+        return self.end_frames if isinstance(self.end_frames, int) else max(self.frames)
 
 
 class PretrainConfig(RunConfig):

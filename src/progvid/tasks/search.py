@@ -2,14 +2,17 @@
 
 Each phase fixes what it found before the next one starts:
 1. `stages`: one canonical plan per stage count n in `search.stages`;
-2. `frames`: every strictly increasing choice of n clip lengths from `search.frames`;
-3. `shares`: up to `search.max_share_trials` share tuples from `search.shares` summing to 1;
+2. `frames`: every strictly increasing choice of n clip lengths from `search.frames` that ends
+   at the target length (`search.end_frames`: the longest of `frames` unless set, `any` lifts it);
+3. `shares`: up to `search.max_share_trials` share tuples from `search.shares` summing to 1 (the
+   last one positive, so the plan still ends at the target length);
 4. `recipe`: per stage (first to last) the batch sizes min(2^j, bz_max(f_i)); lr follows the
    scaling rule of `build_plan` (lr = base_lr * total_batch / 256).
 Phases 1-3 rank trials by the cheap evaluation (top-1 of a linear probe or kNN on frozen
 validation features, ties broken by the lower loss); phase 4 ranks by the final unsupervised
 loss (seed: "inner search ... based on the unsupervised training loss"). The incumbent is the
-first candidate of every phase, so a tie keeps it.
+first candidate of every phase, so a tie keeps it. With `search.noise_seeds` k the best trial
+runs again with k other seeds, and results.md says which phase decisions were within that noise.
 
 A trial is a short pre-training at the proxy budget (`search.proxy_epochs`, warmup scaled the
 same way) in `out/trials/<trial_id>/`, then the probe. Every finished trial is appended to
@@ -74,6 +77,7 @@ class SearchResult:
     results_md: Path
     plot: Path
     bz_max: dict[int, int] = field(default_factory=dict)
+    noise: list[dict[str, Any]] = field(default_factory=list)  # the best trial, other seeds
 
 
 
@@ -90,9 +94,9 @@ def check_search(cfg: PretrainConfig) -> None:
         raise ConfigError(f"search.probe_frames: {s.probe_frames} is not a multiple of the tubelet "
                           f"size {tub}")
     for n in s.stages:
-        if not share_tuples(s.shares, n):
+        if not share_tuples(s.shares, n, last_trains=s.end_length() is not None):
             raise ConfigError(f"search.shares: no {n} values from {sorted(s.shares)} sum to 1 "
-                              f"(needed for {n} stage(s))")
+                              f"with the last one positive (needed for {n} stage(s))")
     if cfg.data.val is None:
         raise ConfigError("data.val: the search ranks trials on the validation split; set data.val")
     if cfg.data.format == "unlabeled":
@@ -109,7 +113,7 @@ def execute_trial(job: dict[str, Any]) -> dict[str, Any]:
     """Worker body: pre-train (resuming a half-done run), probe, return the trial record."""
     cfg = validate(PretrainConfig, job["config"], "search trial")
     run_dir = Path(job["dir"])
-    rec = {k: job[k] for k in ("trial_id", "phase", "stages", "proxy_epochs")}
+    rec = {k: job[k] for k in ("trial_id", "phase", "stages", "proxy_epochs", "seed") if k in job}
     t0 = time.time()
     try:
         result = run_pretrain(cfg, out=str(run_dir), resume="auto", progress=False)
@@ -148,12 +152,13 @@ class _Search:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
 
-    def job(self, cand: Candidate, phase: str) -> dict[str, Any]:
-        tid = trial_id(cand, self.cfg)
+    def job(self, cand: Candidate, phase: str, seed: int | None = None) -> dict[str, Any]:
+        tid = trial_id(cand, self.cfg, seed)
         return {"trial_id": tid, "phase": phase, "stages": cand.stages(),
                 "proxy_epochs": self.cfg.search.proxy_epochs, "metric": self.cfg.search.metric,
                 "probe_frames": probe_frames(self.cfg), "dir": str(self.out / "trials" / tid),
-                "config": to_plain(trial_config(self.cfg, cand))}
+                "config": to_plain(trial_config(self.cfg, cand, seed)),
+                **({"seed": seed} if seed is not None else {})}
 
     def evaluate(self, phase: str, cands: list[Candidate], by: str) -> Candidate:
         """Run the candidates not yet recorded (in parallel), record them; return the best."""
@@ -161,18 +166,7 @@ class _Search:
         todo = {j["trial_id"]: j for j in jobs if j["trial_id"] not in self.store.records}
         self.say(f"[search] phase {PHASES.index(phase) + 1}/4 ({phase}): {len(jobs)} trial(s), "
                  f"{len(todo)} to run")
-        if self.workers > 1 and len(todo) > 1:
-            failure = None
-            for fut in as_completed([self.pool().submit(execute_trial, j) for j in todo.values()]):
-                try:
-                    self._record(fut.result())
-                except Exception as exc:  # record the others first, then fail
-                    failure = failure or exc
-            if failure is not None:
-                raise failure
-        else:
-            for j in todo.values():
-                self._record(execute_trial(j))
+        self._run(todo)
         rows = []
         for j in jobs:
             rec = dict(self.store.records[j["trial_id"]])
@@ -185,6 +179,30 @@ class _Search:
         if rows[i].get("error"):
             raise ProgvidError(f"search: every trial of phase `{phase}` failed ({rows[i]['error']})")
         return cands[i]
+
+    def noise(self, cand: Candidate, seeds: int) -> list[dict[str, Any]]:
+        """The same trial with `seeds` other seeds (data order, init, masks, probe): how much
+        the ranking signal moves when nothing but chance changes."""
+        base = self.cfg.seed
+        jobs = [self.job(cand, "noise", base + k) for k in range(1, seeds + 1)]
+        todo = {j["trial_id"]: j for j in jobs if j["trial_id"] not in self.store.records}
+        self.say(f"[search] noise: the best trial with {seeds} other seed(s), {len(todo)} to run")
+        self._run(todo)
+        return [self.store.records[j["trial_id"]] for j in jobs]
+
+    def _run(self, todo: dict[str, dict[str, Any]]) -> None:
+        if self.workers > 1 and len(todo) > 1:
+            failure = None
+            for fut in as_completed([self.pool().submit(execute_trial, j) for j in todo.values()]):
+                try:
+                    self._record(fut.result())
+                except Exception as exc:  # record the others first, then fail
+                    failure = failure or exc
+            if failure is not None:
+                raise failure
+        else:
+            for j in todo.values():
+                self._record(execute_trial(j))
 
     def _record(self, rec: dict[str, Any]) -> None:
         self.store.add(rec)
@@ -242,15 +260,18 @@ def run_search(cfg: PretrainConfig, *, out: str | Path, workers: int | None = No
     s, bs = cfg.search, cfg.train.batch_size
     search = _Search(cfg, out, workers, _sink(progress))
     try:
+        end = s.end_length()  # every plan ends at the target clip length unless `any`
         # 1. number of stages: one canonical plan each
-        cands = [Candidate(*canonical_plan(n, s.frames, s.shares), (bs,) * n) for n in sorted(s.stages)]
+        cands = [Candidate(*canonical_plan(n, s.frames, s.shares, end), (bs,) * n)
+                 for n in sorted(s.stages)]
         best = search.evaluate("stages", cands, "metric")
         # 2. clip lengths, keeping the shares
-        combos = [c for c in frame_combos(s.frames, len(best.frames)) if c != best.frames]
+        combos = [c for c in frame_combos(s.frames, len(best.frames), end) if c != best.frames]
         cands = [best] + [Candidate(c, best.shares, best.batches) for c in combos]
         best = search.evaluate("frames", cands, "metric")
         # 3. shares, at most max_share_trials tuples, evenly spaced over the sorted ones
-        tuples = pick_evenly(share_tuples(s.shares, len(best.frames)), s.max_share_trials, best.shares)
+        tuples = pick_evenly(share_tuples(s.shares, len(best.frames), last_trains=end is not None),
+                             s.max_share_trials, best.shares)
         best = search.evaluate("shares", [Candidate(best.frames, t, best.batches) for t in tuples], "metric")
         # 4. batch (lr by the scaling rule) stage by stage, small to large, ranked by the loss
         best = best.effective()
@@ -259,12 +280,15 @@ def run_search(cfg: PretrainConfig, *, out: str | Path, workers: int | None = No
             cands = [best] + [Candidate(best.frames, best.shares, best.batches[:i] + (b,) + best.batches[i + 1:])
                               for b in batch_candidates(s.batch_exponents, limits[f]) if b != best.batches[i]]
             best = search.evaluate("recipe", cands, "loss")
+        noise = search.noise(best, s.noise_seeds) if s.noise_seeds else []
     finally:
         search.close()
     best_cfg = best_config(cfg, best)
     best_rec = search.store.records[trial_id(best, cfg)]
     paths = (write_best(out / "best.yaml", best_cfg, best_rec, config_path),
-             write_results(out / "results.md", cfg, search.phases, best_rec, limits, config_path),
+             write_results(out / "results.md", cfg, search.phases, best_rec, limits, config_path,
+                           noise),
              write_plot(out / "search.png", search.phases, best_rec["trial_id"]))
     search.say(f"[search] best: {best.label()} -> {paths[0]} ({search.executed} trial(s) run now)")
-    return SearchResult(best_cfg, best_rec, search.phases, search.executed, *paths, bz_max=limits)
+    return SearchResult(best_cfg, best_rec, search.phases, search.executed, *paths, bz_max=limits,
+                        noise=noise)

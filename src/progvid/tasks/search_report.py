@@ -30,14 +30,42 @@ def write_best(path: Path, best: PretrainConfig, rec: dict[str, Any], config_pat
     return path
 
 
+def noise_levels(best: dict[str, Any], repeats: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """{"top1": (mean, sd), "final_loss": (mean, sd)} of the best trial and its repeats with
+    other seeds (failed repeats left out; sd 0 with one value)."""
+    out = {}
+    for key in ("top1", "final_loss"):
+        vals = [finite_or(r.get(key), math.nan) for r in [best, *repeats] if not r.get("error")]
+        vals = [v for v in vals if math.isfinite(v)]
+        if vals:
+            mean = sum(vals) / len(vals)
+            sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+            out[key] = (mean, sd)
+    return out
+
+
+def _decision_margin(rows: list[dict[str, Any]], by: str) -> tuple[float, str] | None:
+    """(margin of the phase's winner over its runner-up on its ranking key, key name)."""
+    good = sorted((r for r in rows if not r.get("error")), key=lambda r: rank_key(r, by))
+    if len(good) < 2:
+        return None
+    key = "final_loss" if by == "loss" else "top1"
+    a, b = finite_or(good[0].get(key), math.nan), finite_or(good[1].get(key), math.nan)
+    return abs(a - b), key
+
+
 def write_results(path: Path, cfg: PretrainConfig, phases: dict[str, list[dict[str, Any]]],
-                  best: dict[str, Any], limits: dict[int, int], config_path: str | None) -> Path:
-    """Markdown: the search space, the best plan at the full budget, every trial per phase."""
+                  best: dict[str, Any], limits: dict[int, int], config_path: str | None,
+                  noise: list[dict[str, Any]] | None = None) -> Path:
+    """Markdown: the search space, the best plan at the full budget, every trial per phase, and
+    (with repeats of the best trial) the ranking signal against its own noise."""
     s, b = cfg.search, cfg.budget
     budget = b.epochs * b.scale
     lines = [f"# TPL configuration search{f' of `{config_path}`' if config_path else ''}", "",
              f"- space: stages {list(s.stages)}, frames {list(s.frames)}, shares "
              f"{[round(x, 4) for x in s.shares]}, batch min(2^j, bz_max) for j in {list(s.batch_exponents)}",
+             f"- plans end at: {s.end_length() or 'any length'}"
+             + (" frames (the target clip length)" if s.end_length() else ""),
              f"- proxy budget: {s.proxy_epochs:g} epochs at {b.ref_frames} frames; bz_max per clip "
              f"length {limits}", f"- ranking: {s.metric} probe top-1 at {probe_frames(cfg)} frames "
              "(phases 1-3, ties: lower loss); final unsupervised loss (phase 4)", "",
@@ -64,6 +92,28 @@ def write_results(path: Path, cfg: PretrainConfig, phases: dict[str, list[dict[s
             lines.append(f"| `{r['trial_id']}` | {plan_label(r['stages'])} | {_fmt(r.get('top1'), '.4f')} | "
                          f"{_fmt(r.get('final_loss'), '.4f')} | {_fmt(r.get('pflops'), '.4g')} | "
                          f"{_fmt(r.get('seconds'), '.1f')} | {mark} |")
+    if noise:
+        levels = noise_levels(best, noise)
+        lines += ["", "## The ranking signal against its own noise", "",
+                  f"The best trial again with {len(noise)} other seed(s) (data order, init, masks, "
+                  "probe); nothing else changed:", "",
+                  "| seed | top-1 | final loss |", "|---|---|---|",
+                  f"| {cfg.seed} (search) | {_fmt(best.get('top1'), '.4f')} | {_fmt(best.get('final_loss'), '.4f')} |"]
+        lines += [f"| {r.get('seed', '?')} | {_fmt(r.get('top1'), '.4f')} | {_fmt(r.get('final_loss'), '.4f')} |"
+                  for r in noise]
+        lines += [""] + [f"- {key}: mean {m:.4f}, standard deviation {sd:.4f} over seeds"
+                         for key, (m, sd) in levels.items()]
+        lines += ["", "A phase's decision is *within noise* when its winner leads the runner-up by "
+                  "no more than two standard deviations of the same trial over seeds:", ""]
+        for phase in PHASES:
+            by = "loss" if phase == "recipe" else "metric"
+            found = _decision_margin(phases.get(phase, []), by)
+            if found is None or found[1] not in levels:
+                continue
+            margin, key = found
+            sd = levels[key][1]
+            verdict = "within noise" if margin <= 2 * sd else "beyond noise"  # a tie is noise
+            lines.append(f"- {phase}: lead {margin:.4f} in {key} vs 2 sd = {2 * sd:.4f}: **{verdict}**")
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -51,15 +51,21 @@ def plan_label(stages: Sequence[dict[str, Any]]) -> str:
 
 
 # ---------------------------------------------------------------------------- enumeration
-def frame_combos(frames: Iterable[int], n: int) -> list[tuple[int, ...]]:
-    """Every strictly increasing choice of n clip lengths: C(|F|, n) of them."""
-    return list(itertools.combinations(sorted(set(frames)), n))
+def frame_combos(frames: Iterable[int], n: int, end: int | None = None) -> list[tuple[int, ...]]:
+    """Every strictly increasing choice of n clip lengths: C(|F|, n) of them; with `end`, only
+    those whose last stage trains at `end` frames (the target clip length)."""
+    if end is None:
+        return list(itertools.combinations(sorted(set(frames)), n))
+    shorter = sorted(f for f in set(frames) if f < end)
+    return [(*c, end) for c in itertools.combinations(shorter, n - 1)]
 
 
-def share_tuples(shares: Iterable[float], n: int) -> list[tuple[float, ...]]:
-    """Every length-n tuple of allowed shares summing to 1, in sorted order."""
+def share_tuples(shares: Iterable[float], n: int, last_trains: bool = False) -> list[tuple[float, ...]]:
+    """Every length-n tuple of allowed shares summing to 1, in sorted order; `last_trains`: only
+    those whose last share is positive (so that a plan still ends at its last stage)."""
     values = sorted(set(shares))
-    return [t for t in itertools.product(values, repeat=n) if abs(sum(t) - 1.0) <= SHARE_TOLERANCE]
+    return [t for t in itertools.product(values, repeat=n) if abs(sum(t) - 1.0) <= SHARE_TOLERANCE
+            and (not last_trains or t[-1] > 0)]
 
 
 def pick_evenly(items: Sequence[Any], k: int, keep: Any) -> list[Any]:
@@ -72,16 +78,24 @@ def pick_evenly(items: Sequence[Any], k: int, keep: Any) -> list[Any]:
     return [keep, *others]
 
 
-def canonical_plan(n: int, frames: Iterable[int], shares: Iterable[float]) -> tuple[tuple[int, ...], tuple[float, ...]]:
+def canonical_plan(n: int, frames: Iterable[int], shares: Iterable[float],
+                   end: int | None = None) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """Phase 1's plan for n stages: the last n of (2, 4, 8, 16) and the seed's shares.
 
     With a restricted space it falls back to the last n allowed lengths and to the allowed share
-    tuple (positive shares preferred) closest to the canonical one."""
+    tuple (positive shares preferred) closest to the canonical one. With `end` the plan's last
+    stage trains at `end` frames, after the longest n - 1 shorter lengths (canonical first)."""
     allowed = sorted(set(frames))
-    preferred = [f for f in CANONICAL_FRAMES if f in allowed]
-    chosen = tuple(preferred[-n:] if len(preferred) >= n else allowed[-n:])
+    if end is not None:
+        shorter = [f for f in allowed if f < end]
+        preferred = [f for f in CANONICAL_FRAMES if f in shorter]
+        head = preferred[-(n - 1):] if len(preferred) >= n - 1 else shorter[-(n - 1):]
+        chosen = (*(head if n > 1 else ()), end)
+    else:
+        preferred = [f for f in CANONICAL_FRAMES if f in allowed]
+        chosen = tuple(preferred[-n:] if len(preferred) >= n else allowed[-n:])
     target = CANONICAL_SHARES[n]
-    options = share_tuples(shares, n)
+    options = share_tuples(shares, n, last_trains=end is not None)
     if not options:
         raise ConfigError(f"search.shares: no {n} values from {sorted(set(shares))} sum to 1")
     if target in options:
@@ -95,9 +109,9 @@ def batch_candidates(exponents: Iterable[int], bz_max: int) -> list[int]:
     return sorted({min(2**j, bz_max) for j in exponents})
 
 
-def trial_id(cand: Candidate, cfg: PretrainConfig) -> str:
+def trial_id(cand: Candidate, cfg: PretrainConfig, seed: int | None = None) -> str:
     """A stable hash of what the trial runs (its whole config) and how it is evaluated."""
-    raw = to_plain(trial_config(cfg, cand))
+    raw = to_plain(trial_config(cfg, cand, seed))
     raw.pop("search")
     key = {"trial": raw, "metric": cfg.search.metric, "probe_frames": probe_frames(cfg)}
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
@@ -107,9 +121,12 @@ def probe_frames(cfg: PretrainConfig) -> int:
     return cfg.search.probe_frames or max(cfg.search.frames)
 
 
-def trial_config(cfg: PretrainConfig, cand: Candidate) -> PretrainConfig:
-    """The user's config at the proxy budget (warmup scaled alike) with the candidate's plan."""
+def trial_config(cfg: PretrainConfig, cand: Candidate, seed: int | None = None) -> PretrainConfig:
+    """The user's config at the proxy budget (warmup scaled alike) with the candidate's plan
+    (and `seed` in place of the config's, for the repeats that measure the metric's noise)."""
     raw = to_plain(cfg)
+    if seed is not None:
+        raw["seed"] = seed
     user_budget = cfg.budget.epochs * cfg.budget.scale
     proxy = cfg.search.proxy_epochs
     raw["budget"].update(epochs=proxy, scale=1.0)

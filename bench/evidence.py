@@ -15,6 +15,11 @@ minus scratch per seed. `--minutes` scales the pre-training budget and fine-tuni
 
     .venv/bin/python bench/evidence.py --data data/synth --seeds 3 --json
     .venv/bin/python bench/evidence.py --data DIR --budget 40 --minutes 20 --out bench/evidence.md
+    python bench/evidence.py --preset gpu --json      # one GPU, 8 minutes, data written there
+
+`--preset gpu` is the same protocol at GPU scale (64-pixel clips, a ViT of width 192 and depth 6,
+2,500 synthetic clips written on the machine, 10% labels, bf16, `--minutes 8`); `--preset
+rehearsal` runs its logic at CPU-test size. Flags given on the command line win over a preset.
 
 With `--json` the last line of output is one JSON object (chance, probe_pretrained, probe_random,
 knn_pretrained, knn_random, finetune_pretrained, finetune_scratch, paired_finetune_diffs,
@@ -41,6 +46,7 @@ import torch
 
 from progvid.config import load_config
 from progvid.data.datasets import build_samples, stratified_subset, write_list
+from progvid.engine.distributed import resolve_device
 from progvid.errors import ProgvidError
 from progvid.loading import load_videomae
 from progvid.tasks.evaluate import mae_val_levels, probe_encoder
@@ -88,17 +94,73 @@ def calibrate(pre_cfg, ft_cfg, work: Path) -> tuple[float, float]:
     return out[0], out[1]
 
 
+DEFAULTS = {"seeds": 3, "budget": 20.0, "ft_epochs": 15.0, "label_fraction": 0.2, "minutes": None,
+            "pretrain": "tiny_videomae", "finetune": "tiny_vit", "views": "1x1"}
+# Presets: the protocol at another scale, with the data written on the machine that runs it
+# (`synth`: `progvid synth` parameters). A flag given on the command line wins over its preset.
+PRESETS: dict[str, dict] = {
+    # one GPU, 16 cores: a 64-pixel ViT (width 192, depth 6) on 2,500 synthetic clips; --minutes
+    # scales the schedule so that the three seeds fit in 8 minutes
+    "gpu": {
+        "synth": {"train": 2000, "val": 500, "size": 64, "frames": 16},
+        "seeds": 3, "budget": 40.0, "ft_epochs": 20.0, "label_fraction": 0.1, "minutes": 8.0,
+        "set": ["train.device=cuda", "train.precision=bf16", "data.input_size=64",
+                "data.workers=12", "train.batch_size=64", "model.embed_dim=192", "model.depth=6",
+                "model.num_heads=3", "train.log_every=20"],
+        "pre_set": ["model.decoder_dim=128", "model.decoder_heads=4", "model.decoder_depth=2",
+                    "optim.base_lr=1.5e-3"],
+        "ft_set": ["optim.base_lr=4e-3"],
+        "threads": 4,
+    },
+    # the same logic at CPU-test size (tests/test_evidence.py)
+    "rehearsal": {
+        "synth": {"train": 16, "val": 8, "size": 32, "frames": 4, "classes": 4},
+        "seeds": 1, "budget": 1.0, "ft_epochs": 1.0, "label_fraction": 0.5, "minutes": None,
+        "set": ["model.embed_dim=32", "model.depth=2", "model.num_heads=2", "data.num_frames=4",
+                "data.sampling_rate=2", "data.workers=0", "train.batch_size=4"],
+        "pre_set": ["model.decoder_dim=32", "model.decoder_depth=1", "model.decoder_heads=2"],
+        "ft_set": [],
+        "threads": 1,
+    },
+}
+
+
+def apply_preset(args: argparse.Namespace, work: Path) -> None:
+    """Fill what the command line left unset from `--preset` (then the plain defaults); a preset
+    writes its synthetic dataset under `work` first (reused when complete)."""
+    preset = PRESETS[args.preset] if args.preset else {}
+    for key, value in DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, preset.get(key, value))
+    args.set = [*preset.get("set", []), *args.set]
+    args.pre_set = [*preset.get("pre_set", []), *args.pre_set]
+    args.ft_set = [*preset.get("ft_set", [])]
+    args.threads = preset.get("threads", 1)
+    if args.data is None:
+        if not preset:
+            raise ProgvidError("--data: give a dataset folder, or --preset to generate one")
+        from progvid.data.synthetic import write_dataset
+
+        args.data = str(work / f"data_{args.preset}")
+        say(f"writing the {args.preset} preset's synthetic dataset -> {args.data}")
+        write_dataset(args.data, seed=0, workers=min(os.cpu_count() or 1, 8), progress=True,
+                      **preset["synth"])
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="folder with train.csv, val.csv, classes.txt")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--budget", type=float, default=20.0, help="pre-training epochs (N_e at 16 frames)")
-    p.add_argument("--ft-epochs", type=float, default=15.0, help="fine-tuning epochs on the subset")
-    p.add_argument("--label-fraction", type=float, default=0.2)
+    p.add_argument("--data", default=None, help="folder with train.csv, val.csv, classes.txt")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="a scale with its own data, written here: gpu (one GPU, 8 minutes) or "
+                        "rehearsal (its logic at CPU-test size); flags given win")
+    p.add_argument("--seeds", type=int, default=None, help="default 3")
+    p.add_argument("--budget", type=float, default=None, help="pre-training epochs (N_e at 16 frames; default 20)")
+    p.add_argument("--ft-epochs", type=float, default=None, help="fine-tuning epochs on the subset (default 15)")
+    p.add_argument("--label-fraction", type=float, default=None, help="default 0.2")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock cap for the whole run")
-    p.add_argument("--pretrain", default="tiny_videomae", help="pre-training recipe or file")
-    p.add_argument("--finetune", default="tiny_vit", help="fine-tuning recipe or file")
-    p.add_argument("--views", default="1x1", help="test views CLIPSxCROPS for the fine-tuned top-1")
+    p.add_argument("--pretrain", default=None, help="pre-training recipe or file (default tiny_videomae)")
+    p.add_argument("--finetune", default=None, help="fine-tuning recipe or file (default tiny_vit)")
+    p.add_argument("--views", default=None, help="test views CLIPSxCROPS for the fine-tuned top-1 (default 1x1)")
     p.add_argument("--set", action="append", default=[], help="override for both configs")
     p.add_argument("--pre-set", action="append", default=[],
                    help="override for the pre-training config only (e.g. model.decoder_depth=1)")
@@ -107,9 +169,11 @@ def main() -> int:
     p.add_argument("--out", default=None, help="markdown results file")
     args = p.parse_args()
     t0 = time.time()
-    torch.set_num_threads(1)
-    data, work = Path(args.data).resolve(), Path(args.work)
+    work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    apply_preset(args, work)
+    torch.set_num_threads(args.threads)
+    data = Path(args.data).resolve()
     clips, crops = (int(x) for x in args.views.lower().split("x"))
     common = [*data_overrides(data), *QUIET, *args.set]
     budget, ft_epochs = args.budget, args.ft_epochs
@@ -118,7 +182,7 @@ def main() -> int:
         pre = load_config(args.pretrain, [*common, *args.pre_set, f"seed={seed}",
                                           f"budget.epochs={budget}"])
         ft = load_config(args.finetune, [
-            *common, f"seed={seed}", f"epochs={ft_epochs}", f"model.init={init or 'null'}",
+            *common, *args.ft_set, f"seed={seed}", f"epochs={ft_epochs}", f"model.init={init or 'null'}",
             f"eval.clips={clips}", f"eval.crops={crops}", "eval.every_epochs=0",
             *([f"data.train={subset}"] if subset else [])])
         return pre, ft
@@ -153,12 +217,15 @@ def main() -> int:
         torch.manual_seed(seed)
         random_model = type(model).from_hparams(model.hparams).eval()
         f = pre_cfg.data.num_frames
+        dev = resolve_device(pre_cfg.train.device)
         for tag, m in (("pretrained", model), ("random", random_model)):
             say(f"seed {seed}: probes of the {tag} encoder")
-            row[f"probe_{tag}"] = probe_encoder(m.encoder, pre_cfg.data, num_frames=f, seed=seed).top1
+            row[f"probe_{tag}"] = probe_encoder(m.encoder, pre_cfg.data, num_frames=f, seed=seed,
+                                                device=dev).top1
             row[f"knn_{tag}"] = probe_encoder(m.encoder, pre_cfg.data, num_frames=f, seed=seed,
-                                              method="knn").top1
-            levels = mae_val_levels(m, pre_cfg.data, num_frames=f, seed=0)
+                                              method="knn", device=dev).top1
+            levels = mae_val_levels(m, pre_cfg.data, num_frames=f, seed=0, device=dev)
+            m.cpu()
             row[f"val_loss_{tag}"], row["val_loss_zero"] = levels["loss"], levels["zero"]
         subset = work / f"subset_s{seed}.csv"
         row["subset_size"] = subset_list(pre_cfg.data, args.label_fraction, seed, subset)
@@ -177,6 +244,7 @@ def main() -> int:
 
     result = {
         "chance": chance, "seeds": args.seeds, "train_clips": n_train, "classes": len(names),
+        "preset": args.preset, "data": str(data),
         "label_fraction": args.label_fraction, "budget_epochs": budget, "finetune_epochs": ft_epochs,
         "probe_pretrained": mean("probe_pretrained"), "probe_random": mean("probe_random"),
         "knn_pretrained": mean("knn_pretrained"), "knn_random": mean("knn_random"),

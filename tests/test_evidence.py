@@ -36,6 +36,33 @@ def test_protocol_runs_on_any_list_folder(synth_dir: Path, tmp_path: Path) -> No
     assert 0.8 < out["val_loss_zero_predictor"] < 1.1
 
 
+@pytest.mark.slow
+def test_rehearsal_preset_writes_its_data_and_runs(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "evidence.py"), "--preset", "rehearsal",
+         "--work", str(tmp_path / "w"), "--json", "--seeds", "1"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["preset"] == "rehearsal" and out["chance"] == 0.25 and out["train_clips"] == 16
+    assert Path(out["data"]) == (tmp_path / "w" / "data_rehearsal").resolve()
+    assert out["label_fraction"] == 0.5 and len(out["paired_finetune_diffs"]) == 1
+
+
+def test_gpu_preset_is_a_valid_configuration() -> None:
+    """The GPU preset's overrides load into both recipes (its run needs a GPU)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import evidence
+
+    from progvid.config import load_config
+
+    g = evidence.PRESETS["gpu"]
+    pre = load_config("tiny_videomae", [*g["set"], *g["pre_set"]])
+    ft = load_config("tiny_vit", [*g["set"], *g["ft_set"]])
+    assert pre.train.device == ft.train.device == "cuda" and pre.data.input_size == 64
+    assert pre.model.embed_dim == ft.model.embed_dim == 192 and g["minutes"] <= 8
+
+
 def test_missing_list_is_one_line(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "evidence.py"), "--data", str(tmp_path)],
                        capture_output=True, text=True, timeout=120,

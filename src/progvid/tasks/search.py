@@ -285,9 +285,11 @@ def run_search(cfg: PretrainConfig, *, out: str | Path, workers: int | None = No
         search.close()
     best_cfg = best_config(cfg, best)
     best_rec = search.store.records[trial_id(best, cfg)]
+    val = build_samples(cfg.data, "val")
     paths = (write_best(out / "best.yaml", best_cfg, best_rec, config_path),
              write_results(out / "results.md", cfg, search.phases, best_rec, limits, config_path,
-                           noise),
+                           noise, val_clips=len(val.samples),
+                           chance=1 / len(val.class_names) if val.class_names else None),
              write_plot(out / "search.png", search.phases, best_rec["trial_id"]))
     search.say(f"[search] best: {best.label()} -> {paths[0]} ({search.executed} trial(s) run now)")
     return SearchResult(best_cfg, best_rec, search.phases, search.executed, *paths, bz_max=limits,

@@ -30,9 +30,12 @@ def write_best(path: Path, best: PretrainConfig, rec: dict[str, Any], config_pat
     return path
 
 
-def noise_levels(best: dict[str, Any], repeats: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+def noise_levels(best: dict[str, Any], repeats: list[dict[str, Any]],
+                 val_clips: int | None = None) -> dict[str, tuple[float, float]]:
     """{"top1": (mean, sd), "final_loss": (mean, sd)} of the best trial and its repeats with
-    other seeds (failed repeats left out; sd 0 with one value)."""
+    other seeds (failed repeats left out; sd 0 with one value). With `val_clips`, the top-1 sd
+    is at least the sampling error of a top-1 measured on that many clips, sqrt(p (1 - p) / n):
+    a few seeds that happen to agree do not make one clip's difference significant."""
     out = {}
     for key in ("top1", "final_loss"):
         vals = [finite_or(r.get(key), math.nan) for r in [best, *repeats] if not r.get("error")]
@@ -40,6 +43,8 @@ def noise_levels(best: dict[str, Any], repeats: list[dict[str, Any]]) -> dict[st
         if vals:
             mean = sum(vals) / len(vals)
             sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+            if key == "top1" and val_clips:
+                sd = max(sd, math.sqrt(mean * (1 - mean) / val_clips))
             out[key] = (mean, sd)
     return out
 
@@ -56,7 +61,8 @@ def _decision_margin(rows: list[dict[str, Any]], by: str) -> tuple[float, str] |
 
 def write_results(path: Path, cfg: PretrainConfig, phases: dict[str, list[dict[str, Any]]],
                   best: dict[str, Any], limits: dict[int, int], config_path: str | None,
-                  noise: list[dict[str, Any]] | None = None) -> Path:
+                  noise: list[dict[str, Any]] | None = None, val_clips: int | None = None,
+                  chance: float | None = None) -> Path:
     """Markdown: the search space, the best plan at the full budget, every trial per phase, and
     (with repeats of the best trial) the ranking signal against its own noise."""
     s, b = cfg.search, cfg.budget
@@ -93,7 +99,7 @@ def write_results(path: Path, cfg: PretrainConfig, phases: dict[str, list[dict[s
                          f"{_fmt(r.get('final_loss'), '.4f')} | {_fmt(r.get('pflops'), '.4g')} | "
                          f"{_fmt(r.get('seconds'), '.1f')} | {mark} |")
     if noise:
-        levels = noise_levels(best, noise)
+        levels = noise_levels(best, noise, val_clips)
         lines += ["", "## The ranking signal against its own noise", "",
                   f"The best trial again with {len(noise)} other seed(s) (data order, init, masks, "
                   "probe); nothing else changed:", "",
@@ -102,7 +108,15 @@ def write_results(path: Path, cfg: PretrainConfig, phases: dict[str, list[dict[s
         lines += [f"| {r.get('seed', '?')} | {_fmt(r.get('top1'), '.4f')} | {_fmt(r.get('final_loss'), '.4f')} |"
                   for r in noise]
         lines += [""] + [f"- {key}: mean {m:.4f}, standard deviation {sd:.4f} over seeds"
+                         + (f" (at least the sampling error of a top-1 on {val_clips} clips)"
+                            if key == "top1" and val_clips else "")
                          for key, (m, sd) in levels.items()]
+        at_chance = (chance is not None and "top1" in levels
+                     and levels["top1"][0] <= chance + 2 * levels["top1"][1])
+        if at_chance:
+            lines += ["", f"**The ranking metric is at chance** ({levels['top1'][0]:.4f} against "
+                      f"chance {chance:.4f}, within two standard deviations): phases 1-3 ranked "
+                      "noise; their choices say nothing about the plans."]
         lines += ["", "A phase's decision is *within noise* when its winner leads the runner-up by "
                   "no more than two standard deviations of the same trial over seeds:", ""]
         for phase in PHASES:
@@ -113,6 +127,8 @@ def write_results(path: Path, cfg: PretrainConfig, phases: dict[str, list[dict[s
             margin, key = found
             sd = levels[key][1]
             verdict = "within noise" if margin <= 2 * sd else "beyond noise"  # a tie is noise
+            if key == "top1" and at_chance:
+                verdict = "metric at chance"
             lines.append(f"- {phase}: lead {margin:.4f} in {key} vs 2 sd = {2 * sd:.4f}: **{verdict}**")
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -70,3 +70,11 @@ def test_missing_list_is_one_line(tmp_path: Path) -> None:
     assert r.returncode == 2 and r.stderr.strip() == (
         f"evidence: error: {tmp_path}/train.csv: not found (the list format needs train.csv, "
         "val.csv and classes.txt)")
+
+
+def test_no_data_and_no_preset_is_one_line(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "evidence.py"), "--work", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "evidence: error: --data: give a dataset folder, or --preset to generate one")

@@ -172,14 +172,15 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, with_hcml: bool
     _say("reference: the same encoder at random init (probe, held-out loss)")
     torch.manual_seed(seed)
     untrained = type(model).from_hparams(model.hparams).eval()
+    train = build_samples(cfg.data, "train")
     reference = {
-        "chance": 1.0 / len(build_samples(cfg.data, "train").class_names or [0] * 10),
+        "chance": 1.0 / len(train.class_names or [0] * 10),
         "probe_random_init": probe_encoder(untrained.encoder, cfg.data, num_frames=16,
                                            method="linear", seed=seed, progress=True).top1,
         "val_loss_random_init": mae_val_levels(untrained, cfg.data, num_frames=16, seed=seed)["loss"],
         "val_loss_zero": rows[0]["val_loss_zero"]}
     # low-label fine-tuning: the full-budget runs against random init, on one labelled subset
-    subset = stratified_subset(build_samples(cfg.data, "train").samples, FT_FRACTION, seed)
+    subset = stratified_subset(train.samples, FT_FRACTION, seed)
     labels = write_list(subset, out / f"labels_{round(100 * FT_FRACTION)}pct.csv")
     finetuned = {}
     for name, init in (("videomae", out / "videomae_1"), ("tpl", out / "tpl_1"), ("scratch", None)):

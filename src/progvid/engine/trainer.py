@@ -576,26 +576,23 @@ class _Ahead:
         return self.batch
 
 
-def _tree_to(batch: Any, device: torch.device) -> Any:
+def _tree_map(batch: Any, fn: Any) -> Any:
+    """`batch` with `fn` applied to every tensor in its dicts, lists and tuples."""
     if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
+        return fn(batch)
     if isinstance(batch, dict):
-        return {k: _tree_to(v, device) for k, v in batch.items()}
+        return {k: _tree_map(v, fn) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
-        return type(batch)(_tree_to(v, device) for v in batch)
+        return type(batch)(_tree_map(v, fn) for v in batch)
     return batch
 
 
+def _tree_to(batch: Any, device: torch.device) -> Any:
+    return _tree_map(batch, lambda t: t.to(device, non_blocking=True))
+
+
 def _tree_record(batch: Any, stream: Any) -> None:
-    if isinstance(batch, torch.Tensor):
-        if batch.device.type == "cuda":
-            batch.record_stream(stream)
-    elif isinstance(batch, dict):
-        for v in batch.values():
-            _tree_record(v, stream)
-    elif isinstance(batch, (list, tuple)):
-        for v in batch:
-            _tree_record(v, stream)
+    _tree_map(batch, lambda t: t.record_stream(stream) if t.device.type == "cuda" else None)
 
 
 def _batches_per_epoch(loader: DataLoader) -> int:

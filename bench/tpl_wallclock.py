@@ -4,7 +4,12 @@ One process runs every variant in turn, `--rounds` times in alternating order, o
 - `videomae`: the baseline recipe (`tiny_videomae`: one 16-frame stage);
 - `tpl`: the default TPL plan as shipped (`tiny_tpl`: clips per decode `auto`, fixed batch);
 - `tpl_1clip`: the same plan cutting one clip per decode (how progvid ran TPL before);
-- `tpl_scaled`: the plan with `plan.batch_rule: scale` (batch x f_max / f_i, seed FIG. 10).
+- `tpl_scaled`: the plan with `plan.batch_rule: scale` (batch x f_max / f_i, seed FIG. 10);
+- `tpl_1transfer`: the shipped plan with workers handing over one batch at a time
+  (`data.transfer_batches=1`, how progvid ran before batches were grouped per hand-over).
+Then the model alone (forward, backward, fused AdamW on random clips, one thread) at each
+length, which gives the fixed-batch floor: the wall ratio TPL would have with a free loader and
+a free training loop, sum_i steps_i x t(f_i) / (steps_base x t(16)).
 For each: the training loop's wall seconds (model and data already set up), training FLOPs,
 steps, and the data-wait fraction of each stage (time the loop waited for the loader / time).
 Then the loader alone: clips/s at 2, 4, 8 and 16 frames with the recipe's worker count, one
@@ -42,6 +47,7 @@ VARIANTS = {
     "tpl": ("tiny_tpl", []),
     "tpl_1clip": ("tiny_tpl", ["plan.clips_per_decode=1"]),
     "tpl_scaled": ("tiny_tpl", ["plan.batch_rule=scale", "plan.max_batch=64"]),
+    "tpl_1transfer": ("tiny_tpl", ["data.transfer_batches=1"]),
 }
 
 
@@ -94,6 +100,31 @@ def loader_rate(data: Path, frames: int, clips_per_decode: int, batches: int) ->
     return clips / (time.perf_counter() - t)
 
 
+def model_step_seconds(frames: int, steps: int = 40) -> float:
+    """Median seconds of one training step of the recipe's model alone at batch 8: forward with
+    fresh masks, backward, fused AdamW; one torch thread (what `train.threads: auto` gives the
+    recipe's one-worker runs on 2 cores)."""
+    from progvid.tasks.pretrain import build_model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = build_model(load_config("tiny_tpl"))
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+        clip = torch.randn(8, 3, frames, model.img_size, model.img_size)
+        times = []
+        for i in range(steps + 5):
+            t = time.perf_counter()
+            model(clip).loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if i >= 5:
+                times.append(time.perf_counter() - t)
+        return statistics.median(times)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default="runs/bench_wallclock")
@@ -123,14 +154,17 @@ def main() -> int:
         rates[frames] = {k: loader_rate(data, frames, k, args.loader_batches) for k in sorted({1, auto})}
         print(json.dumps({"loader_frames": frames, **{f"clips_per_s_{k}": v for k, v in rates[frames].items()}}),
               flush=True)
-    report = summarize(rows, rates, args, loads)
+    model_s = {f: model_step_seconds(f) for f in (2, 4, 8, 16)}
+    print(json.dumps({"model_step_ms": {f: 1000 * v for f, v in model_s.items()}}), flush=True)
+    report = summarize(rows, rates, args, loads, model_s)
     print(report)
     if args.out:
         Path(args.out).write_text(report)
     return 0
 
 
-def summarize(rows: list[dict], rates: dict, args: argparse.Namespace, loads: tuple) -> str:
+def summarize(rows: list[dict], rates: dict, args: argparse.Namespace, loads: tuple,
+              model_s: dict[int, float]) -> str:
     by: dict[str, list[dict]] = {}
     for r in rows:
         by.setdefault(r["variant"], []).append(r)
@@ -167,7 +201,27 @@ def summarize(rows: list[dict], rates: dict, args: argparse.Namespace, loads: tu
         one = r[1]
         auto_k = max(r)
         lines.append(f"| {frames} | {one:.1f} | {r[auto_k]:.1f} ({auto_k} per decode) | {r[auto_k] / one:.2f} |")
+    lines += ["", "Model alone (forward, backward, fused AdamW; batch 8, one thread), median ms per step:", "",
+              "| frames | ms per step | per frame, relative to 16 frames |", "|---|---|---|"]
+    for f, t in model_s.items():
+        lines.append(f"| {f} | {1000 * t:.2f} | {t / f / (model_s[16] / 16):.2f} |")
+    if "tpl" in by:
+        steps = _stage_steps(by["tpl"][0], by["videomae"][0]["steps"])
+        floor = sum(n * model_s[f] for f, n in steps.items()) / (by["videomae"][0]["steps"] * model_s[16])
+        lines += ["", f"Fixed-batch floor: the shipped plan's steps per stage {steps} at those step times "
+                  f"give **{floor:.3f}x** the baseline's model time, against a FLOPs ratio of "
+                  f"{by['tpl'][0]['pflops'] / base_flops:.3f}."]
     return "\n".join(lines) + "\n"
+
+
+def _stage_steps(row: dict, base_steps: int) -> dict[int, int]:
+    """Steps per stage length of the shipped TPL plan (shares 1/8, 1/8, 1/2, 1/4 of the
+    baseline's frames, as `tiny_tpl` says), checked against the run's step count."""
+    cfg = load_config("tiny_tpl")
+    steps = {s.frames: round(s.share * base_steps * 16 / s.frames) for s in cfg.plan.stages}
+    if sum(steps.values()) != row["steps"]:
+        raise SystemExit(f"stage steps {steps} do not add up to the run's {row['steps']}")
+    return steps
 
 
 if __name__ == "__main__":

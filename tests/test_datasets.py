@@ -206,6 +206,45 @@ def test_clips_per_decode_batches(synth_dir) -> None:
         train_loader(d, samples, frames=2, batch_size=6, seed=0, rank=0, world=1, clips_per_decode=4)
 
 
+def _epoch_batches(loader, start):
+    loader.sampler.set_epoch(1, start=start * loader.batch_size)
+    return list(loader)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_grouped_loader_serves_the_plain_batches(synth_dir, workers) -> None:
+    """Workers handing over several batches at once: the same batches (items, pixels, labels) in the
+    same order as one at a time, the epoch's short end dropped, and a start mid-epoch (how a run
+    resumes) served from that batch on."""
+    from progvid.data.datasets import build_samples
+    from progvid.data.loader import GroupedLoader, train_loader, transfer_batches
+
+    d = DataConfig(root=str(synth_dir), train="train.csv", input_size=32, sampling_rate=2,
+                   workers=workers)
+    samples = build_samples(d, "train").samples
+    for batch, per_decode, group in ((5, 1, 3), (4, 2, 5)):
+        plain = train_loader(d, samples, frames=2, batch_size=batch, seed=5, rank=0, world=1,
+                             clips_per_decode=per_decode, group=1)
+        grouped = train_loader(d, samples, frames=2, batch_size=batch, seed=5, rank=0, world=1,
+                               clips_per_decode=per_decode, group=group)
+        assert isinstance(grouped, GroupedLoader)
+        n = len(samples) * per_decode // batch
+        assert len(grouped) == len(plain) == n and n % group  # the last group is short
+        for start in (0, n - 2):
+            a, b = _epoch_batches(plain, start), _epoch_batches(grouped, start)
+            assert len(a) == len(b) == n - start
+            for x, y in zip(a, b, strict=True):
+                assert torch.equal(x["video"], y["video"]) and torch.equal(x["label"], y["label"])
+                assert torch.equal(x["index"], y["index"]) and x["views"] == y["views"]
+    assert transfer_batches("auto", workers=0, batch_bytes=10) == 1
+    assert transfer_batches("auto", workers=2, batch_bytes=1 << 20) == 4
+    assert transfer_batches("auto", workers=2, batch_bytes=10) == 8
+    assert transfer_batches("auto", workers=2, batch_bytes=1 << 30) == 1
+    assert transfer_batches(2, workers=0, batch_bytes=1) == 2
+    with pytest.raises(ValueError, match="transfer_batches"):
+        DataConfig(transfer_batches=0)
+
+
 def test_stratified_subset_and_list_round_trip(tmp_path: Path) -> None:
     from progvid.data.datasets import Sample, read_list, stratified_subset, write_list
 

@@ -69,8 +69,16 @@ class DataConfig(Section):
     test_crops: Literal[1, 3] = 1  # crops per clip when testing
     workers: int = Field(2, ge=0)  # data-loader processes per training process
     decode_threads: int = Field(1, ge=1)  # decoder threads per worker
+    transfer_batches: int | Literal["auto"] = "auto"  # training batches a worker hands over at once; auto: about 4 MiB of clips, at most 8
     on_error: Literal["raise", "skip"] = "raise"  # bad videos: stop with the reason, or replace and log them
     max_bad_fraction: float = Field(0.01, ge=0.0, le=1.0)  # `skip` fails the run above this share of unreadable videos
+
+    @field_validator("transfer_batches")
+    @classmethod
+    def _transfer(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be `auto` or at least 1")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:

@@ -138,21 +138,21 @@ def build_loader(
         raise ValueError("batch_size must be positive")
     drop = train if drop_last is None else drop_last
     sampler = EpochSampler(len(dataset), shuffle=train, seed=seed, rank=rank, world=world, drop_last=drop)
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        collate_fn=collate,
-        pin_memory=torch.device(device).type == "cuda",
-        drop_last=drop,
-        persistent_workers=workers > 0,
-        worker_init_fn=_worker_init if workers > 0 else None,
-        generator=generator,
-        prefetch_factor=4 if workers > 0 else None,
-        timeout=timeout if workers > 0 else 0.0,
-    )
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop,
+                      **_loader_options(workers, seed, device, timeout))
+
+
+def _loader_options(workers: int, seed: int, device: str | torch.device, timeout: float) -> dict:
+    return {
+        "num_workers": workers,
+        "collate_fn": collate,
+        "pin_memory": torch.device(device).type == "cuda",
+        "persistent_workers": workers > 0,
+        "worker_init_fn": _worker_init if workers > 0 else None,
+        "generator": torch.Generator().manual_seed(seed),
+        "prefetch_factor": 4 if workers > 0 else None,
+        "timeout": timeout if workers > 0 else 0.0,
+    }
 
 
 class SkipLog:
@@ -256,15 +256,105 @@ def seconds_per_batch(loader: DataLoader, batches: int = 6) -> float:
     return sorted(times)[len(times) // 2]
 
 
+class GroupedLoader:
+    """A training loader whose workers hand over several batches at a time, served one by one.
+
+    Each hand-over from a worker costs about a millisecond whatever the batch holds (queues,
+    pickling, one shared-memory segment per tensor), which is a large share of a small step
+    (TPL's 2-frame clips at CPU size). Each pass's first hand-over is one batch (no wait for a
+    group at a stage start or a resume), then `group` batches at a time; they are split back in
+    order, so the batches, their items and their order are exactly those of a plain loader
+    with `batch_size` (tested), and resuming at any batch works the same way
+    (`sampler.set_epoch(epoch, start=position * batch_size)`). The epoch's short end is dropped
+    as a training loader does."""
+
+    drop_last = True
+
+    def __init__(self, dataset: VideoDataset, *, batch_size: int, group: int, workers: int,
+                 seed: int, device: str | torch.device, rank: int, world: int) -> None:
+        self.batch_size, self.group = batch_size, group
+        self.sampler = EpochSampler(len(dataset), shuffle=True, seed=seed, rank=rank, world=world,
+                                    drop_last=True)
+        self.loader = DataLoader(dataset, batch_sampler=_GroupSampler(self.sampler, batch_size, group),
+                                 **_loader_options(workers, seed, device, 0.0))
+        self.num_workers = workers
+        self.prefetch_factor = (self.loader.prefetch_factor or 0) * group
+
+    def __len__(self) -> int:
+        return len(self.sampler) // self.batch_size
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for big in self.loader:
+            yield from split_batch(big, self.batch_size)
+
+
+class _GroupSampler(Sampler):
+    """The item lists of a `GroupedLoader`'s hand-overs: one batch, then `group` batches at a
+    time, whole batches only."""
+
+    def __init__(self, sampler: EpochSampler, batch_size: int, group: int) -> None:
+        self.sampler, self.batch_size, self.group = sampler, batch_size, group
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        items, size = [], self.batch_size
+        for item in self.sampler:
+            items.append(item)
+            if len(items) == size:
+                yield items
+                items, size = [], self.batch_size * self.group
+        whole = len(items) - len(items) % self.batch_size
+        if whole:
+            yield items[:whole]
+
+    def __len__(self) -> int:
+        n = len(self.sampler) // self.batch_size
+        return min(n, 1) + math.ceil(max(n - 1, 0) / self.group)
+
+
+def split_batch(batch: dict[str, Any], items: int) -> Iterator[dict[str, Any]]:
+    """The `collate` batches of `items` items each that make up `batch` (whole batches), in
+    order; its skipped files go with the first."""
+    index = batch["index"]
+    if batch["video"] is None or len(index) <= items:
+        yield batch
+        return
+    rows = batch["video"].shape[0] // len(index)  # clips per item: views x clips per decode
+    for k, start in enumerate(range(0, len(index), items)):
+        a, b = start * rows, (start + items) * rows
+        yield {"video": batch["video"][a:b], "label": batch["label"][a:b],
+               "index": index[start:start + items], "views": batch["views"],
+               "skipped": batch["skipped"] if k == 0 else []}
+
+
+def transfer_batches(setting: int | str, *, workers: int, batch_bytes: int) -> int:
+    """Batches per worker hand-over: `setting`, or with `auto` as many as fit in about 4 MiB,
+    at most 8 (one without worker processes, where nothing is handed over)."""
+    if setting != "auto":
+        return int(setting)
+    if workers == 0:
+        return 1
+    return max(1, min(8, (4 << 20) // max(batch_bytes, 1)))
+
+
 def train_loader(d: Any, samples: list, *, frames: int, batch_size: int, seed: int,
                  rank: int, world: int, device: str | torch.device = "cpu",
-                 rate: int | None = None, clips_per_decode: int = 1) -> DataLoader:
+                 rate: int | None = None, clips_per_decode: int = 1,
+                 group: int | None = None) -> DataLoader | GroupedLoader:
     """The training loader a `DataConfig` describes, for batches of `batch_size` clips of
     `frames` frames, `clips_per_decode` of them cut from each decoded video (which must
-    divide the batch)."""
+    divide the batch); its workers hand over `group` batches at once (default: the config's
+    `transfer_batches`)."""
     if batch_size % clips_per_decode:
         raise ValueError(f"clips_per_decode {clips_per_decode} does not divide the batch {batch_size}")
     dataset = train_dataset(d, samples, frames=frames, seed=seed, rate=rate,
                             clips_per_decode=clips_per_decode)
-    return build_loader(dataset, batch_size=batch_size // clips_per_decode, train=True,
-                        workers=d.workers, seed=seed, device=device, rank=rank, world=world)
+    if group is None:
+        clip_bytes = 3 * frames * d.input_size ** 2 * 4 * d.num_sample
+        group = transfer_batches(d.transfer_batches, workers=d.workers,
+                                 batch_bytes=batch_size * clip_bytes)
+    items = batch_size // clips_per_decode
+    if group == 1:
+        return build_loader(dataset, batch_size=items, train=True, workers=d.workers, seed=seed,
+                            device=device, rank=rank, world=world)
+    return GroupedLoader(dataset, batch_size=items, group=group, workers=d.workers, seed=seed,
+                         device=device, rank=rank, world=world)

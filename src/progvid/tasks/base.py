@@ -219,7 +219,9 @@ class ClipTask:
         return train_loader(self.cfg.data, self.samples, frames=shape.frames,
                             batch_size=stage.batch_size, seed=seed, rank=dist.rank,
                             world=dist.world, device=device, rate=shape.sampling_rate,
-                            clips_per_decode=shape.clips_per_decode)
+                            clips_per_decode=shape.clips_per_decode,
+                            # random lengths draw one batch per iterator: hand over one at a time
+                            group=1 if stage.frame_choices else None)
 
     def video(self, batch: dict[str, Any], ctx: StepContext) -> torch.Tensor:
         """The batch's clips on the training device (bad files replaced are logged first)."""

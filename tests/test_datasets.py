@@ -206,16 +206,26 @@ def test_clips_per_decode_batches(synth_dir) -> None:
         train_loader(d, samples, frames=2, batch_size=6, seed=0, rank=0, world=1, clips_per_decode=4)
 
 
-def _epoch_batches(loader, start):
+def _epoch_batches(loader, start, epochs=1):
+    """The batches from `start` to the end of the epoch (and `epochs - 1` more epochs)."""
+    import itertools
+
+    if not getattr(loader, "continuous", False):
+        out = []
+        for e in range(epochs):
+            loader.sampler.set_epoch(1 + e, start=start * loader.batch_size if e == 0 else 0)
+            out += list(loader)
+        return out
+    per_epoch = loader.sampler.per_rank // loader.batch_size
     loader.sampler.set_epoch(1, start=start * loader.batch_size)
-    return list(loader)
+    return list(itertools.islice(loader, per_epoch * epochs - start))
 
 
 @pytest.mark.parametrize("workers", [0, 1])
 def test_grouped_loader_serves_the_plain_batches(synth_dir, workers) -> None:
     """Workers handing over several batches at once: the same batches (items, pixels, labels) in the
-    same order as one at a time, the epoch's short end dropped, and a start mid-epoch (how a run
-    resumes) served from that batch on."""
+    same order as one at a time, each epoch's short end dropped, a start mid-epoch (how a run
+    resumes) served from that batch on, and one iterator running on into the next epoch."""
     from progvid.data.datasets import build_samples
     from progvid.data.loader import GroupedLoader, train_loader, transfer_batches
 
@@ -230,9 +240,9 @@ def test_grouped_loader_serves_the_plain_batches(synth_dir, workers) -> None:
         assert isinstance(grouped, GroupedLoader)
         n = len(samples) * per_decode // batch
         assert len(grouped) == len(plain) == n and n % group  # the last group is short
-        for start in (0, n - 2):
-            a, b = _epoch_batches(plain, start), _epoch_batches(grouped, start)
-            assert len(a) == len(b) == n - start
+        for start in (0, n - 2):  # on into the next epoch, as the trainer uses it
+            a, b = _epoch_batches(plain, start, 2), _epoch_batches(grouped, start, 2)
+            assert len(a) == len(b) == 2 * n - start
             for x, y in zip(a, b, strict=True):
                 assert torch.equal(x["video"], y["video"]) and torch.equal(x["label"], y["label"])
                 assert torch.equal(x["index"], y["index"]) and x["views"] == y["views"]

@@ -533,42 +533,50 @@ class Trainer:
                                f"({stage.batch_size} clips per process)")
         epoch, pos = divmod(micro, per_epoch)
         sampler = loader.sampler
-        key = (id(loader), epoch)
+        key, index = _iterator_place(loader, micro, epoch, pos)
         ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead.key == key and ahead.pos == pos:
+        if ahead is not None and ahead.key == key and ahead.pos == index:
             return ahead.ready(self.device), it
         if stage.frame_choices:
             # several loaders share the stage: each micro-step draws one batch from its own
             # position, so none of them can keep a running iterator
             sampler.set_epoch(epoch, start=pos * loader.batch_size)
             return next(iter(loader)), None
-        if it is None or self._it_key != key or self._it_pos != pos:
+        if it is None or self._it_key != key or self._it_pos != index:
             sampler.set_epoch(epoch, start=pos * loader.batch_size)
             it = iter(loader)
             self._it_key = key
         batch = next(it)
-        self._it_pos = pos + 1
+        self._it_pos = index + 1
         return batch, it
 
     def _fetch_ahead(self, loader: DataLoader, it: Iterator | None, micro: int, stage: Stage) -> None:
         """Take micro-step `micro`'s batch from the running iterator now, and on CUDA start its
         copy to the device on a side stream, while the device still works on the current step.
-        Only within one epoch of one loader; the batch is the one `_next_batch` would return."""
+        Only from the iterator in use (a plain loader's ends with its epoch); the batch is the
+        one `_next_batch` would return."""
         if it is None or stage.frame_choices:
             return
-        epoch, pos = divmod(micro, _batches_per_epoch(loader))
-        key = (id(loader), epoch)
-        if self._it_key != key or self._it_pos != pos:
-            return  # a new epoch starts: its iterator is made when it is needed
+        key, index = _iterator_place(loader, micro, *divmod(micro, _batches_per_epoch(loader)))
+        if self._it_key != key or self._it_pos != index:
+            return  # a new epoch of a plain loader: its iterator is made when it is needed
         batch = next(it)
-        self._it_pos = pos + 1
+        self._it_pos = index + 1
         if self._copy_stream is None:
-            self._ahead = _Ahead(key, pos, batch, None)
+            self._ahead = _Ahead(key, index, batch, None)
             return
         self._copy_stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self._copy_stream):
             moved = _tree_to(batch, self.device)
-        self._ahead = _Ahead(key, pos, moved, self._copy_stream)
+        self._ahead = _Ahead(key, index, moved, self._copy_stream)
+
+
+def _iterator_place(loader: DataLoader, micro: int, epoch: int, pos: int) -> tuple[tuple[int, int], int]:
+    """(which iterator, its batch index) for micro-step `micro`: a plain loader's iterator
+    covers one epoch; a continuous one's (`GroupedLoader`) runs on across epochs."""
+    if getattr(loader, "continuous", False):
+        return (id(loader), -1), micro
+    return (id(loader), epoch), pos
 
 
 @dataclass

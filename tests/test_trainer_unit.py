@@ -128,3 +128,24 @@ def test_prefetch_yields_the_same_batches_and_weights(tmp_path: Path, monkeypatc
         pieces, w_pieces = _run(tmp_path / f"pieces{accum}", True, accum, (3, 7))
         assert pieces == plain
         assert torch.equal(w_pieces, w_plain)
+
+
+def test_next_stage_loaders_start_early_and_serve_the_same_batches(tmp_path: Path, monkeypatch) -> None:
+    """With the next stage's loaders started before it begins (here from the first step of a
+    stage on), the batches and weights are those of loaders built at the stage change, also
+    when the run is cut and resumed around the change."""
+    from progvid.engine import trainer
+
+    made = []
+    build = trainer.Trainer._stage_loaders
+    monkeypatch.setattr(trainer.Trainer, "_stage_loaders",
+                        lambda self, index, stage: made.append((index, self.step)) or build(self, index, stage))
+    plain, w_plain = _run(tmp_path / "off", False, 1, ())
+    assert made == [(0, 0), (1, 5)]
+    made.clear()
+    monkeypatch.setattr(trainer, "WARM_SECONDS", 1e9)
+    early, w_early = _run(tmp_path / "on", True, 1, ())
+    assert made == [(0, 0), (1, 1)]  # built after the first step of stage 0, used at step 5
+    assert early == plain and torch.equal(w_early, w_plain)
+    pieces, w_pieces = _run(tmp_path / "pieces", True, 1, (4, 5))
+    assert pieces == plain and torch.equal(w_pieces, w_plain)

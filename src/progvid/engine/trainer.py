@@ -210,6 +210,8 @@ class Trainer:
         self._stop: tuple[str, int] | None = None  # why the run stops at the next boundary
         self._it_key: tuple[int, int] | None = None  # which loader/epoch the iterator is on
         self._it_pos = -1  # the batch index that iterator yields next
+        self._warm: _Warm | None = None  # the next stage's loaders, started before it begins
+        self._step_seconds = 0.0  # a running mean of the step time (when to start them)
         self._ahead: _Ahead | None = None  # the next micro-batch, fetched while a step ran
         self._copy_stream = torch.cuda.Stream(device) if device.type == "cuda" and settings.prefetch else None
 
@@ -330,10 +332,15 @@ class Trainer:
                 on_stage = getattr(self.task, "on_stage", None)
                 if on_stage is not None:  # e.g. which levels are frozen: a function of the stage
                     on_stage(self.model, pos.stage, stage)
-                loaders = self._stage_loaders(pos.stage, stage)
-                it, self._ahead = None, None
+                warm, self._warm = self._warm, None
+                if warm is not None and warm.stage == pos.stage and pos.step_in_stage == 0:
+                    loaders, it, self._it_key, self._it_pos = warm.loaders, warm.it, warm.key, 0
+                else:
+                    loaders, it = self._stage_loaders(pos.stage, stage), None
+                self._ahead = None
                 log.set_description(f"stage {pos.stage + 1}/{len(self.schedule.stages)} "
                                     f"{stage.num_frames}f")
+            t_step = time.time()
             lr = self.schedule.lr(self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
@@ -410,6 +417,7 @@ class Trainer:
                 history.append(record)
                 sums, good = {}, torch.zeros((), device=self.device)
                 win_t0, win_wait, win_clips = time.time(), 0.0, 0
+            self._warm_next_stage(pos, stage, end, step_start=t_step)
             if self._stop is not None:
                 self._stop_now(pending, log)
             if validate is not None and every and (self.step % every == 0 or self.step == end):
@@ -510,6 +518,27 @@ class Trainer:
             self.save(name="best")
 
     # ---------------------------------------------------------------- helpers
+    def _warm_next_stage(self, pos: Any, stage: Stage, end: int, step_start: float) -> None:
+        """About `WARM_SECONDS` before a stage ends, build the next stage's loaders and start its
+        first iterator, so that its workers start and decode its first batches while this
+        stage finishes (a stage change otherwise waits for new worker processes). The batches
+        are those the stage would read anyway: same loader, same start (epoch 0, batch 0)."""
+        seconds = time.time() - step_start
+        self._step_seconds = seconds if not self._step_seconds else 0.9 * self._step_seconds + 0.1 * seconds
+        nxt = pos.stage + 1
+        left = stage.steps - pos.step_in_stage - 1  # steps of this stage after this one
+        if (not self.settings.prefetch or self._warm is not None or nxt >= len(self.schedule.stages)
+                or self.step + left >= end or left * self._step_seconds > WARM_SECONDS):
+            return
+        nstage = self.schedule.stages[nxt]
+        if nstage.frame_choices:
+            return  # random lengths read one batch per fresh iterator: nothing to start
+        loaders = self._stage_loaders(nxt, nstage)
+        loader = loaders[nstage.shape.frames]
+        key, _ = _iterator_place(loader, 0, 0, 0)
+        loader.sampler.set_epoch(0, start=0)
+        self._warm = _Warm(nxt, loaders, iter(loader), key)
+
     def _stage_loaders(self, index: int, stage: Stage) -> dict[int, DataLoader]:
         return {shape.frames: self.task.loader(index, stage, shape, dist=self.dist, device=self.device)
                 for shape in sorted(stage.shapes, key=lambda c: c.frames)}
@@ -577,6 +606,19 @@ def _iterator_place(loader: DataLoader, micro: int, epoch: int, pos: int) -> tup
     if getattr(loader, "continuous", False):
         return (id(loader), -1), micro
     return (id(loader), epoch), pos
+
+
+WARM_SECONDS = 1.0  # start the next stage's loader workers this long before it begins
+
+
+@dataclass
+class _Warm:
+    """The next stage's loaders with the iterator of its first batches already running."""
+
+    stage: int
+    loaders: dict[int, Any]
+    it: Iterator
+    key: tuple[int, int]
 
 
 @dataclass

@@ -37,7 +37,7 @@ import progvid
 from progvid.data.datasets import Sample, VideoDataset
 from progvid.data.loader import build_loader, collate
 from progvid.data.sampling import TemporalSampler
-from progvid.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transform
+from progvid.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_clips, train_transform
 from progvid.data.video import VideoReader
 
 try:
@@ -224,10 +224,13 @@ class _Ticker:
             self.t = now
 
 
-def ours_dataset(videos: list[Path], n: int, seed: int = 0) -> VideoDataset:
+def ours_dataset(videos: list[Path], n: int, seed: int = 0, transfer: str = "uint8") -> VideoDataset:
+    """progvid's training clips; `transfer` as `data.transfer` (its default for pre-training:
+    uint8 clips, normalised by the consumer, which `run_epoch` does in the main process)."""
     samples = [Sample(videos[i % len(videos)]) for i in range(n)]
     return VideoDataset(samples, sampler=TemporalSampler("stride", FRAMES, STRIDE),
-                        transform=train_transform(SIZE, crop="multiscale", flip=True),
+                        transform=train_transform(SIZE, crop="multiscale", flip=True,
+                                                  normalize=transfer == "float32"),
                         train=True, seed=seed)
 
 
@@ -265,6 +268,8 @@ def run_epoch(loader: DataLoader, epoch: int | None) -> tuple[int, float]:
     t0 = time.perf_counter()
     for batch in loader:
         v = batch["video"]
+        if v.dtype == torch.uint8:  # what the training side does with data.transfer uint8
+            v = normalize_clips(v, IMAGENET_MEAN, IMAGENET_STD)
         assert v.shape[1:] == (3, FRAMES, SIZE, SIZE) and v.dtype == torch.float32, v.shape
         clips += v.shape[0]
     return clips, time.perf_counter() - t0
@@ -414,7 +419,7 @@ def machine() -> str:
 
 def throughput(videos: list[Path], args: argparse.Namespace) -> None:
     """Both loaders side by side: warm-up epoch each, then alternating measured rounds."""
-    ours = build_loader(ours_dataset(videos, args.clips, args.seed), batch_size=args.batch, train=True,
+    ours = build_loader(ours_dataset(videos, args.clips, args.seed, args.transfer), batch_size=args.batch, train=True,
                         workers=args.workers, seed=args.seed)
     ref = reference_loader(videos, args.clips, batch=args.batch, workers=args.workers, seed=args.seed)
     sides = {"ours": (ours, True), "reference": (ref, False)}
@@ -480,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="clips for the single-process per-stage breakdown (0: skip)")
     p.add_argument("--profile", type=int, default=0, metavar="TOP",
                    help="also cProfile our __getitem__ in one process and print the TOP functions")
+    p.add_argument("--transfer", choices=("uint8", "float32"), default="uint8",
+                   help="how our clips leave the workers (data.transfer; uint8 is then normalised "
+                        "in the main process, counted in its CPU time)")
     p.add_argument("--prepare", action="store_true",
                    help="measure both loaders on the videos after `progvid data prepare` (its "
                         "defaults: short side 320, a keyframe every 16 frames, fastdecode)")
@@ -502,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     print("progvid :", Path(progvid.__file__).parent)
     print(f"settings: {args.videos} videos {args.width}x{args.height} {args.seconds:g}s @{args.fps}fps "
           f"h264 yuv420p gop {args.gop} preset {args.preset} crf {args.crf}; clips {FRAMES}x stride "
-          f"{STRIDE} -> {SIZE}; batch {args.batch}, workers {args.workers}, prefetch 4; "
+          f"{STRIDE} -> {SIZE}; batch {args.batch}, workers {args.workers}, prefetch 4, our clips handed over as {args.transfer}; "
           f"{args.rounds} rounds x {args.clips} clips per side; torch threads {torch.get_num_threads()}")
 
     videos = make_videos(args.cache, args.videos, width=args.width, height=args.height,

@@ -255,6 +255,42 @@ def test_grouped_loader_serves_the_plain_batches(synth_dir, workers) -> None:
         DataConfig(transfer_batches=0)
 
 
+def test_uint8_transfer_is_the_float_batch_normalised_later(synth_dir, tmp_path) -> None:
+    """Clips that leave the workers as uint8 and are normalised on the training side are
+    bitwise the clips normalised in the workers; a whole tiny run gives the same losses; uint8
+    with random erasing is refused."""
+    from engine_util import tiny_pretrain
+
+    from progvid.data.datasets import build_samples
+    from progvid.data.loader import train_loader
+    from progvid.data.transforms import normalize_clips
+    from progvid.metrics import read_metrics
+    from progvid.tasks.pretrain import run_pretrain
+
+    batches = {}
+    for transfer in ("uint8", "float32"):
+        d = DataConfig(root=str(synth_dir), train="train.csv", input_size=32, sampling_rate=2,
+                       workers=1, transfer=transfer)
+        samples = build_samples(d, "train").samples
+        loader = train_loader(d, samples, frames=4, batch_size=4, seed=2, rank=0, world=1, group=1)
+        loader.sampler.set_epoch(0)
+        batches[transfer] = next(iter(loader))["video"]
+    assert batches["uint8"].dtype == torch.uint8 and batches["float32"].dtype == torch.float32
+    assert DataConfig().worker_normalizes() is False and DataConfig(erase_prob=0.25).worker_normalizes()
+    assert torch.equal(normalize_clips(batches["uint8"], DataConfig().mean, DataConfig().std),
+                       batches["float32"])
+    losses = {}
+    for transfer in ("uint8", "float32"):
+        cfg = tiny_pretrain(synth_dir, data={"root": str(synth_dir), "train": "train.csv",
+                                             "num_frames": 4, "sampling_rate": 2, "input_size": 32,
+                                             "flip": False, "workers": 0, "transfer": transfer})
+        run_pretrain(cfg, out=str(tmp_path / transfer), progress=False)
+        losses[transfer] = [r["loss"] for r in read_metrics(tmp_path / transfer)]
+    assert losses["uint8"] == losses["float32"] and len(losses["uint8"]) >= 4
+    with pytest.raises(ValueError, match="erase_prob"):
+        DataConfig(transfer="uint8", erase_prob=0.25)
+
+
 def test_stratified_subset_and_list_round_trip(tmp_path: Path) -> None:
     from progvid.data.datasets import Sample, read_list, stratified_subset, write_list
 

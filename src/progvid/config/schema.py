@@ -69,9 +69,14 @@ class DataConfig(Section):
     test_crops: Literal[1, 3] = 1  # crops per clip when testing
     workers: int = Field(2, ge=0)  # data-loader processes per training process
     decode_threads: int = Field(1, ge=1)  # decoder threads per worker
+    transfer: Literal["auto", "uint8", "float32"] = "auto"  # training clips from the workers: uint8, normalised on the training device (a quarter of the bytes), or float32; auto: uint8 unless random erasing is on
     transfer_batches: int | Literal["auto"] = "auto"  # training batches a worker hands over at once; auto: about 4 MiB of clips, at most 8
     on_error: Literal["raise", "skip"] = "raise"  # bad videos: stop with the reason, or replace and log them
     max_bad_fraction: float = Field(0.01, ge=0.0, le=1.0)  # `skip` fails the run above this share of unreadable videos
+
+    def worker_normalizes(self) -> bool:
+        """Whether training clips leave the loader workers normalised (float32)."""
+        return self.transfer == "float32" or (self.transfer == "auto" and self.erase_prob > 0)
 
     @field_validator("transfer_batches")
     @classmethod
@@ -82,6 +87,9 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
+        if self.transfer == "uint8" and self.erase_prob > 0:
+            raise ValueError("transfer uint8 cannot go with erase_prob > 0 (random erasing works on "
+                             "normalised clips): use float32 or auto")
         if self.rrc_scale[0] > self.rrc_scale[1] or not 0 < self.rrc_scale[0] <= 1:
             raise ValueError("rrc_scale must be (low, high) with 0 < low <= high <= 1")
         if any(not 0 < s <= 1 for s in self.crop_scales):

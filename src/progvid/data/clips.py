@@ -30,7 +30,8 @@ def train_dataset(d: DataConfig, samples: list[Sample], *, frames: int, seed: in
     try:
         transform = train_transform(d.input_size, crop=d.crop, flip=d.flip, mean=d.mean,
                                     std=d.std, scales=d.crop_scales, rrc_scale=d.rrc_scale,
-                                    randaug=d.randaug, erase=d.erase_prob)
+                                    randaug=d.randaug, erase=d.erase_prob,
+                                    normalize=d.worker_normalizes())
     except ValueError as exc:  # a malformed RandAugment spec
         raise ConfigError(f"data.randaug: {exc}") from None
     return VideoDataset(samples, sampler=sampler, transform=transform, train=True,

@@ -369,7 +369,7 @@ def train_loader(d: Any, samples: list, *, frames: int, batch_size: int, seed: i
     dataset = train_dataset(d, samples, frames=frames, seed=seed, rate=rate,
                             clips_per_decode=clips_per_decode)
     if group is None:
-        clip_bytes = 3 * frames * d.input_size ** 2 * 4 * d.num_sample
+        clip_bytes = 3 * frames * d.input_size ** 2 * d.num_sample * (4 if d.worker_normalizes() else 1)
         group = transfer_batches(d.transfer_batches, workers=d.workers,
                                  batch_bytes=batch_size * clip_bytes)
     items = batch_size // clips_per_decode

@@ -280,13 +280,33 @@ class Normalize:
         check_clip(clip)
         if clip.shape[-1] != len(self.mean):
             raise ValueError(f"clip has {clip.shape[-1]} channels, mean/std {len(self.mean)}")
-        # fold /255 into the affine map: one multiply-add pass over the clip
-        scale = (1.0 / (255.0 * self.std)).view(-1, 1, 1, 1)
-        shift = (-self.mean / self.std).view(-1, 1, 1, 1)
-        # one float buffer, filled by the layout-changing copy, then scaled in place
-        x = torch.empty(clip.permute(3, 0, 1, 2).shape, dtype=torch.float32)
-        x.copy_(clip.permute(3, 0, 1, 2))
-        return x.mul_(scale).add_(shift)
+        return normalize_clips(clip.permute(3, 0, 1, 2), self.mean, self.std)
+
+
+class ChannelsFirst:
+    """``uint8`` (T, H, W, C) -> ``uint8`` (C, T, H, W), left for the training side to
+    normalise with `normalize_clips` (a quarter of the bytes to hand over and copy)."""
+
+    def __call__(self, clip: torch.Tensor, rng: Rng = None) -> torch.Tensor:
+        check_clip(clip)
+        return clip.permute(3, 0, 1, 2)
+
+
+def normalize_clips(video: torch.Tensor, mean: Sequence[float] | torch.Tensor,
+                    std: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """Channels-first clips (C, T, H, W) or batches (B, C, T, H, W), 0-255 values (uint8 or
+    float), to float32 scaled to [0, 1] and standardised per channel, on their device. The
+    same arithmetic wherever it runs (a loader worker or the training device), so a clip
+    normalised in either place is bitwise the same."""
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=video.device)
+    std = torch.as_tensor(std, dtype=torch.float32, device=video.device)
+    # fold /255 into the affine map: one multiply-add pass over the clip
+    scale = (1.0 / (255.0 * std)).view(-1, 1, 1, 1)
+    shift = (-mean / std).view(-1, 1, 1, 1)
+    # one float buffer, filled by the (possibly layout-changing) copy, then scaled in place
+    x = torch.empty(video.shape, dtype=torch.float32, device=video.device)
+    x.copy_(video)
+    return x.mul_(scale).add_(shift)
 
 
 def train_transform(
@@ -300,9 +320,12 @@ def train_transform(
     rrc_scale: tuple[float, float] = (0.08, 1.0),
     randaug: str | bool | Callable[..., Any] | None = None,
     erase: float | bool | Callable[..., Any] | None = None,
+    normalize: bool = True,
 ) -> Compose:
     """Random crop (multi-scale or RRC) -> optional flip -> [RandAugment] -> Normalize ->
-    [random erasing]: (C, T, size, size).
+    [random erasing]: (C, T, size, size). ``normalize=False`` ends with uint8 clips instead
+    (`ChannelsFirst`; normalise them with `normalize_clips` where they are used); random
+    erasing needs normalised clips and is refused then.
 
     ``randaug``: a timm RandAugment spec (``True``: VideoMAE's ``rand-m7-n4-mstd0.5-inc1``) or a
     clip transform, run on the uint8 crop. ``erase``: a random-erasing probability (``True``:
@@ -328,6 +351,11 @@ def train_transform(
             raise ValueError(
                 f"randaug must be a spec string, a bool or a transform, got {randaug!r}"
             )
+    erasing = erase is not None and erase is not False and erase != 0
+    if not normalize:
+        if erasing:
+            raise ValueError("random erasing works on normalised clips: it needs normalize=True")
+        return Compose([*steps, ChannelsFirst()])
     steps.append(Normalize(mean, std))
     if erase is not None and erase is not False:
         if erase is True:

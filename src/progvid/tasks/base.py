@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from ..config import RunConfig, load_config, save_config, to_plain
 from ..data.datasets import Sample
 from ..data.loader import SkipLog, train_loader
+from ..data.transforms import normalize_clips
 from ..engine.checkpoint import clean_leftovers, list_checkpoints, resolve_resume
 from ..engine.distributed import (
     DistInfo,
@@ -224,9 +225,13 @@ class ClipTask:
                             group=1 if stage.frame_choices else None)
 
     def video(self, batch: dict[str, Any], ctx: StepContext) -> torch.Tensor:
-        """The batch's clips on the training device (bad files replaced are logged first)."""
+        """The batch's clips on the training device, normalised (bad files replaced are logged
+        first). Clips that left the workers as uint8 (`data.transfer`) are normalised here."""
         self.skips.update(batch["skipped"])
-        return batch["video"].to(ctx.device, non_blocking=True)
+        video = batch["video"].to(ctx.device, non_blocking=True)
+        if video.dtype == torch.uint8:
+            video = normalize_clips(video, self.cfg.data.mean, self.cfg.data.std)
+        return video
 
     def clips(self, batch: dict[str, Any]) -> int:
         return int(batch["video"].shape[0])

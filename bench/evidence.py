@@ -134,7 +134,7 @@ def apply_preset(args: argparse.Namespace, work: Path) -> None:
             setattr(args, key, preset.get(key, value))
     args.set = [*preset.get("set", []), *args.set]
     args.pre_set = [*preset.get("pre_set", []), *args.pre_set]
-    args.ft_set = [*preset.get("ft_set", [])]
+    args.ft_set = [*preset.get("ft_set", []), *args.ft_set]
     args.threads = preset.get("threads", 1)
     if args.data is None:
         if not preset:
@@ -164,6 +164,8 @@ def main() -> int:
     p.add_argument("--set", action="append", default=[], help="override for both configs")
     p.add_argument("--pre-set", action="append", default=[],
                    help="override for the pre-training config only (e.g. model.decoder_depth=1)")
+    p.add_argument("--ft-set", action="append", default=[],
+                   help="override for the fine-tuning config only (e.g. optim.layer_decay=1.0)")
     p.add_argument("--work", default="runs/evidence")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", default=None, help="markdown results file")

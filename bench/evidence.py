@@ -171,7 +171,7 @@ def main() -> int:
     p.add_argument("--out", default=None, help="markdown results file")
     args = p.parse_args()
     t0 = time.time()
-    work = Path(args.work)
+    work = Path(args.work).resolve()  # the subset lists are read against data.root otherwise
     work.mkdir(parents=True, exist_ok=True)
     apply_preset(args, work)
     torch.set_num_threads(args.threads)
@@ -254,6 +254,7 @@ def main() -> int:
         "paired_finetune_diffs": [r["finetune_pretrained"] - r["finetune_scratch"] for r in rows],
         "val_loss": mean("val_loss_pretrained"), "val_loss_zero_predictor": mean("val_loss_zero"),
         "val_loss_random_init": mean("val_loss_random"), "seconds": time.time() - t0,
+        "overrides": {"set": args.set, "pre_set": args.pre_set, "ft_set": args.ft_set},
         "per_seed": rows,
     }
     if args.out:

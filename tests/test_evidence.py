@@ -21,9 +21,11 @@ def test_protocol_runs_on_any_list_folder(synth_dir: Path, tmp_path: Path) -> No
     r = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "evidence.py"), "--data", str(synth_dir),
          "--seeds", "1", "--budget", "1", "--ft-epochs", "1", "--label-fraction", "0.5",
-         "--work", str(tmp_path / "w"), "--json", "--pre-set", "model.decoder_dim=32",
-         "--pre-set", "model.decoder_depth=1", "--pre-set", "model.decoder_heads=2", *sets],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+         "--work", "w", "--json", "--pre-set", "model.decoder_dim=32",
+         "--pre-set", "model.decoder_depth=1", "--pre-set", "model.decoder_heads=2",
+         "--ft-set", "optim.layer_decay=1.0", *sets],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        cwd=tmp_path)  # a relative --work: the subset lists must not be read against the data
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     for key in ("chance", "probe_pretrained", "probe_random", "knn_pretrained", "knn_random",
@@ -31,6 +33,7 @@ def test_protocol_runs_on_any_list_folder(synth_dir: Path, tmp_path: Path) -> No
                 "val_loss_zero_predictor", "seconds"):
         assert key in out, key
     assert out["chance"] == 0.25 and len(out["paired_finetune_diffs"]) == 1
+    assert out["overrides"]["ft_set"] == ["optim.layer_decay=1.0"]
     assert 0 <= out["probe_pretrained"] <= 1 and out["val_loss"] > 0
     # norm_pix targets: predicting zeros is predicting each token's mean, a loss near 1
     assert 0.8 < out["val_loss_zero_predictor"] < 1.1
@@ -40,7 +43,7 @@ def test_protocol_runs_on_any_list_folder(synth_dir: Path, tmp_path: Path) -> No
 def test_rehearsal_preset_writes_its_data_and_runs(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "evidence.py"), "--preset", "rehearsal",
-         "--work", str(tmp_path / "w"), "--json", "--seeds", "1"],
+         "--work", "w", "--json", "--seeds", "1"],
         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])

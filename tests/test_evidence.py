@@ -44,7 +44,8 @@ def test_rehearsal_preset_writes_its_data_and_runs(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "evidence.py"), "--preset", "rehearsal",
          "--work", "w", "--json", "--seeds", "1"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["preset"] == "rehearsal" and out["chance"] == 0.25 and out["train_clips"] == 16

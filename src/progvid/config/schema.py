@@ -7,9 +7,17 @@ adds `out` and `train`; every optimizer section is an `AdamWConfig` with its tas
 from __future__ import annotations
 
 import typing
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 
@@ -24,6 +32,15 @@ def _leaf_types(annotation: Any) -> set[Any]:
     if not args:
         return {annotation}
     return set().union(*(_leaf_types(a) for a in args))
+
+
+def _auto_or_positive(value: int | str) -> int | str:
+    if isinstance(value, int) and value < 1:
+        raise ValueError("must be `auto` or at least 1")
+    return value
+
+
+AutoOrPositive = Annotated[int | Literal["auto"], AfterValidator(_auto_or_positive)]
 
 
 class Section(BaseModel):
@@ -70,20 +87,13 @@ class DataConfig(Section):
     workers: int = Field(2, ge=0)  # data-loader processes per training process
     decode_threads: int = Field(1, ge=1)  # decoder threads per worker
     transfer: Literal["auto", "uint8", "float32"] = "auto"  # training clips from the workers: uint8, normalised on the training device (a quarter of the bytes), or float32; auto: uint8 unless random erasing is on
-    transfer_batches: int | Literal["auto"] = "auto"  # training batches a worker hands over at once; auto: about 4 MiB of clips, at most 8
+    transfer_batches: AutoOrPositive = "auto"  # training batches a worker hands over at once; auto: about 4 MiB of clips, at most 8
     on_error: Literal["raise", "skip"] = "raise"  # bad videos: stop with the reason, or replace and log them
     max_bad_fraction: float = Field(0.01, ge=0.0, le=1.0)  # `skip` fails the run above this share of unreadable videos
 
     def worker_normalizes(self) -> bool:
         """Whether training clips leave the loader workers normalised (float32)."""
         return self.transfer == "float32" or (self.transfer == "auto" and self.erase_prob > 0)
-
-    @field_validator("transfer_batches")
-    @classmethod
-    def _transfer(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and v < 1:
-            raise ValueError("must be `auto` or at least 1")
-        return v
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -105,14 +115,8 @@ class TrainConfig(Section):
     batch_size: int = Field(32, ge=1)  # per process
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp16 uses a gradient scaler
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
-    threads: int | Literal["auto"] = "auto"  # torch threads on CPU; auto: the cores the loader workers leave free
+    threads: AutoOrPositive = "auto"  # torch threads on CPU; auto: the cores the loader workers leave free
 
-    @field_validator("threads")
-    @classmethod
-    def _threads(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and v < 1:
-            raise ValueError("must be `auto` or at least 1")
-        return v
     compile: bool = False  # torch.compile the model
     prefetch: bool = True  # fetch the next batch while a step runs (CUDA: copied on a side stream)
     log_every: int = Field(10, ge=1)  # steps per metrics record
@@ -221,16 +225,9 @@ class PlanConfig(Section):
     stages: tuple[StageConfig, ...] = Field((StageConfig(frames=16, share=1.0),), min_length=1)  # the stages, short clips first
     temporal: Literal["stride", "span"] = "stride"  # keep frame stride, or keep the time span
     multigrid: bool = False  # random clip length per iteration among the stages' (baseline)
-    clips_per_decode: int | Literal["auto"] = "auto"  # training clips cut from one decoded video; auto: about f_max / f_i (1 at the longest length)
+    clips_per_decode: AutoOrPositive = "auto"  # training clips cut from one decoded video; auto: about f_max / f_i (1 at the longest length)
     batch_rule: Literal["fixed", "scale"] = "fixed"  # scale: stage batch = train.batch_size x f_max / f_i, capped by max_batch (seed FIG. 10)
     max_batch: int | None = Field(None, ge=1)  # per-process batch cap of batch_rule scale (memory)
-
-    @field_validator("clips_per_decode")
-    @classmethod
-    def _positive(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and v < 1:
-            raise ValueError("must be `auto` or at least 1")
-        return v
 
 
 def _fraction(value: Any) -> Any:

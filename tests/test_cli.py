@@ -86,6 +86,14 @@ def test_config_validate(tmp_path: Path, capsys) -> None:
     assert "unknown key `optim.lrr`" in capsys.readouterr().err
     assert main(["config", "validate", str(good), "--set", "optim.base_lr=-1"]) == 2
     assert "`optim.base_lr`: Input should be greater than 0" in capsys.readouterr().err
+    # the loader's hand-over keys: one line naming the field
+    for setting, said in (("data.transfer=int4", "`data.transfer`: Input should be 'auto', 'uint8'"),
+                          ("data.transfer_batches=0", "`data.transfer_batches`: must be `auto` or at least 1"),
+                          ("data.erase_prob=0.25", "transfer uint8 cannot go with erase_prob > 0")):
+        extra = ["--set", "data.transfer=uint8"] if setting.startswith("data.erase") else []
+        assert main(["config", "validate", str(good), "--no-data", *extra, "--set", setting]) == 2
+        err = capsys.readouterr().err
+        assert said in err and len(err.strip().splitlines()) == 1, err
     assert main(["config", "validate", str(good), "--no-data", "--set", "optim.base_lr=3e-4",
                  "--print"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["optim"]["base_lr"] == pytest.approx(3e-4)

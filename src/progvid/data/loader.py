@@ -314,7 +314,7 @@ class _GroupSampler(Sampler):
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         epoch, start = self.sampler.epoch, self.sampler.start
-        whole = len(self.sampler.order()) // self.batch_size * self.batch_size
+        whole = self.sampler.per_rank // self.batch_size * self.batch_size
         items: list[tuple[int, int]] = []
         size = self.batch_size
         while True:

@@ -334,7 +334,8 @@ class Trainer:
                     on_stage(self.model, pos.stage, stage)
                 warm, self._warm = self._warm, None
                 if warm is not None and warm.stage == pos.stage and pos.step_in_stage == 0:
-                    loaders, it, self._it_key, self._it_pos = warm.loaders, warm.it, warm.key, 0
+                    loaders, it = warm.loaders, warm.it  # positioned at the stage's micro-step 0
+                    self._it_key, self._it_pos = _iterator_place(loaders[stage.shape.frames], 0, 0, 0)
                 else:
                     loaders, it = self._stage_loaders(pos.stage, stage), None
                 self._ahead = None
@@ -535,9 +536,8 @@ class Trainer:
             return  # random lengths read one batch per fresh iterator: nothing to start
         loaders = self._stage_loaders(nxt, nstage)
         loader = loaders[nstage.shape.frames]
-        key, _ = _iterator_place(loader, 0, 0, 0)
         loader.sampler.set_epoch(0, start=0)
-        self._warm = _Warm(nxt, loaders, iter(loader), key)
+        self._warm = _Warm(nxt, loaders, iter(loader))
 
     def _stage_loaders(self, index: int, stage: Stage) -> dict[int, DataLoader]:
         return {shape.frames: self.task.loader(index, stage, shape, dist=self.dist, device=self.device)
@@ -618,7 +618,6 @@ class _Warm:
     stage: int
     loaders: dict[int, Any]
     it: Iterator
-    key: tuple[int, int]
 
 
 @dataclass

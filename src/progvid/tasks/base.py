@@ -210,6 +210,7 @@ class ClipTask:
     def __init__(self, cfg: RunConfig, samples: list[Sample], ctx: RunContext) -> None:
         self.cfg = cfg
         self.samples = samples
+        self._norm: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self.skips = SkipLog(len(samples), cfg.data.max_bad_fraction,
                              ctx.run_dir / "skipped.jsonl", write=ctx.dist.is_main,
                              gather=all_gather_objects if ctx.dist.enabled else None)
@@ -230,8 +231,17 @@ class ClipTask:
         self.skips.update(batch["skipped"])
         video = batch["video"].to(ctx.device, non_blocking=True)
         if video.dtype == torch.uint8:
-            video = normalize_clips(video, self.cfg.data.mean, self.cfg.data.std)
+            video = normalize_clips(video, *self._mean_std(video.device))
         return video
+
+    def _mean_std(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The data's mean/std on `device`, made once (a fresh host-to-device copy every step
+        would make the host wait for the device)."""
+        cached = self._norm.get(device)
+        if cached is None:
+            d = self.cfg.data
+            cached = self._norm[device] = (torch.tensor(d.mean, device=device), torch.tensor(d.std, device=device))
+        return cached
 
     def clips(self, batch: dict[str, Any]) -> int:
         return int(batch["video"].shape[0])

@@ -36,6 +36,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
 import argparse
 import json
 import platform
+import shlex
 import shutil
 import statistics
 import sys
@@ -278,7 +279,7 @@ def report(r: dict, args: argparse.Namespace) -> str:
         f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} ({r['seconds']:.0f} s). "
         f"Machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
         f"torch {torch.__version__}, 1 torch thread.", "",
-        "```", "python bench/evidence.py " + " ".join(sys.argv[1:]), "```", "",
+        "```", "python bench/evidence.py " + shlex.join(sys.argv[1:]), "```", "",
         f"Data: {args.data} ({r['train_clips']} training clips, {r['classes']} classes, chance "
         f"{r['chance']:.3f}). Pre-training `{args.pretrain}` for {r['budget_epochs']:.3g} epochs; "
         f"fine-tuning `{args.finetune}` for {r['finetune_epochs']:.3g} epochs on "

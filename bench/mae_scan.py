@@ -13,7 +13,9 @@ For one recipe (`--pre k=v ...`) and `--seeds` seeds it reports:
 * fine-tuning on a stratified `--label-fraction` from the pre-trained encoder vs from scratch
   (same subset, seed and recipe), and the paired differences.
 
-    .venv/bin/python bench/mae_scan.py --data /tmp/r12/synth32 --pre patch=4 --pre steps=600
+    progvid synth /tmp/pan --kind pan --train 1600 --val 400 --size 32 --source bigbuckbunny.mp4
+    .venv/bin/python bench/mae_scan.py --data /tmp/pan --pre frames=8 --pre mask_type=random \
+        --pre steps=1500 --label-fraction 0.05
 """
 
 from __future__ import annotations
@@ -34,9 +36,13 @@ import torch.nn.functional as F
 from progvid.constants import IMAGENET_MEAN, IMAGENET_STD
 from progvid.data.datasets import read_class_names, read_list, stratified_subset
 from progvid.data.video import decode_all
+from progvid.models import videomae as mae_mod
+from progvid.models import vit as vit_mod
 from progvid.models.classifier import VideoClassifier
 from progvid.models.videomae import VideoMAE
 from progvid.tasks.evaluate import knn, linear_probe, pool_tokens
+
+_ORIG_TABLE = vit_mod.sincos_table
 
 
 @dataclass
@@ -58,6 +64,7 @@ class Recipe:
     batch: int = 32
     steps: int = 600
     warmup: int = 50
+    pos: str = "1d"  # "1d": VideoMAE's table over the token index; "3d": separable (t, h, w)
     pix_warm: float = 0.0  # share of steps with the pixel target before norm_pix (if norm_pix)
     crop: int = 0  # >0: random spatial shift (pixels) as augmentation, circular
     # fine-tuning
@@ -127,7 +134,34 @@ def cosine(step: int, total: int, warmup: int, peak: float) -> float:
     return peak * 0.5 * (1 + math.cos(math.pi * p))
 
 
+_GRID: dict[int, tuple[int, int, int]] = {}  # token count -> (t, h, w) for the "3d" table
+
+
+def _sincos3d(n: int, dim: int, device=None) -> torch.Tensor:
+    """Separable sin-cos table: a 1-D table of t, of h and of w, concatenated along dim."""
+    t, h, w = _GRID[n]
+    dh = dw = (dim // 3) // 2 * 2
+    dt = dim - dh - dw
+    tt, hh, ww = torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
+    parts = []
+    for coord, d in ((tt, dt), (hh, dh), (ww, dw)):
+        table = vit_mod._sincos(int(coord.max()) + 1, d, torch.device("cpu"))
+        parts.append(table[coord.flatten()])
+    return torch.cat(parts, dim=1).to(device or "cpu")
+
+
+def use_pos(r: Recipe, size: int) -> None:
+    if r.pos == "1d":
+        vit_mod.sincos_table = mae_mod.sincos_table = _ORIG_TABLE
+        return
+    g = size // r.patch
+    for frames in range(r.tubelet, r.frames + 1, r.tubelet):
+        _GRID[frames // r.tubelet * g * g] = (frames // r.tubelet, g, g)
+    vit_mod.sincos_table = mae_mod.sincos_table = _sincos3d
+
+
 def build_mae(r: Recipe, size: int, seed: int) -> VideoMAE:
+    use_pos(r, size)
     torch.manual_seed(seed)
     return VideoMAE(img_size=size, patch_size=r.patch, tubelet_size=r.tubelet,
                     num_frames=r.frames, embed_dim=r.dim, depth=r.depth, num_heads=r.heads,

@@ -260,7 +260,6 @@ def test_uint8_transfer_is_the_float_batch_normalised_later(synth_dir, tmp_path)
     bitwise the clips normalised in the workers; a whole tiny run gives the same losses; uint8
     with random erasing is refused."""
     from engine_util import tiny_pretrain
-
     from progvid.data.datasets import build_samples
     from progvid.data.loader import train_loader
     from progvid.data.transforms import normalize_clips

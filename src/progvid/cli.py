@@ -29,12 +29,12 @@ def _print_json(obj: Any) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from .data.synthetic import MOTION_CLASSES, write_dataset
+    from .data.synthetic import write_dataset
 
     s = write_dataset(
         args.out, train=args.train, val=args.val, size=args.size, frames=args.frames,
-        classes=args.classes or len(MOTION_CLASSES), seed=args.seed, fmt=args.format, workers=args.workers,
-        progress=sys.stderr.isatty(),
+        classes=args.classes, seed=args.seed, fmt=args.format, workers=args.workers,
+        progress=sys.stderr.isatty(), kind=args.kind, sources=args.source,
     )
     print(f"wrote {s.train} train + {s.val} val clips, {s.classes} classes, to {s.out} "
           f"in {s.seconds:.1f} s")
@@ -450,13 +450,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("synth", help="write the synthetic motion dataset (real video files)")
+    p = sub.add_parser("synth", help="write a synthetic dataset (real video files): moving shapes "
+                       "or camera pans")
     p.add_argument("out", help="output folder")
+    p.add_argument("--kind", choices=["motion", "pan"], default="motion",
+                   help="motion: 10 classes of moving shapes (default); pan: 8 camera-pan "
+                   "directions over real footage (--source) or dead-leaves images")
+    p.add_argument("--source", action="append", default=[], metavar="VIDEO",
+                   help="kind pan: a video whose frames are panned over (repeatable); the first "
+                   "70%% of its frames feed training clips, the rest validation clips")
     p.add_argument("--train", type=int, default=200, help="training clips (default 200)")
     p.add_argument("--val", type=int, default=50, help="validation clips (default 50)")
     p.add_argument("--size", type=int, default=64, help="frame size in pixels (default 64)")
     p.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
-    p.add_argument("--classes", type=int, default=None, help="number of motion classes (default all)")
+    p.add_argument("--classes", type=int, default=None, help="number of classes (default all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--format", choices=["mp4", "webm"], default="mp4")
     p.add_argument("--workers", type=int, default=2, help="encoding processes (default 2)")

@@ -1,4 +1,6 @@
-"""Synthetic motion dataset: short clips whose class is defined only by how an object moves.
+"""Synthetic datasets written as real video files: `motion` (below) and `pan` (data/pans.py).
+
+`motion`: short clips whose class is defined only by how an object moves.
 
 Every clip shows one textured object (disc, square, triangle, ring or cross) on a static
 background, sometimes with a small randomly-walking distractor. Appearance (shape, colours,
@@ -22,7 +24,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from progvid.errors import ProgvidError
+from progvid.errors import DataError, ProgvidError
 
 MOTION_CLASSES: tuple[str, ...] = (
     "move_right",
@@ -45,6 +47,7 @@ MOTION_CLASSES: tuple[str, ...] = (
     "fade_out",
 )
 SHAPES = ("disc", "square", "triangle", "ring", "cross")
+KINDS = ("motion", "pan")  # motion: moving shapes (MOTION_CLASSES); pan: data/pans.py
 FPS = 8
 FORMAT_VERSION = 1
 _SPLITS = {"train": 0, "val": 1}
@@ -221,13 +224,30 @@ def _encode(video: np.ndarray, path: Path, fmt: str) -> None:
         container.mux(stream.encode())
 
 
-def _write_clips(job: tuple[str, str, list[int], int, int, int, int, str]) -> int:
+def _write_clips(job: tuple[str, str, list[int], int, int, int, int, str, str, tuple[str, ...]]
+                 ) -> int:
     """Worker: render and encode a batch of clips of one split; returns how many it wrote."""
-    videos, split, indices, classes, size, frames, seed, fmt = job
+    videos, split, indices, classes, size, frames, seed, fmt, kind, sources = job
     for i in indices:
-        clip = render_clip(i % classes, _clip_rng(seed, split, i), size=size, frames=frames)
+        rng = _clip_rng(seed, split, i)
+        if kind == "pan":
+            from .pans import pick_still, render_pan
+
+            still = pick_still(rng, split, sources, seed)
+            clip = render_pan(still, i % classes, rng, size=size, frames=frames)
+        else:
+            clip = render_clip(i % classes, rng, size=size, frames=frames)
         _encode(clip, Path(videos) / f"{split}_{i:05d}.{fmt}", fmt)
     return len(indices)
+
+
+def class_names(kind: str) -> tuple[str, ...]:
+    """The class names of a synthetic dataset kind, label order."""
+    if kind == "pan":
+        from .pans import PAN_CLASSES
+
+        return PAN_CLASSES
+    return MOTION_CLASSES
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -237,15 +257,23 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def _check_params(train: int, val: int, size: int, frames: int, classes: int, seed: int,
-                  fmt: str, workers: int) -> None:
+                  fmt: str, workers: int, kind: str, sources: tuple[str, ...]) -> None:
+    if kind not in KINDS:
+        raise ProgvidError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if sources and kind != "pan":
+        raise ProgvidError("source videos are only used by kind 'pan'")
+    for src in sources:
+        if not Path(src).is_file():
+            raise DataError(Path(src), "source video not found")
     if fmt not in _CODECS:
         raise ProgvidError(f"format must be one of {sorted(_CODECS)}, got {fmt!r}")
     if size < 16 or size % 2:
         raise ProgvidError(f"size must be even and >= 16 (yuv420p needs even sides), got {size}")
     if frames < 2:
         raise ProgvidError(f"frames must be >= 2 (motion needs two frames), got {frames}")
-    if not 2 <= classes <= len(MOTION_CLASSES):
-        raise ProgvidError(f"classes must be in 2..{len(MOTION_CLASSES)}, got {classes}")
+    if not 2 <= classes <= len(class_names(kind)):
+        raise ProgvidError(f"classes must be in 2..{len(class_names(kind))} for kind {kind!r}, "
+                           f"got {classes}")
     if train < 0 or val < 0 or train + val == 0:
         raise ProgvidError(f"train/val must be >= 0 and not both 0, got {train}/{val}")
     if seed < 0:
@@ -265,18 +293,25 @@ def _pool_context() -> mp.context.BaseContext:
 
 
 def write_dataset(out: str | Path, *, train: int = 200, val: int = 50, size: int = 64,
-                  frames: int = 16, classes: int = len(MOTION_CLASSES), seed: int = 0,
-                  fmt: str = "mp4", workers: int = 1, progress: bool = False) -> SynthSummary:
+                  frames: int = 16, classes: int | None = None, seed: int = 0,
+                  fmt: str = "mp4", workers: int = 1, progress: bool = False,
+                  kind: str = "motion", sources: Sequence[str | Path] = ()) -> SynthSummary:
     """Write `OUT/videos/{split}_{i:05d}.{fmt}`, `OUT/{train,val}.csv` ("path label" lines),
-    `OUT/classes.txt` and `OUT/synth.json`. Label of clip i is ``i % classes``.
+    `OUT/classes.txt` and `OUT/synth.json`. Label of clip i is ``i % classes`` (default: all
+    of the kind's classes). `kind="pan"` writes camera pans over frames of the `sources`
+    videos, or over dead-leaves images without sources (data/pans.py).
 
     A complete dataset with the same parameters is reused as is; a non-empty folder holding
     anything else raises `ProgvidError` rather than being overwritten.
     """
-    _check_params(train, val, size, frames, classes, seed, fmt, workers)
+    src = tuple(str(Path(p).resolve()) for p in sources)
+    classes = len(class_names(kind)) if classes is None and kind in KINDS else classes or 0
+    _check_params(train, val, size, frames, classes, seed, fmt, workers, kind, src)
     out = Path(out)
-    params = {"version": FORMAT_VERSION, "train": train, "val": val, "size": size,
-              "frames": frames, "classes": classes, "seed": seed, "format": fmt, "fps": FPS}
+    params: dict = {"version": FORMAT_VERSION, "train": train, "val": val, "size": size,
+                    "frames": frames, "classes": classes, "seed": seed, "format": fmt, "fps": FPS}
+    if kind != "motion":  # only when used: motion datasets written before stay reusable
+        params.update(kind=kind, sources=list(src))
     meta_path = out / "synth.json"
     if out.exists() and not out.is_dir():
         raise ProgvidError(f"{out}: exists and is not a folder")
@@ -304,7 +339,7 @@ def write_dataset(out: str | Path, *, train: int = 200, val: int = 50, size: int
     _atomic_write(meta_path, json.dumps({"params": params, "complete": False}, indent=1))
     batch = 8  # clips per task: amortises inter-process overhead, still balances 2+ workers
     jobs = [(str(videos), split, list(range(lo, min(lo + batch, n))), classes, size, frames,
-             seed, fmt)
+             seed, fmt, kind, src)
             for split, n in (("train", train), ("val", val)) for lo in range(0, n, batch)]
     with ExitStack() as stack:
         if workers == 1:
@@ -322,7 +357,7 @@ def write_dataset(out: str | Path, *, train: int = 200, val: int = 50, size: int
             if bar is not None:
                 bar.update(n)
 
-    _atomic_write(out / "classes.txt", "".join(c + "\n" for c in MOTION_CLASSES[:classes]))
+    _atomic_write(out / "classes.txt", "".join(c + "\n" for c in class_names(kind)[:classes]))
     for split, n in (("train", train), ("val", val)):  # list files last: they mean "complete"
         lines = "".join(f"videos/{split}_{i:05d}.{fmt} {i % classes}\n" for i in range(n))
         _atomic_write(out / f"{split}.csv", lines)

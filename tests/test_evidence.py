@@ -61,10 +61,13 @@ def test_gpu_preset_is_a_valid_configuration() -> None:
     from progvid.config import load_config
 
     g = evidence.PRESETS["gpu"]
-    pre = load_config("tiny_videomae", [*g["set"], *g["pre_set"]])
-    ft = load_config("tiny_vit", [*g["set"], *g["ft_set"]])
+    pre = load_config(g["pretrain"], [*g["set"], *g["pre_set"]])
+    ft = load_config(g["finetune"], [*g["set"], *g["ft_set"]])
     assert pre.train.device == ft.train.device == "cuda" and pre.data.input_size == 64
     assert pre.model.embed_dim == ft.model.embed_dim == 192 and g["minutes"] <= 8
+    # the learning setting's 8x8 token grid, on camera pans
+    assert pre.data.input_size // pre.model.patch_size == 8 == ft.data.input_size // ft.model.patch_size
+    assert g["synth"]["kind"] == "pan" and pre.model.mask_type == "random"
 
 
 def test_missing_list_is_one_line(tmp_path: Path) -> None:

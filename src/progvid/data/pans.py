@@ -41,15 +41,21 @@ def dead_leaves(rng: np.random.Generator, size: int = STILL_SIDE) -> np.ndarray:
     filled = np.zeros((size, size), bool)
     rmin, rmax = 4.0, size / 3
     base = rng.uniform(0, 255, 3)
+    empty = size * size
     for _ in range(4000):
         u = rng.uniform()
         r = (rmin ** -2 - u * (rmin ** -2 - rmax ** -2)) ** -0.5  # inverse CDF of r^-3
         cx, cy = rng.uniform(-r, size + r, 2)
-        disc = ((xx - cx) ** 2 + (yy - cy) ** 2 <= r * r) & ~filled
+        # only the disc's bounding box can change: same picture as testing every pixel
+        y0, y1 = max(0, int(cy - r)), min(size, int(cy + r) + 2)
+        x0, x1 = max(0, int(cx - r)), min(size, int(cx + r) + 2)
+        box = (slice(y0, y1), slice(x0, x1))
+        disc = ((xx[box] - cx) ** 2 + (yy[box] - cy) ** 2 <= r * r) & ~filled[box]
         if disc.any():
-            img[disc] = np.clip(base + rng.normal(0, 70, 3), 0, 255) * rng.uniform(0.85, 1.15)
-            filled |= disc
-            if filled.all():
+            img[box][disc] = np.clip(base + rng.normal(0, 70, 3), 0, 255) * rng.uniform(0.85, 1.15)
+            filled[box] |= disc
+            empty -= int(disc.sum())
+            if empty == 0:
                 break
     img[~filled] = base
     return np.clip(img, 0, 255).transpose(2, 0, 1)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -34,11 +33,13 @@ import torch
 import torch.nn.functional as F
 
 from progvid.constants import IMAGENET_MEAN, IMAGENET_STD
-from progvid.data.datasets import read_class_names, read_list, stratified_subset
+from progvid.data.datasets import Sample, read_class_names, read_list, stratified_subset
 from progvid.data.video import decode_all
+from progvid.engine.schedule import CosineLR
+from progvid.engine.trainer import param_groups
 from progvid.models import videomae as mae_mod
 from progvid.models import vit as vit_mod
-from progvid.models.classifier import VideoClassifier
+from progvid.models.classifier import VideoClassifier, layer_decay_groups
 from progvid.models.videomae import VideoMAE
 from progvid.tasks.evaluate import knn, linear_probe, pool_tokens
 
@@ -99,7 +100,7 @@ def load_split(root: Path, split: str, frames: int, cache: Path) -> tuple[torch.
         return torch.from_numpy(z["x"]), torch.from_numpy(z["y"])
     samples = read_list(root / f"{split}.csv", root)
     xs, ys = [], []
-    for s in samples.samples if hasattr(samples, "samples") else samples:
+    for s in samples:
         v = decode_all(s.path)
         idx = np.linspace(0, len(v) - 1, frames).round().astype(int) if len(v) < frames else \
             np.arange(frames)
@@ -125,13 +126,6 @@ def augment(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
         return x
     dy, dx = (torch.randint(-shift, shift + 1, (2,), generator=gen)).tolist()
     return torch.roll(x, (dy, dx), dims=(2, 3))
-
-
-def cosine(step: int, total: int, warmup: int, peak: float) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    p = (step - warmup) / max(1, total - warmup)
-    return peak * 0.5 * (1 + math.cos(math.pi * p))
 
 
 _GRID: dict[int, tuple[int, int, int]] = {}  # token count -> (t, h, w) for the "3d" table
@@ -170,17 +164,11 @@ def build_mae(r: Recipe, size: int, seed: int) -> VideoMAE:
                     norm_pix_loss=bool(r.norm_pix))
 
 
-def param_groups(model: torch.nn.Module, wd: float) -> list[dict]:
-    decay, no = [], []
-    for n, p in model.named_parameters():
-        (no if p.ndim <= 1 or n.endswith(".bias") or "token" in n else decay).append(p)
-    return [{"params": decay, "weight_decay": wd}, {"params": no, "weight_decay": 0.0}]
-
-
 def pretrain(r: Recipe, x: torch.Tensor, seed: int, log: list) -> VideoMAE:
     size = x.shape[2]
     model = build_mae(r, size, seed)
     opt = torch.optim.AdamW(param_groups(model, r.wd), lr=r.lr, betas=(0.9, 0.95))
+    lr = CosineLR(base=r.lr, final=0.0, warmup=r.warmup, total=r.steps)
     gen = torch.Generator().manual_seed(seed)
     model.train()
     n = len(x)
@@ -193,7 +181,7 @@ def pretrain(r: Recipe, x: torch.Tensor, seed: int, log: list) -> VideoMAE:
         idx = perm[pos:pos + r.batch]
         pos += r.batch
         for g in opt.param_groups:
-            g["lr"] = cosine(step, r.steps, r.warmup, r.lr)
+            g["lr"] = lr(step)
         video = augment(to_input(x[idx]), r.crop, gen)
         out = model(video, generator=gen)
         opt.zero_grad(set_to_none=True)
@@ -253,17 +241,9 @@ def finetune(r: Recipe, mae: VideoMAE | None, x: torch.Tensor, y: torch.Tensor, 
         state = {kk: vv for kk, vv in mae.encoder.state_dict().items() if not kk.startswith("norm.")}
         missing, unexpected = clf.encoder.load_state_dict(state, strict=False)
         assert not unexpected and not [m for m in missing if not m.startswith("norm")], (missing, unexpected)
-    groups = []
-    for n, p in clf.named_parameters():
-        layer = r.depth + 1
-        if n.startswith("encoder.blocks."):
-            layer = int(n.split(".")[2]) + 1
-        elif n.startswith("encoder."):
-            layer = 0
-        scale = r.ft_ld ** (r.depth + 1 - layer)
-        wd = 0.0 if p.ndim <= 1 or n.endswith(".bias") else r.ft_wd
-        groups.append({"params": [p], "weight_decay": wd, "scale": scale})
+    groups = layer_decay_groups(clf, base_weight_decay=r.ft_wd, layer_decay=r.ft_ld)
     opt = torch.optim.AdamW(groups, lr=r.ft_lr, betas=(0.9, 0.999))
+    schedule = CosineLR(base=r.ft_lr, final=0.0, warmup=r.ft_warmup, total=r.ft_steps)
     gen = torch.Generator().manual_seed(seed)
     n = len(x)
     perm, pos = torch.randperm(n, generator=gen), 0
@@ -273,9 +253,8 @@ def finetune(r: Recipe, mae: VideoMAE | None, x: torch.Tensor, y: torch.Tensor, 
             perm, pos = torch.randperm(n, generator=gen), 0
         idx = perm[pos:pos + r.ft_batch]
         pos += r.ft_batch
-        lr = cosine(step, r.ft_steps, r.ft_warmup, r.ft_lr)
         for g in opt.param_groups:
-            g["lr"] = lr * g["scale"]
+            g["lr"] = schedule(step) * g["lr_scale"]
         video = augment(to_input(x[idx]), r.crop, gen)
         loss = F.cross_entropy(clf(video), y[idx], label_smoothing=r.ft_smoothing)
         opt.zero_grad(set_to_none=True)
@@ -335,13 +314,10 @@ def main() -> None:
             res.probe, res.knn = probes(mae.encoder, xt, yt, xv, yv, r.pool, k)
             res.probe_random, res.knn_random = probes(rand.encoder, xt, yt, xv, yv, r.pool, k)
         if not args.no_ft:
-            # stratified subset by the progvid rule (same per seed)
-            class S:  # minimal Sample stand-in
-                def __init__(self, i, label):
-                    self.i, self.label = i, label
-            sub = [s.i for s in stratified_subset([S(i, int(yt[i])) for i in train_samples],
-                                                    args.label_fraction, seed)]
-            sub_t = torch.tensor(sorted(sub))
+            # stratified subset by progvid's rule (the same per seed); the path carries the index
+            chosen = stratified_subset([Sample(Path(str(i)), int(yt[i])) for i in train_samples],
+                                       args.label_fraction, seed)
+            sub_t = torch.tensor(sorted(int(str(s.path)) for s in chosen))
             if not args.scratch_only:
                 res.ft = finetune(r, mae, xt[sub_t], yt[sub_t], xv, yv, k, seed)
             res.ft_scratch = finetune(r, None, xt[sub_t], yt[sub_t], xv, yv, k, seed)

@@ -112,3 +112,24 @@ def test_pan_errors_name_the_field_or_file(tmp_path, capsys):
                  str(tmp_path / "nope.mp4")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope.mp4" in err[0] and "not found" in err[0]
+
+
+def test_damaged_source_is_one_clean_line_from_worker_processes(tmp_path, capsys):
+    """A damaged source fails inside the writer's process pool; the error crosses the pool
+    (pickled) and still reads `path: reason`, nothing appended."""
+    import pickle
+
+    from progvid.cli import main
+    from progvid.errors import DataError
+
+    err = DataError(tmp_path / "x.mp4", "cannot open", 3)
+    back = pickle.loads(pickle.dumps(err))
+    assert str(back) == str(err) and (back.path, back.reason, back.line) == (err.path, err.reason, 3)
+    good = Path(_source_video(tmp_path / "good.mp4"))
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(good.read_bytes()[:300])
+    assert main(["synth", str(tmp_path / "out"), "--kind", "pan", "--train", "4", "--val", "2",
+                 "--size", "32", "--frames", "4", "--workers", "2", "--source", str(bad)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"progvid: error: {bad}: ")
+    assert not lines[0].rstrip().endswith(":")

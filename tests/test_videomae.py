@@ -249,3 +249,15 @@ def test_visible_only_embedding_is_the_same_function(frames: int, mask_type: str
     for k in g_new:
         torch.testing.assert_close(g_new[k], g_old[k], atol=1e-5, rtol=1e-4, msg=k)
     assert g_new["encoder.patch_embed.proj.weight"].abs().sum() > 0
+
+
+def test_mask_token_is_not_weight_decayed() -> None:
+    """As the official pre-training model's no_weight_decay: the mask token (3-D, so the
+    ndim rule alone would decay it) goes to the no-decay group."""
+    from progvid.engine.trainer import param_groups
+
+    model = VideoMAE(img_size=32, patch_size=8, num_frames=4, embed_dim=32, depth=1, num_heads=2,
+                     decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+    decay, no_decay = param_groups(model, 0.05)
+    assert any(p is model.mask_token for p in no_decay["params"])
+    assert not any(p is model.mask_token for p in decay["params"])

@@ -50,6 +50,11 @@ class DataError(ProgvidError):
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {reason}")
 
+    def __reduce__(self) -> tuple:
+        # Pickled across a process pool, rebuild from the parts: the default (type(*args)) would
+        # take the whole message for the path and append an empty reason.
+        return type(self), (self.path, self.reason, self.line)
+
 
 class CheckpointError(ProgvidError):
     """A checkpoint is missing, malformed or unsafe to load."""

@@ -305,7 +305,8 @@ def write_dataset(out: str | Path, *, train: int = 200, val: int = 50, size: int
     anything else raises `ProgvidError` rather than being overwritten.
     """
     src = tuple(str(Path(p).resolve()) for p in sources)
-    classes = len(class_names(kind)) if classes is None and kind in KINDS else classes or 0
+    if classes is None:
+        classes = len(class_names(kind))  # an unknown kind is reported by _check_params
     _check_params(train, val, size, frames, classes, seed, fmt, workers, kind, src)
     out = Path(out)
     params: dict = {"version": FORMAT_VERSION, "train": train, "val": val, "size": size,

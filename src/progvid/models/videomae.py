@@ -307,6 +307,11 @@ class VideoMAE(nn.Module):
     def from_hparams(cls, hparams: dict[str, Any]) -> VideoMAE:
         return cls(**hparams)
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters exempt from weight decay beyond norms and biases: the mask token, as in
+        the official model's `no_weight_decay` (positions are a fixed table here)."""
+        return {"mask_token"}
+
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         self.hparams["grad_checkpointing"] = enabled
         self.encoder.grad_checkpointing = enabled

@@ -1,0 +1,408 @@
+"""The TPL seed's accuracy claims re-tested where pre-training learns (issue 12, item 2).
+
+On the camera-pan setting of bench/evidence.md with 16-frame clips (`pan_videomae` at
+`data.num_frames=16`: 32 px, patch 4, random masking 0.75, batch 32, lr 1e-3), every run is a
+real `run_pretrain` of progvid's engine, so TPL is the shipped implementation (plan, per-stage
+recipes, clips per decode), scored on the downstream task:
+* linear probe and kNN on frozen 16-frame features (`evaluate.probe_encoder`), against the same
+  encoder at random init and chance;
+* the held-out masked-reconstruction loss on fixed val clips and masks, beside its zero level;
+* with `--ft`: fine-tuning `pan_vit` on a stratified `--label-fraction` of the labels, against
+  the same fine-tuning from scratch on the same subset.
+Each run records its training FLOPs (multiply-accumulates, the engine's count), wall-clock and
+CPU seconds (its process and loader workers).
+
+Experiments (`--experiment`, repeatable; the seed's tables in brackets):
+* `budget`: TPL's default plan (2/4/8/16 frames, shares 1/8, 1/8, 1/2, 1/4) against the
+  one-stage VideoMAE at every `--budgets` N_e (epochs at 16 frames) [FIG. 3];
+* `schedule`: per-stage cosine (default) vs one global warm-up + cosine vs step decay [FIG. 9];
+* `stages`: 1 to 5 stages, (16), (2, 16), (2, 4, 16), (2, 4, 8, 16), (2, 4, 8, 12, 16) with the
+  budget spread uniformly, as in the seed's ablation [FIG. 11];
+* `random`: the default plan against a random clip length per iteration among the same lengths
+  (multigrid-style) [FIG. 12].
+The ablations run at the largest budget. Runs go `--jobs` at a time (one torch thread each) in
+subprocesses; a run folder with `result.json` is finished and is not redone, so an interrupted
+sweep resumes, and `--report` rewrites the tables and plots from what exists.
+
+    progvid synth /tmp/pan16 --kind pan --train 1600 --val 400 --size 32 --source bigbuckbunny.mp4 ...
+    .venv/bin/python bench/tpl_claims.py --data /tmp/pan16 --work /tmp/claims --experiment budget --ft
+    .venv/bin/python bench/tpl_claims.py --data /tmp/pan16 --work /tmp/claims --report
+"""
+# ruff: noqa: E402
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
+
+import argparse
+import json
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from evidence import QUIET, data_overrides, subset_list  # bench/ is sys.path[0]
+
+from progvid.config import load_config
+from progvid.data.datasets import build_samples
+from progvid.figures import pyplot, save_figure
+from progvid.loading import load_videomae
+from progvid.tasks.evaluate import mae_val_levels, probe_encoder
+from progvid.tasks.finetune import run_finetune
+from progvid.tasks.pretrain import build_model, run_pretrain
+
+HERE = Path(__file__).resolve().parent
+
+
+def plan(frames: list[int], shares: list[float] | None = None) -> str:
+    shares = shares or [1 / len(frames)] * len(frames)
+    body = ", ".join(f"{{frames: {f}, share: {s!r}}}" for f, s in zip(frames, shares, strict=True))
+    return f"plan.stages=[{body}]"
+
+
+def variants(frames: int) -> dict[str, list[str]]:
+    """The runs' plans for target clip length `frames`. At 16 frames they are the seed's; at 8
+    (the CPU setting) they are the same shapes one octave down: the default plan's two shortest
+    stages merge (2/4/8 with shares 1/4, 1/2, 1/4), and the stage ablation runs (8), (2, 8),
+    (2, 4, 8), (2, 4, 6, 8) (a fifth stage would need 1-frame clips, below the tubelet)."""
+    if frames == 16:
+        tpl = plan([2, 4, 8, 16], [0.125, 0.125, 0.5, 0.25])
+        stages = [[2, 16], [2, 4, 16], [2, 4, 8, 16], [2, 4, 8, 12, 16]]
+    elif frames == 8:
+        tpl = plan([2, 4, 8], [0.25, 0.5, 0.25])
+        stages = [[2, 8], [2, 4, 8], [2, 4, 6, 8]]
+    else:
+        raise SystemExit(f"--frames {frames}: plans are defined for 8 and 16")
+    out = {"videomae": [plan([frames])], "tpl": [tpl],
+           "tpl_global_lr": [tpl, "optim.lr_rule=global"], "tpl_step_decay": [tpl, "optim.lr_rule=step"],
+           "random_length": [tpl, "plan.multigrid=true"]}
+    out.update({f"stages_{len(s)}": [plan(s)] for s in stages})
+    return out
+
+
+def label(variant: str, frames: int) -> str:
+    body = variants(frames)[variant][0].split("[", 1)[1]
+    lengths = "/".join(x.split(",")[0] for x in body.split("frames: ")[1:])
+    shares = ", ".join(f"{float(x.split('}')[0]):.3g}" for x in body.split("share: ")[1:])
+    extra = {"tpl_global_lr": ", one global warm-up + cosine", "tpl_step_decay": ", step decay per stage",
+             "random_length": ", random length per iteration"}.get(variant, "")
+    name = ("VideoMAE" if variant == "videomae" else "TPL" if variant.startswith(("tpl", "random"))
+            else f"{variant.split('_')[1]} stages")
+    return f"{name} {lengths} ({shares}){extra}"
+
+
+EXPERIMENTS: dict[str, dict] = {
+    "budget": {"variants": ["videomae", "tpl"], "all_budgets": True,
+               "title": "TPL vs one-stage VideoMAE at several budgets (seed FIG. 3)"},
+    "schedule": {"variants": ["tpl", "tpl_global_lr", "tpl_step_decay"],
+                 "title": "Learning-rate rule across stages (seed FIG. 9)"},
+    "stages": {"variants": ["videomae", "stages_2", "stages_3", "stages_4", "stages_5"],  # those defined
+               "title": "Number of stages, budget spread uniformly (seed FIG. 11)"},
+    "random": {"variants": ["tpl", "random_length"],
+               "title": "Progressive vs random clip length per iteration (seed FIG. 12)"},
+}
+def say(text: str) -> None:
+    print(f"[tpl_claims {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def cpu_seconds() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+# ---------------------------------------------------------------------------------------------
+# one run (a subprocess of the sweep)
+
+
+def common(args: argparse.Namespace, seed: int) -> list[str]:
+    return [*data_overrides(Path(args.data)), *QUIET, f"data.num_frames={args.frames}", "train.threads=1",
+            f"seed={seed}", *args.set]
+
+
+def run_one(args: argparse.Namespace, key: str) -> dict:
+    """`variant/budget/seed`, `random_init/seed` or `scratch/seed`: train and score one run."""
+    parts = key.split("/")
+    seed = int(parts[-1])
+    folder = Path(args.work) / key.replace("/", "_")
+    torch.set_num_threads(1)
+    pre_cfg = load_config(args.pretrain, [*common(args, seed), *args.pre_set])
+    dev = "cpu"
+    row: dict = {"key": key, "seed": seed}
+    subset = Path(args.work) / f"subset_s{seed}.csv"
+    if args.ft and not subset.exists():
+        subset_list(pre_cfg.data, args.label_fraction, seed, subset)
+
+    def finetune(init: str | None) -> float:
+        ft_cfg = load_config(args.finetune, [
+            *common(args, seed), *args.ft_set, f"epochs={args.ft_epochs}",
+            f"model.init={init or 'null'}", "eval.every_epochs=0", "eval.clips=1", "eval.crops=1",
+            f"data.train={subset}"])
+        out = folder / "finetune"
+        run_finetune(ft_cfg, out=str(out))
+        return json.loads((out / "eval.json").read_text())["top1"]
+
+    if parts[0] == "scratch":
+        row["finetune"] = finetune(None)
+        return row
+    if parts[0] == "random_init":
+        torch.manual_seed(seed)
+        model = build_model(pre_cfg)
+    else:
+        variant, budget = parts[0], float(parts[1])
+        cfg = load_config(args.pretrain, [*common(args, seed), *variants(args.frames)[variant], *args.pre_set,
+                                          f"budget.epochs={budget}"])
+        run = folder / "pretrain"
+        t0, c0 = time.time(), cpu_seconds()
+        run_pretrain(cfg, out=str(run), resume="auto")
+        row["wall_seconds"], row["cpu_seconds"] = time.time() - t0, cpu_seconds() - c0
+        metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        steps = [m for m in metrics if "flops" in m]
+        row["pflops"] = steps[-1]["flops"] / 1e15
+        row["steps"] = steps[-1]["step"] + 1
+        row["final_train_loss"] = steps[-1]["loss"]
+        model = load_videomae(run)
+    model.eval()
+    row["probe"] = probe_encoder(model.encoder, pre_cfg.data, num_frames=args.frames, seed=seed, device=dev).top1
+    row["knn"] = probe_encoder(model.encoder, pre_cfg.data, num_frames=args.frames, seed=seed, method="knn",
+                               device=dev).top1
+    levels = mae_val_levels(model, pre_cfg.data, num_frames=args.frames, seed=0, device=dev)
+    row["val_loss"], row["val_loss_zero"] = levels["loss"], levels["zero"]
+    if args.ft and parts[0] != "random_init":
+        row["finetune"] = finetune(str(folder / "pretrain"))
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# the sweep
+
+
+def wanted(args: argparse.Namespace) -> list[str]:
+    """Every run the chosen experiments need, in the order they run: the references first, then
+    experiment by experiment (as given), seed by seed, longest budget first."""
+    budgets = sorted((float(b) for b in args.budgets.split(",")), reverse=True)
+    keys = [f"random_init/{s}" for s in range(args.seeds)]
+    keys += [f"scratch/{s}" for s in range(args.seeds)] if args.ft else []
+    for name in args.experiment:
+        exp = EXPERIMENTS[name]
+        for seed in range(args.seeds):
+            for variant in (v for v in exp["variants"] if v in variants(args.frames)):
+                for b in budgets if exp.get("all_budgets") else budgets[:1]:
+                    if f"{variant}/{b:g}/{seed}" not in keys:
+                        keys.append(f"{variant}/{b:g}/{seed}")
+    return keys
+
+
+def result_path(args: argparse.Namespace, key: str) -> Path:
+    return Path(args.results) / (key.replace("/", "_") + ".json")
+
+
+def sweep(args: argparse.Namespace) -> None:
+    todo = [k for k in wanted(args) if not result_path(args, k).exists()]
+    say(f"{len(todo)} runs to do, {args.jobs} at a time")
+    running: dict[str, subprocess.Popen] = {}
+    passthrough = [a for a in sys.argv[1:] if a not in ("--report",)]
+    while todo or running:
+        while todo and len(running) < args.jobs:
+            key = todo.pop(0)
+            log = Path(args.work) / (key.replace("/", "_") + ".log")
+            log.parent.mkdir(parents=True, exist_ok=True)
+            say(f"start {key}")
+            running[key] = subprocess.Popen([sys.executable, __file__, *passthrough, "--one", key],
+                                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+        time.sleep(2)
+        for key, proc in list(running.items()):
+            if proc.poll() is not None:
+                del running[key]
+                state = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, see its .log)"
+                say(f"{key}: {state}")
+                if proc.returncode == 0:
+                    say(result_path(args, key).read_text().strip())
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+
+
+def collect(args: argparse.Namespace) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for path in sorted(Path(args.results).glob("*.json")):
+        row = json.loads(path.read_text())
+        out.setdefault(row["key"].rsplit("/", 1)[0], []).append(row)
+    return out
+
+
+def stat(rows: list[dict], key: str) -> tuple[float, float] | None:
+    vals = [r[key] for r in rows if key in r]
+    if not vals:
+        return None
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def fmt(s: tuple[float, float] | None, digits: int = 3) -> str:
+    return "" if s is None else f"{s[0]:.{digits}f} +- {s[1]:.{digits}f}"
+
+
+def first_reach(points: list[tuple[float, float]], target: float) -> float | None:
+    """Smallest x at which the piecewise-linear curve through `points` (sorted by x) reaches
+    `target`; None if it never does."""
+    points = sorted(points)
+    if points and points[0][1] >= target:
+        return points[0][0]
+    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+        if y1 >= target > y0:
+            return x0 + (target - y0) / (y1 - y0) * (x1 - x0)
+    return None
+
+
+MEASURES = [("probe", "linear probe"), ("knn", "kNN"), ("finetune", "fine-tuned")]
+
+
+def report(args: argparse.Namespace) -> str:
+    groups = collect(args)
+    chance = 1.0 / len(build_samples(load_config(args.pretrain, common(args, 0)).data, "train").class_names)
+    rand = groups.get("random_init", [])
+    scratch = groups.get("scratch", [])
+    budgets = sorted({float(k.split("/")[1]) for k in groups if k.count("/") == 1}, reverse=True)
+    lines = [
+        "# The TPL seed's claims at CPU scale (bench/tpl_claims.py)", "",
+        f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; machine: {os.cpu_count()} CPUs, "
+        f"{platform.machine()}, torch {torch.__version__}, one torch thread per run, "
+        f"{args.jobs} runs side by side.", "",
+        "```", "python bench/tpl_claims.py " + shlex.join(a for a in sys.argv[1:] if a != "--report"), "```", "",
+        f"Chance {chance:.3f}. Random-init encoder (same architecture, per seed): linear probe "
+        f"{fmt(stat(rand, 'probe'))}, kNN {fmt(stat(rand, 'knn'))}, held-out loss "
+        f"{fmt(stat(rand, 'val_loss'), 4)}; zero-output level of the held-out loss "
+        f"{fmt(stat(rand, 'val_loss_zero'), 4)}."
+        + (f" Fine-tuning from scratch on {args.label_fraction:.0%} of the labels: "
+           f"{fmt(stat(scratch, 'finetune'))}." if scratch else ""), "",
+        "Each cell is mean +- standard deviation over seeds (n in the last column). PFLOPs are "
+        "training multiply-accumulates; wall and CPU seconds are per run, with two runs "
+        "sharing the two cores.", "",
+    ]
+    for name in args.experiment:
+        exp = EXPERIMENTS[name]
+        lines += [f"## {exp['title']}", "",
+                  "| run | N_e | steps | PFLOPs | wall s | CPU s | probe top-1 | kNN top-1 | "
+                  "fine-tuned top-1 | held-out loss | n |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for variant in (v for v in exp["variants"] if v in variants(args.frames)):
+            for b in budgets if exp.get("all_budgets") else budgets[:1]:
+                rows = groups.get(f"{variant}/{b:g}", [])
+                if not rows:
+                    continue
+                lines.append(
+                    f"| {label(variant, args.frames)} | {b:g} | {stat(rows, 'steps')[0]:.0f} | {stat(rows, 'pflops')[0]:.3g} | "
+                    f"{stat(rows, 'wall_seconds')[0]:.0f} | {stat(rows, 'cpu_seconds')[0]:.0f} | "
+                    f"{fmt(stat(rows, 'probe'))} | {fmt(stat(rows, 'knn'))} | {fmt(stat(rows, 'finetune'))} | "
+                    f"{fmt(stat(rows, 'val_loss'), 4)} | {len(rows)} |")
+        lines.append("")
+        if name == "budget":
+            lines += budget_summary(groups, budgets)
+            plot_budget(args, groups, budgets, chance, rand, scratch)
+            lines += ["![accuracy against training FLOPs and wall-clock](tpl_claims.png)", ""]
+    return "\n".join(lines) + "\n"
+
+
+def budget_summary(groups: dict, budgets: list[float]) -> list[str]:
+    """Where TPL first reaches the baseline's best accuracy, in FLOPs and in wall-clock."""
+    out = ["| measure | VideoMAE best (N_e) | TPL first reaches it at | FLOPs ratio | wall ratio |",
+           "|---|---|---|---|---|"]
+    for key, what in MEASURES:
+        base = [(b, stat(groups.get(f"videomae/{b:g}", []), key)) for b in budgets]
+        tpl = [(b, stat(groups.get(f"tpl/{b:g}", []), key)) for b in budgets]
+        base = [(b, s[0]) for b, s in base if s]
+        tpl = [(b, s[0]) for b, s in tpl if s]
+        if not base or not tpl:
+            continue
+        best_b, best = max(base, key=lambda p: (p[1], -p[0]))
+        cost = {}
+        for unit, field in (("flops", "pflops"), ("wall", "wall_seconds")):
+            base_cost = stat(groups[f"videomae/{best_b:g}"], field)[0]
+            pts = [(stat(groups[f"tpl/{b:g}"], field)[0], y) for b, y in tpl]
+            x = first_reach(pts, best)
+            cost[unit] = None if x is None else x / base_cost
+        if cost["flops"] is None:
+            out.append(f"| {what} | {best:.3f} (N_e {best_b:g}) | never (within the budgets run) | | |")
+        else:
+            wall = "" if cost["wall"] is None else f"{cost['wall']:.2f}"
+            out.append(f"| {what} | {best:.3f} (N_e {best_b:g}) | {cost['flops']:.2f}x the baseline's "
+                       f"FLOPs | {cost['flops']:.2f} | {wall} |")
+    return [*out, ""]
+
+
+def plot_budget(args, groups: dict, budgets: list[float], chance: float, rand: list, scratch: list) -> None:
+    plt = pyplot()
+    measures = [m for m in MEASURES if any(stat(groups.get(f"videomae/{b:g}", []), m[0]) for b in budgets)]
+    fig, axes = plt.subplots(len(measures), 2, figsize=(10, 3.4 * len(measures)), squeeze=False)
+    for row, (key, what) in enumerate(measures):
+        for col, (field, xlabel) in enumerate((("pflops", "training PFLOPs (multiply-accumulates)"),
+                                               ("wall_seconds", "wall-clock seconds per run (2 runs on 2 cores)"))):
+            ax = axes[row][col]
+            for variant, colour in (("videomae", "tab:blue"), ("tpl", "tab:orange")):
+                pts = [(stat(groups.get(f"{variant}/{b:g}", []), field), stat(groups.get(f"{variant}/{b:g}", []), key))
+                       for b in budgets]
+                pts = sorted((x[0], y) for x, y in pts if x and y)
+                if pts:
+                    ax.errorbar([p[0] for p in pts], [p[1][0] for p in pts], yerr=[p[1][1] for p in pts],
+                                marker="o", capsize=3, color=colour, label=label(variant, args.frames))
+            ax.axhline(chance, color="grey", ls=":", label=f"chance {chance:.3f}")
+            level = stat(scratch if key == "finetune" else rand, key)
+            if level:
+                ax.axhline(level[0], color="black", ls="--",
+                           label=("scratch, same labels" if key == "finetune" else "random-init encoder")
+                           + f" {level[0]:.3f}")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(f"{what} top-1 (val)")
+            ax.legend(fontsize=7)
+    save_figure(fig, Path(args.report_dir) / "tpl_claims.png")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="list-format folder with 16-frame clips")
+    p.add_argument("--work", default="runs/tpl_claims", help="run folders (checkpoints, logs)")
+    p.add_argument("--results", default=str(HERE / "tpl_claims_results"),
+                   help="one JSON per finished run (kept in the repository: a sweep resumes across machines)")
+    p.add_argument("--frames", type=int, default=8, help="target clip length: 8 (CPU setting) or 16 (the seed's)")
+    p.add_argument("--experiment", action="append", choices=sorted(EXPERIMENTS), default=None)
+    p.add_argument("--budgets", default="15,7.5,3.75", help="N_e values (epochs at 16 frames)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--ft", action="store_true", help="also fine-tune every run on --label-fraction")
+    p.add_argument("--label-fraction", type=float, default=0.05)
+    p.add_argument("--ft-epochs", type=float, default=30.0)
+    p.add_argument("--pretrain", default=str(HERE.parent / "configs/pretrain/pan_videomae.yaml"))
+    p.add_argument("--finetune", default=str(HERE.parent / "configs/finetune/pan_vit.yaml"))
+    p.add_argument("--set", action="append", default=[], help="override for both configs")
+    p.add_argument("--pre-set", action="append", default=[])
+    p.add_argument("--ft-set", action="append", default=[])
+    p.add_argument("--report", action="store_true", help="only rewrite the report from finished runs")
+    p.add_argument("--report-dir", default=str(HERE))
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    args.experiment = args.experiment or ["budget"]
+    args.work = str(Path(args.work).resolve())
+    args.results = str(Path(args.results).resolve())
+    args.data = str(Path(args.data).resolve())
+    if args.one:
+        row = run_one(args, args.one)
+        path = result_path(args, args.one)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(row) + "\n")
+        return 0
+    if not args.report:
+        sweep(args)
+    text = report(args)
+    (Path(args.report_dir) / "tpl_claims.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

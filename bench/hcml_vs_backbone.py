@@ -1,25 +1,33 @@
-"""HCML against its plain 3-D ResNet backbone on the synthetic motion dataset.
+"""HCML against its plain 3-D ResNet backbone, on the synthetic motion dataset or `--data DIR`.
 
 Same backbone, same fine-tuning epochs: (a) the plain ResNet3D trained for classification;
 (b) HCML: the self-supervised phases (flow network, then each level, lower levels frozen), then
 joint fine-tuning (L_cls + lambda L_recon + sum gamma L_contrastive). Records both accuracies
 (multi-view testing) and the deployed model's parameter and FLOP overhead against the backbone.
-Writes bench/hcml_vs_backbone.md.
+Writes bench/hcml_vs_backbone.md (`--md` elsewhere). With `--data DIR` (a list-format folder,
+e.g. `progvid synth --kind pan`) it runs `--seeds` seeds, optionally on a stratified
+`--label-fraction` of the training labels (HCML's self-supervised phases still see every
+training clip), and reports mean +- standard deviation, the paired differences and chance.
 
     .venv/bin/python bench/hcml_vs_backbone.py [--finetune-epochs 15] [--flow-epochs 10] [--level-epochs 5]
+    .venv/bin/python bench/hcml_vs_backbone.py --data /tmp/pan16 --seeds 3 --label-fraction 0.1 --md /tmp/hcml_pan.md
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from progvid.config import FinetuneConfig, HCMLConfig, validate
+from progvid.data.datasets import build_samples, stratified_subset, write_list
 from progvid.data.synthetic import write_dataset
 from progvid.tasks.finetune import run_finetune
 from progvid.tasks.hcml import deploy_report, run_hcml_pretrain
@@ -27,6 +35,11 @@ from progvid.tasks.hcml import deploy_report, run_hcml_pretrain
 DATA = {"train": "train.csv", "val": "val.csv", "classes": "classes.txt", "num_frames": 8,
         "sampling_rate": 2, "input_size": 32, "flip": False, "workers": 1}
 MODEL = {"resnet_depth": 18, "width": 0.25}
+
+
+def spread(vals: list[float]) -> str:
+    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return f"{statistics.fmean(vals):.3f} +- {sd:.3f}"
 
 
 def main() -> None:
@@ -39,49 +52,70 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench_hcml")
     ap.add_argument("--classes", type=int, default=4,
                     help="motion classes (default 4: the four translations)")
+    ap.add_argument("--data", default=None, help="an existing list-format dataset (default: write motion data)")
+    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--label-fraction", type=float, default=1.0)
+    ap.add_argument("--md", default=str(Path(__file__).with_suffix(".md")))
     args = ap.parse_args()
     out = Path(args.out)
-    data = out / "data"
-    write_dataset(data, train=args.train, val=args.val, size=32, frames=16, seed=0, workers=2,
-                  classes=args.classes)
+    if args.data:
+        data = Path(args.data).resolve()
+    else:
+        data = out / "data"
+        write_dataset(data, train=args.train, val=args.val, size=32, frames=16, seed=0, workers=2,
+                      classes=args.classes)
     d = {**DATA, "root": str(data)}
-    t0 = time.time()
-    pre = validate(HCMLConfig, {
-        "task": "hcml", "data": d, "model": MODEL,
-        "optim": {"base_lr": 2e-2, "warmup_epochs": 0.5},
-        "train": {"batch_size": 8, "device": "cpu", "log_every": 20, "tensorboard": False},
-        "phases": {"flow_epochs": args.flow_epochs, "level_epochs": args.level_epochs}}, "bench")
-    run_hcml_pretrain(pre, out=str(out / "hcml_pretrain"), resume="auto")
-    pre_s = time.time() - t0
-    rows = []
-    for name, init in (("resnet3d", None), ("hcml", str(out / "hcml_pretrain"))):
-        cfg = validate(FinetuneConfig, {
-            "task": "finetune", "epochs": args.finetune_epochs, "data": d,
-            "model": {"name": name, "init": init, **MODEL},
-            "optim": {"base_lr": 2e-2, "warmup_epochs": 1, "weight_decay": 1e-4, "layer_decay": 1.0},
+    rows, pre_s = [], []
+    for seed in range(args.seeds):
+        sub = out / f"s{seed}" if args.seeds > 1 or args.data else out
+        t0 = time.time()
+        pre = validate(HCMLConfig, {
+            "task": "hcml", "seed": seed, "data": d, "model": MODEL,
+            "optim": {"base_lr": 2e-2, "warmup_epochs": 0.5},
             "train": {"batch_size": 8, "device": "cpu", "log_every": 20, "tensorboard": False},
-            "mixup": {"prob": 0.0}, "eval": {"clips": 2, "crops": 1}, "hcml": MODEL}, "bench")
-        run = out / f"ft_{name}"
-        t1 = time.time()
-        run_finetune(cfg, out=str(run), resume="auto")
-        ev = json.loads((run / "eval.json").read_text())
-        rows.append({"model": name, "top1": ev["top1"], "top5": ev["top5"],
-                     "mean_class_accuracy": ev["mean_class_accuracy"], "wall_s": time.time() - t1})
-        print(json.dumps(rows[-1]), flush=True)
-    dep = deploy_report(out / "ft_hcml")
-    lines = ["| model | top-1 | top-5 | mean class acc. | fine-tune wall s |", "|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['model']} | {r['top1']:.3f} | {r['top5']:.3f} | {r['mean_class_accuracy']:.3f} | "
-                     f"{r['wall_s']:.0f} |")
+            "phases": {"flow_epochs": args.flow_epochs, "level_epochs": args.level_epochs}}, "bench")
+        run_hcml_pretrain(pre, out=str(sub / "hcml_pretrain"), resume="auto")
+        pre_s.append(time.time() - t0)
+        labels = {}
+        if args.label_fraction < 1.0:
+            chosen = stratified_subset(build_samples(pre.data, "train").samples, args.label_fraction, seed)
+            labels = {"train": str(write_list(chosen, sub / "labels.csv"))}
+        for name, init in (("resnet3d", None), ("hcml", str(sub / "hcml_pretrain"))):
+            cfg = validate(FinetuneConfig, {
+                "task": "finetune", "seed": seed, "epochs": args.finetune_epochs, "data": {**d, **labels},
+                "model": {"name": name, "init": init, **MODEL},
+                "optim": {"base_lr": 2e-2, "warmup_epochs": 1, "weight_decay": 1e-4, "layer_decay": 1.0},
+                "train": {"batch_size": 8, "device": "cpu", "log_every": 20, "tensorboard": False},
+                "mixup": {"prob": 0.0}, "eval": {"clips": 2, "crops": 1}, "hcml": MODEL}, "bench")
+            run = sub / f"ft_{name}"
+            t1 = time.time()
+            run_finetune(cfg, out=str(run), resume="auto")
+            ev = json.loads((run / "eval.json").read_text())
+            rows.append({"model": name, "seed": seed, "top1": ev["top1"], "top5": ev["top5"],
+                         "mean_class_accuracy": ev["mean_class_accuracy"], "wall_s": time.time() - t1})
+            print(json.dumps(rows[-1]), flush=True)
+    chance = 1 / len(build_samples(pre.data, "train").class_names or [0])
+    lines = ["| model | top-1 | top-5 | mean class acc. | fine-tune wall s | seeds |", "|---|---|---|---|---|---|"]
+    for name in ("resnet3d", "hcml"):
+        mine = [r for r in rows if r["model"] == name]
+        lines.append(f"| {name} | {spread([r['top1'] for r in mine])} | {spread([r['top5'] for r in mine])} | "
+                     f"{spread([r['mean_class_accuracy'] for r in mine])} | "
+                     f"{statistics.fmean(r['wall_s'] for r in mine):.0f} | {len(mine)} |")
+    diffs = [h["top1"] - b["top1"] for b, h in zip(rows[0::2], rows[1::2], strict=True)]
+    lines += ["", f"Chance {chance:.3f}. Paired top-1 differences (HCML - plain, per seed): "
+              + ", ".join(f"{x:+.3f}" for x in diffs) + f" ({sum(x > 0 for x in diffs)} of {len(diffs)} positive)."]
+    sub = out / "s0" if args.seeds > 1 or args.data else out
+    dep = deploy_report(sub / "ft_hcml")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    md = ["# HCML vs the plain 3-D ResNet backbone (synthetic motion dataset)", "",
+    md = ["# HCML vs the plain 3-D ResNet backbone" + ("" if args.data else " (synthetic motion dataset)"), "",
           f"- date: {time.strftime('%Y-%m-%d')}; commit {commit}; torch {torch.__version__}, {torch.get_num_threads()} threads",
-          f"- command: `.venv/bin/python bench/hcml_vs_backbone.py --finetune-epochs {args.finetune_epochs:g} "
-          f"--flow-epochs {args.flow_epochs:g} --level-epochs {args.level_epochs:g} --train {args.train} --val {args.val} "
-          f"--classes {args.classes}`",
-          f"- data: {args.train} train / {args.val} val synthetic clips, 8 frames (stride 2) at 32x32, {args.classes} motion classes",
+          "- command: `.venv/bin/python bench/hcml_vs_backbone.py " + shlex.join(sys.argv[1:]) + "`",
+          (f"- data: {data}, {args.label_fraction:.0%} of the training labels for fine-tuning; 8 frames (stride 2) at 32x32"
+           if args.data else
+           f"- data: {args.train} train / {args.val} val synthetic clips, 8 frames (stride 2) at 32x32, {args.classes} motion classes"),
           "- backbone: ResNet3D-18 at width 0.25; HCML levels 1-3, beta 4, d 6, s 2",
-          f"- HCML self-supervised phases: flow {args.flow_epochs:g} epochs, {args.level_epochs:g} epochs per level ({pre_s:.0f} s)",
+          f"- HCML self-supervised phases: flow {args.flow_epochs:g} epochs, {args.level_epochs:g} epochs per level "
+          f"({statistics.fmean(pre_s):.0f} s per seed)",
           f"- fine-tuning: {args.finetune_epochs:g} epochs for both, AdamW lr 2e-2 x batch/256, no mixup; test 2 clips",
           "", *lines, "",
           "Deployed HCML (flow network and predictors dropped) against the plain backbone, "
@@ -89,7 +123,7 @@ def main() -> None:
           f"- parameters: {dep['params_deploy']:,} vs {dep['params_backbone']:,} ({100 * dep['params_overhead']:+.1f}%)",
           f"- MACs: {dep['macs_deploy'] / 1e9:.4g} G vs {dep['macs_backbone'] / 1e9:.4g} G ({100 * dep['macs_overhead']:+.1f}%)",
           ""]
-    Path(__file__).with_suffix(".md").write_text("\n".join(md) + "\n")
+    Path(args.md).write_text("\n".join(md) + "\n")
     print("\n".join(lines))
 
 

@@ -405,7 +405,8 @@ def cmd_config_reference(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(out=args.out, quick=args.quick, with_hcml=args.with_hcml, seed=args.seed)
+    return run_demo(out=args.out, quick=args.quick, with_hcml=args.with_hcml, seed=args.seed,
+                    sources=tuple(args.source))
 
 
 # --------------------------------------------------------------------------------------------
@@ -677,10 +678,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a reference line, e.g. chance=0.1 or 'zero output=0.992' (repeatable)")
     p.set_defaults(func=cmd_plot_tradeoff)
 
-    p = sub.add_parser("demo", help="the end-to-end demo on the synthetic dataset")
+    p = sub.add_parser("demo", help="the end-to-end demo on synthetic camera pans")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--quick", action="store_true", help="a smoke run of about two minutes")
     p.add_argument("--with-hcml", action="store_true", help="also train HCML against its plain backbone")
+    p.add_argument("--source", action="append", default=[], metavar="VIDEO",
+                   help="pan over this video's frames (repeatable; default: textured dead-leaves "
+                        "images, no download needed)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
     return parser

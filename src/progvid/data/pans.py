@@ -3,8 +3,7 @@
 The class is the direction; everything else (still, start, speed, zoom) is drawn from one law
 for every class. Stills are frames of real footage (`--source` videos) or, without footage,
 dead-leaves images (occluding discs with a power-law size law: natural images' 1/f spectrum
-and occlusion edges, Lee, Mumford & Huang 2001), each disc carrying its own patch of 1/f
-texture (flat discs leave most hidden patches with nothing to predict but codec noise). This is the small setting in which VideoMAE
+and occlusion edges, Lee, Mumford & Huang 2001). This is the small setting in which VideoMAE
 pre-training measurably learns on 2 CPU cores (bench/mae_small_scale.md): the content is
 textured everywhere, the motion is large enough to see at 32 pixels, and reconstructing a
 hidden patch from other frames needs the motion.
@@ -31,36 +30,17 @@ TRAIN_SHARE = 0.7  # the first 70% of each source's frames feed training clips
 DEAD_LEAVES = 200  # dead-leaves stills per dataset seed (140 train, 60 val)
 SPEED = (1.0, 2.0)  # output pixels per frame
 ZOOM = (1.0, 1.8)  # still pixels per output pixel
-TEXTURE = 30.0  # dead leaves: grey levels of 1/f texture inside each disc (0: flat discs)
 
 
-def pink_noise(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A (size, size) field with a 1/f amplitude spectrum (natural images' falloff), zero mean,
-    unit standard deviation."""
-    fy = np.fft.fftfreq(size)[:, None]
-    fx = np.fft.rfftfreq(size)[None, :]
-    f = np.sqrt(fx * fx + fy * fy)
-    f[0, 0] = np.inf
-    spectrum = (rng.normal(size=f.shape) + 1j * rng.normal(size=f.shape)) / f
-    field = np.fft.irfft2(spectrum, s=(size, size))
-    return ((field - field.mean()) / field.std()).astype(np.float32)
-
-
-def dead_leaves(rng: np.random.Generator, size: int = STILL_SIDE, texture: float = TEXTURE
-                ) -> np.ndarray:
+def dead_leaves(rng: np.random.Generator, size: int = STILL_SIDE) -> np.ndarray:
     """A dead-leaves image, float32 (3, size, size) in [0, 255]: discs painted front to back
     (a disc only covers pixels still empty), radius density ~ r^-3 between 4 px and size/3,
-    colours scattered around one random base colour, a little shading per disc. `texture` > 0
-    gives every disc its own patch of a shared 1/f noise field (random offset, gain up to
-    `texture` grey levels of standard deviation), so surfaces carry detail that moves with
-    them, as real ones do; 0 paints flat discs."""
+    colours scattered around one random base colour, a little shading per disc."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    iy, ix = np.mgrid[0:size, 0:size]
     img = np.zeros((size, size, 3), np.float32)
     filled = np.zeros((size, size), bool)
     rmin, rmax = 4.0, size / 3
     base = rng.uniform(0, 255, 3)
-    noise = pink_noise(rng, size) if texture > 0 else None
     empty = size * size
     for _ in range(4000):
         u = rng.uniform()
@@ -72,13 +52,7 @@ def dead_leaves(rng: np.random.Generator, size: int = STILL_SIDE, texture: float
         box = (slice(y0, y1), slice(x0, x1))
         disc = ((xx[box] - cx) ** 2 + (yy[box] - cy) ** 2 <= r * r) & ~filled[box]
         if disc.any():
-            colour = np.clip(base + rng.normal(0, 70, 3), 0, 255) * rng.uniform(0.85, 1.15)
-            if noise is None:
-                img[box][disc] = colour
-            else:
-                dy, dx = rng.integers(0, size, 2)
-                grain = noise[(iy[box][disc] + dy) % size, (ix[box][disc] + dx) % size]
-                img[box][disc] = colour + rng.uniform(0.3, 1.0) * texture * grain[:, None]
+            img[box][disc] = np.clip(base + rng.normal(0, 70, 3), 0, 255) * rng.uniform(0.85, 1.15)
             filled[box] |= disc
             empty -= int(disc.sum())
             if empty == 0:
@@ -147,4 +121,4 @@ def render_pan(still: torch.Tensor, direction: int, rng: np.random.Generator, *,
     return out.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-__all__ = ["PAN_CLASSES", "dead_leaves", "pick_still", "pink_noise", "render_pan"]
+__all__ = ["PAN_CLASSES", "dead_leaves", "pick_still", "render_pan"]

@@ -48,9 +48,11 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 from evidence import QUIET, data_overrides, subset_list  # bench/ is sys.path[0]
 
 from progvid.config import load_config
+from progvid.config.load import to_plain
 from progvid.data.datasets import build_samples
 from progvid.figures import pyplot, save_figure
 from progvid.loading import load_videomae
@@ -84,16 +86,29 @@ def variants(frames: int) -> dict[str, list[str]]:
            "tpl_global_lr": [tpl, "optim.lr_rule=global"], "tpl_step_decay": [tpl, "optim.lr_rule=step"],
            "random_length": [tpl, "plan.multigrid=true"]}
     out.update({f"stages_{len(s)}": [plan(s)] for s in stages})
+    if SEARCHED:
+        out["searched"] = SEARCHED
     return out
 
 
+SEARCHED: list[str] = []  # --searched FILE: the plan of `progvid search`'s best.yaml
+
+
+def searched_plan(path: str) -> list[str]:
+    """The `plan.stages` override that reproduces a search's best plan (frames, shares, batches)."""
+    stages = to_plain(load_config(path).plan)["stages"]
+    return ["plan.stages=" + json.dumps([{k: v for k, v in st.items() if v is not None} for st in stages])]
+
+
 def label(variant: str, frames: int) -> str:
-    body = variants(frames)[variant][0].split("[", 1)[1]
-    lengths = "/".join(x.split(",")[0] for x in body.split("frames: ")[1:])
-    shares = ", ".join(f"{float(x.split('}')[0]):.3g}" for x in body.split("share: ")[1:])
+    stages = yaml.safe_load(variants(frames)[variant][0].split("=", 1)[1])
+    lengths = "/".join(str(st["frames"]) for st in stages)
+    shares = ", ".join(f"{st['share']:.3g}" for st in stages)
+    if any("batch_size" in st for st in stages):
+        shares += "; batch " + "/".join(str(st.get("batch_size", "-")) for st in stages)
     extra = {"tpl_global_lr": ", one global warm-up + cosine", "tpl_step_decay": ", step decay per stage",
-             "random_length": ", random length per iteration"}.get(variant, "")
-    name = ("VideoMAE" if variant == "videomae" else "TPL" if variant.startswith(("tpl", "random"))
+             "random_length": ", random length per iteration", "searched": ", progvid search's best"}.get(variant, "")
+    name = ("VideoMAE" if variant == "videomae" else "TPL" if variant.startswith(("tpl", "random", "searched"))
             else f"{variant.split('_')[1]} stages")
     return f"{name} {lengths} ({shares}){extra}"
 
@@ -107,6 +122,8 @@ EXPERIMENTS: dict[str, dict] = {
                "title": "Number of stages, budget spread uniformly (seed FIG. 11)"},
     "random": {"variants": ["tpl", "random_length"],
                "title": "Progressive vs random clip length per iteration (seed FIG. 12)"},
+    "search": {"variants": ["videomae", "tpl", "searched"],
+               "title": "progvid search's best plan at the full budget (issue 12 item 6; seed FIG. 5)"},
 }
 def say(text: str) -> None:
     print(f"[tpl_claims {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
@@ -386,9 +403,15 @@ def main() -> int:
     p.add_argument("--ft-set", action="append", default=[])
     p.add_argument("--report", action="store_true", help="only rewrite the report from finished runs")
     p.add_argument("--report-dir", default=str(HERE))
+    p.add_argument("--searched", default=None, metavar="BEST_YAML",
+                   help="progvid search's best.yaml: its plan is the variant `searched` (experiment search)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     args.experiment = args.experiment or ["budget"]
+    if args.searched:
+        SEARCHED[:] = searched_plan(args.searched)
+    elif "search" in args.experiment:
+        raise SystemExit("--experiment search needs --searched BEST_YAML (from progvid search)")
     args.work = str(Path(args.work).resolve())
     args.results = str(Path(args.results).resolve())
     args.data = str(Path(args.data).resolve())

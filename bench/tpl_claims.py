@@ -19,7 +19,11 @@ Experiments (`--experiment`, repeatable; the seed's tables in brackets):
 * `stages`: 1 to 5 stages, (16), (2, 16), (2, 4, 16), (2, 4, 8, 16), (2, 4, 8, 12, 16) with the
   budget spread uniformly, as in the seed's ablation [FIG. 11];
 * `random`: the default plan against a random clip length per iteration among the same lengths
-  (multigrid-style) [FIG. 12].
+  (multigrid-style) [FIG. 12];
+* `dual`: VideoMAE and TPL, each with and without VideoMAE V2's decoder masking (running
+  cells, ratio 0.5) [issue 13's accuracy table];
+* `search`: `progvid search`'s best plan (`--searched best.yaml`) against the default plan and
+  the baseline [issue 12 item 6; the seed's FIG. 5].
 The ablations run at the largest budget. Runs go `--jobs` at a time (one torch thread each) in
 subprocesses; a run folder with `result.json` is finished and is not redone, so an interrupted
 sweep resumes, and `--report` rewrites the tables and plots from what exists.
@@ -84,13 +88,15 @@ def variants(frames: int) -> dict[str, list[str]]:
         raise SystemExit(f"--frames {frames}: plans are defined for 8 and 16")
     out = {"videomae": [plan([frames])], "tpl": [tpl],
            "tpl_global_lr": [tpl, "optim.lr_rule=global"], "tpl_step_decay": [tpl, "optim.lr_rule=step"],
-           "random_length": [tpl, "plan.multigrid=true"]}
+           "random_length": [tpl, "plan.multigrid=true"],
+           "videomae_dual": [plan([frames]), *DUAL], "tpl_dual": [tpl, *DUAL]}
     out.update({f"stages_{len(s)}": [plan(s)] for s in stages})
     if SEARCHED:
         out["searched"] = SEARCHED
     return out
 
 
+DUAL = ["model.decoder_mask=running_cell", "model.decoder_mask_ratio=0.5"]  # VideoMAE V2's decoder masking
 SEARCHED: list[str] = []  # --searched FILE: the plan of `progvid search`'s best.yaml
 
 
@@ -107,8 +113,9 @@ def label(variant: str, frames: int) -> str:
     if any("batch_size" in st for st in stages):
         shares += "; batch " + "/".join(str(st.get("batch_size", "-")) for st in stages)
     extra = {"tpl_global_lr": ", one global warm-up + cosine", "tpl_step_decay": ", step decay per stage",
-             "random_length": ", random length per iteration", "searched": ", progvid search's best"}.get(variant, "")
-    name = ("VideoMAE" if variant == "videomae" else "TPL" if variant.startswith(("tpl", "random", "searched"))
+             "random_length": ", random length per iteration", "searched": ", progvid search's best",
+             "videomae_dual": ", dual masking", "tpl_dual": ", dual masking"}.get(variant, "")
+    name = ("VideoMAE" if variant.startswith("videomae") else "TPL" if variant.startswith(("tpl", "random", "searched"))
             else f"{variant.split('_')[1]} stages")
     return f"{name} {lengths} ({shares}){extra}"
 
@@ -122,6 +129,8 @@ EXPERIMENTS: dict[str, dict] = {
                "title": "Number of stages, budget spread uniformly (seed FIG. 11)"},
     "random": {"variants": ["tpl", "random_length"],
                "title": "Progressive vs random clip length per iteration (seed FIG. 12)"},
+    "dual": {"variants": ["videomae", "videomae_dual", "tpl", "tpl_dual"],
+             "title": "Decoder masking (VideoMAE V2, running cells, ratio 0.5) with and without TPL (issue 13)"},
     "search": {"variants": ["videomae", "tpl", "searched"],
                "title": "progvid search's best plan at the full budget (issue 12 item 6; seed FIG. 5)"},
 }

@@ -364,7 +364,25 @@ def budget_summary(groups: dict, budgets: list[float]) -> list[str]:
                                 for f in ("pflops", "wall_seconds", "cpu_seconds"))
             out.append(f"| {what} | {shown} | {cost['pflops']:.2f}x the baseline's "
                        f"FLOPs | {ratios} |")
+    out += ["", "TPL at each budget minus VideoMAE at the largest, paired by seed (mean +- standard "
+            "deviation of the differences; the FLOPs ratio in brackets):", "",
+            "| measure | " + " | ".join(f"TPL N_e {b:g} ({ratio(groups, b, budgets[0]):.2f}x)" for b in budgets) + " |",
+            "|---|" + "---|" * len(budgets)]
+    for key, what, _sign in MEASURES:
+        cells = []
+        for b in budgets:
+            base = {r["seed"]: r[key] for r in groups.get(f"videomae/{budgets[0]:g}", []) if key in r}
+            diffs = [r[key] - base[r["seed"]] for r in groups.get(f"tpl/{b:g}", [])
+                     if key in r and r["seed"] in base]
+            cells.append(fmt((statistics.fmean(diffs), statistics.stdev(diffs) if len(diffs) > 1 else 0.0),
+                             3 if key != "val_loss" else 4) + f" (n {len(diffs)})" if diffs else "")
+        out.append(f"| {what} | " + " | ".join(cells) + " |")
     return [*out, ""]
+
+
+def ratio(groups: dict, b: float, ref: float) -> float:
+    tpl, base = stat(groups.get(f"tpl/{b:g}", []), "pflops"), stat(groups.get(f"videomae/{ref:g}", []), "pflops")
+    return tpl[0] / base[0] if tpl and base else float("nan")
 
 
 def plot_budget(args, groups: dict, budgets: list[float], chance: float, rand: list, scratch: list) -> None:

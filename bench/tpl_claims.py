@@ -19,7 +19,8 @@ Experiments (`--experiment`, repeatable; the seed's tables in brackets):
 * `stages`: 1 to 5 stages, (16), (2, 16), (2, 4, 16), (2, 4, 8, 16), (2, 4, 8, 12, 16) with the
   budget spread uniformly, as in the seed's ablation [FIG. 11];
 * `random`: the default plan against a random clip length per iteration among the same lengths
-  (multigrid-style) [FIG. 12];
+  (multigrid-style) [FIG. 12], drawn in the plan's proportions (the same mix and FLOPs, only
+  the order differs) and equally often (more long clips: more FLOPs);
 * `dual`: VideoMAE and TPL, each with and without VideoMAE V2's decoder masking (running
   cells, ratio 0.5) [issue 13's accuracy table];
 * `search`: `progvid search`'s best plan (`--searched best.yaml`) against the default plan and
@@ -89,6 +90,7 @@ def variants(frames: int) -> dict[str, list[str]]:
     out = {"videomae": [plan([frames])], "tpl": [tpl],
            "tpl_global_lr": [tpl, "optim.lr_rule=global"], "tpl_step_decay": [tpl, "optim.lr_rule=step"],
            "random_length": [tpl, "plan.multigrid=true"],
+           "random_uniform": [tpl, "plan.multigrid=true", "plan.multigrid_mix=uniform"],
            "videomae_dual": [plan([frames]), *DUAL], "tpl_dual": [tpl, *DUAL]}
     out.update({f"stages_{len(s)}": [plan(s)] for s in stages})
     if SEARCHED:
@@ -113,7 +115,8 @@ def label(variant: str, frames: int) -> str:
     if any("batch_size" in st for st in stages):
         shares += "; batch " + "/".join(str(st.get("batch_size", "-")) for st in stages)
     extra = {"tpl_global_lr": ", one global warm-up + cosine", "tpl_step_decay": ", step decay per stage",
-             "random_length": ", random length per iteration", "searched": ", progvid search's best",
+             "random_length": ", random length per iteration (the plan's mix)",
+             "random_uniform": ", random length per iteration (each length equally often)", "searched": ", progvid search's best",
              "videomae_dual": ", dual masking", "tpl_dual": ", dual masking"}.get(variant, "")
     name = ("VideoMAE" if variant.startswith("videomae") else "TPL" if variant.startswith(("tpl", "random", "searched"))
             else f"{variant.split('_')[1]} stages")
@@ -127,7 +130,7 @@ EXPERIMENTS: dict[str, dict] = {
                  "title": "Learning-rate rule across stages (seed FIG. 9)"},
     "stages": {"variants": ["videomae", "stages_2", "stages_3", "stages_4", "stages_5"],  # those defined
                "title": "Number of stages, budget spread uniformly (seed FIG. 11)"},
-    "random": {"variants": ["tpl", "random_length"],
+    "random": {"variants": ["tpl", "random_length", "random_uniform"],
                "title": "Progressive vs random clip length per iteration (seed FIG. 12)"},
     "dual": {"variants": ["videomae", "videomae_dual", "tpl", "tpl_dual"],
              "title": "Decoder masking (VideoMAE V2, running cells, ratio 0.5) with and without TPL (issue 13)"},

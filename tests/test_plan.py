@@ -109,6 +109,32 @@ def test_multigrid_runs(synth_dir: Path, tmp_path: Path) -> None:
     assert {r["frames"] for r in rows} == {2, 4} and {r["stage"] for r in rows} == {0}
 
 
+@pytest.mark.parametrize("mix", ["plan", "uniform"])
+def test_multigrid_draws_the_plans_mix_of_lengths(mix: str) -> None:
+    """plan mix: each length as often as TPL's plan trains it (same FLOPs in expectation, only the
+    order differs, seed FIG. 12); uniform: equally often. Drawn per step, seeded."""
+    from types import SimpleNamespace
+
+    from progvid.engine.trainer import Trainer
+
+    cfg = cfg_with(TPL, plan={"stages": TPL, "multigrid": True, "multigrid_mix": mix})
+    tpl = build_plan(cfg_with(TPL), 100)
+    flops = {2: 1.0, 4: 2.5, 8: 6.0, 16: 14.0}
+    sched = build_schedule(cfg, build_plan(cfg, 100), flops_per_clip=flops.get)
+    (stage,) = sched.stages
+    total = sum(p.steps for p in tpl)
+    assert stage.steps == total
+    want = [p.steps / total for p in tpl] if mix == "plan" else [0.25] * 4
+    counts = {2: 0, 4: 0, 8: 0, 16: 0}
+    for step in range(4000):
+        counts[Trainer._shape_at(SimpleNamespace(settings=SimpleNamespace(seed=0), step=step), stage).frames] += 1
+    assert [counts[f] / 4000 for f in (2, 4, 8, 16)] == pytest.approx(want, abs=0.03)
+    expected = sum(w * flops[f] for w, f in zip(want, (2, 4, 8, 16), strict=True))
+    assert stage.flops_per_clip == pytest.approx(expected)
+    if mix == "plan":  # the FLOPs of the TPL run it stands beside
+        assert stage.flops_per_clip * total == pytest.approx(sum(p.steps * flops[p.frames] for p in tpl))
+
+
 def test_keep_span_sampling() -> None:
     cfg = cfg_with(TPL, data={"sampling_rate": 2}, plan={"stages": TPL, "temporal": "span"})
     assert [p.sampling_rate for p in build_plan(cfg, 100)] == [16, 8, 4, 2]  # 32 frames of time

@@ -118,6 +118,7 @@ class Stage:
     sampling_rate: int | None = None  # frame stride of this stage's clips (None: data config)
     clips_per_decode: int = 1  # training clips cut from one decoded video
     frame_choices: tuple[ClipShape, ...] = ()
+    frame_weights: tuple[float, ...] = ()  # the choices' probabilities (empty: equally likely)
     reset_optimizer: bool = False
     phase: int = 0
 

@@ -547,6 +547,8 @@ class Trainer:
         if not stage.frame_choices:
             return stage.shape
         rng = np.random.default_rng([self.settings.seed, self.step, 31])
+        if stage.frame_weights:
+            return stage.frame_choices[int(rng.choice(len(stage.frame_choices), p=stage.frame_weights))]
         return stage.frame_choices[int(rng.choice(len(stage.frame_choices)))]
 
     def _epoch(self, step_in_stage: int, loader: DataLoader) -> float:

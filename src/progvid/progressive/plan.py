@@ -170,16 +170,23 @@ def build_schedule(cfg: PretrainConfig, planned: list[PlannedStage],
             reset_optimizer=cfg.optim.reset_between_stages))
         offset += p.steps
     if cfg.plan.multigrid:
-        # multigrid baseline (seed FIG. 12): one stage, the clip length drawn per iteration from
-        # the plan's lengths; the budget is the plan's total steps at the mean clip cost
+        # multigrid baseline (seed FIG. 12): one stage of the plan's total steps, the clip length
+        # drawn per iteration from the plan's lengths. "plan" draws each length in proportion to
+        # the steps the plan gives it, so the run sees TPL's mix of lengths (and its FLOPs, in
+        # expectation) in random order: only the order differs. "uniform" draws them equally often.
         choices = tuple(dataclasses.replace(s.shape, clips_per_decode=_divisor_at_most(
             first.batch_size, s.clips_per_decode)) for s in stages)
-        mean_flops = sum(c.flops_per_clip for c in choices) / len(choices)
+        if cfg.plan.multigrid_mix == "plan":
+            weights = tuple(p.steps / total for p in planned)
+        else:
+            weights = tuple(1 / len(choices) for _ in choices)
+        mean_flops = sum(w * c.flops_per_clip for w, c in zip(weights, choices, strict=True))
         lr = CosineLR(first.lr, first.min_lr, global_warmup, total)
         stages = [Stage(steps=total, num_frames=max(c.frames for c in choices),
                         batch_size=first.batch_size, lr=lr, name="multigrid",
                         flops_per_clip=mean_flops, sampling_rate=first.sampling_rate,
-                        frame_choices=choices)]
+                        frame_choices=choices,
+                        frame_weights=weights if cfg.plan.multigrid_mix == "plan" else ())]
     return Schedule(tuple(stages))
 
 

@@ -153,7 +153,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, with_hcml: bool
     from .viz import recon_from_checkpoint
 
     size = QUICK if quick else FULL
-    out = Path(out) / ("quick" if quick else "full")
+    out = Path(out).resolve() / ("quick" if quick else "full")  # list paths resolve against data.root
     data = out / "data"
     t_demo = time.time()
     _say(f"camera-pan dataset over {_content(sources)} -> {data}")

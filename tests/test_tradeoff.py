@@ -76,9 +76,12 @@ def test_plot_and_errors(runs: list[Path], tmp_path: Path) -> None:
                       levels={"chance": 0.1, "random-init encoder": 0.3})
     finally:
         tradeoff.save_figure = save
-    for ax in figs[0].axes:  # both panels carry the two reference lines, labelled
+    for ax in figs[0].axes:  # both panels carry the two reference lines, labelled, in percent
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
-        assert {"chance (0.1)", "random-init encoder (0.3)"} <= set(labels)
+        assert {"chance (10%)", "random-init encoder (30%)"} <= set(labels)
+        flat = sorted(line.get_ydata()[0] for line in ax.get_lines()
+                      if line.get_label().startswith(("chance", "random-init")))
+        assert flat == pytest.approx([10.0, 30.0])  # on the points' scale (top-1 in %)
     from progvid.cli import main
 
     assert main(["plot", "tradeoff", *map(str, runs), "--out", str(tmp_path / "c.png"),

@@ -126,7 +126,8 @@ def plot_tradeoff(run_dirs: Iterable[str | Path], out_png: str | Path, *, group_
                   levels: dict[str, float] | None = None) -> Path:
     """`metric` (top-1, or the held-out MAE loss recorded next to it) vs training PFLOPs (left)
     and vs epochs at 16 frames (right), one curve per group; `levels` are reference values
-    (chance, random init, a trivial predictor), drawn as labelled horizontal lines."""
+    (chance, random init, a trivial predictor), drawn as labelled horizontal lines (top-1
+    levels as fractions or percentages, like the points)."""
     if metric not in METRICS:
         raise ProgvidError(f"--metric: unknown metric {metric!r} (one of {', '.join(METRICS)})")
     field, ylabel = METRICS[metric]
@@ -149,9 +150,11 @@ def plot_tradeoff(run_dirs: Iterable[str | Path], out_png: str | Path, *, group_
             ax.plot([p[key] for p in pts_sorted], [p[field] for p in pts_sorted],
                     marker=markers[i % len(markers)], color=f"C{i}", label=name)
     for j, (label, value) in enumerate((levels or {}).items()):
+        # top-1 is plotted in percent: a level given as a fraction is drawn on the same scale
+        shown = value * 100 if metric == "top1" and value <= 1.0 else value
         for ax in axes:
-            ax.axhline(value, color="0.35", linestyle=("--", ":", "-.")[j % 3], linewidth=1.2,
-                       label=f"{label} ({value:.4g})")
+            ax.axhline(shown, color="0.35", linestyle=("--", ":", "-.")[j % 3], linewidth=1.2,
+                       label=f"{label} ({shown:.4g}{'%' if metric == 'top1' else ''})")
     axes[0].set_xlabel(PFLOPS_LABEL)
     axes[1].set_xlabel(EPOCHS_LABEL)
     axes[0].set_ylabel(ylabel)

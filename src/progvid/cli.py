@@ -683,8 +683,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a smoke run of about two minutes")
     p.add_argument("--with-hcml", action="store_true", help="also train HCML against its plain backbone")
     p.add_argument("--source", action="append", default=[], metavar="VIDEO",
-                   help="pan over this video's frames (repeatable; default: textured dead-leaves "
-                        "images, no download needed)")
+                   help="pan over this video's frames (repeatable; default: dead-leaves images, "
+                        "on which pre-training barely learns, no download needed)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
     return parser

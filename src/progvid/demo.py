@@ -1,6 +1,6 @@
 """`progvid demo`: the end-to-end tour on synthetic camera pans, CPU only, no downloads.
 
-1. write a camera-pan dataset (`progvid synth --kind pan`: 8 pan directions over textured
+1. write a camera-pan dataset (`progvid synth --kind pan`: 8 pan directions over
    dead-leaves images, or over `--source` videos' frames; cached) and check it;
 2. pre-train the VideoMAE baseline (`pan_videomae`) and TPL (`pan_tpl`, 2/4/8 frames) at the
    same budget and at half of it: the setting where pre-training measurably learns on 2 CPU
@@ -235,7 +235,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, with_hcml: bool
     total = time.time() - t_demo
     print(f"\n{label}\n\n{table}\n\n{verdict}\n" + (f"\n{hcml_table}\n" if hcml_table else ""))
     (out / "report.md").write_text(_report(label, size, table, verdict, hcml_table, total,
-                                           len(subset), _content(sources)))
+                                           len(subset), sources))
     (out / "results.json").write_text(json.dumps(
         {"pretrain": rows, "reference": reference, "hcml": hcml_rows, "seconds": total}, indent=2))
     _say(f"wrote {out / 'report.md'}, {out / 'tradeoff.png'}, {out / 'recon.png'}"
@@ -245,7 +245,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, with_hcml: bool
 
 def _content(sources: tuple[str, ...]) -> str:
     if not sources:
-        return "textured dead-leaves images"
+        return "dead-leaves images"
     return "the frames of " + ", ".join(Path(s).name for s in sources)
 
 
@@ -315,14 +315,14 @@ def _hcml_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _report(label: str, size: DemoSize, table: str, verdict: str, hcml_table: str, total: float,
-            labelled: int, content: str) -> str:
+            labelled: int, sources: tuple[str, ...]) -> str:
     parts = [
         f"# progvid demo ({label})", "",
-        f"Synthetic camera pans over {content}: {size.train} training and {size.val} validation "
+        f"Synthetic camera pans over {_content(sources)}: {size.train} training and {size.val} validation "
         "clips, 32x32, 8 classes (the pan direction; content, start, speed and zoom drawn from "
         "one law for every class; validation clips pan over images the training clips never "
         "show). Everything ran on the CPU.", "",
-        *([] if "dead-leaves" not in content else [
+        *([] if sources else [
             "Without footage the pans go over dead-leaves images, on which pre-training at this "
             "scale barely learns (bench/mae_small_scale.md: the held-out loss stays at the zero "
             "level). `make demo` fetches three short real videos with pip (`make footage`, into "

@@ -30,6 +30,8 @@ import torch
 from progvid.models import videomae
 from progvid.progressive.flops import model_flops
 
+READING = "\n## Reading\n"  # a hand-written section of the report that a rewrite keeps
+
 
 def step_time(model: torch.nn.Module, video: torch.Tensor, opt: torch.optim.Optimizer,
               gen: torch.Generator, precision: str) -> float:
@@ -114,7 +116,10 @@ def main() -> int:
     report = "\n".join(lines) + "\n"
     print(report)
     if args.out:
-        Path(args.out).write_text(report)
+        path = Path(args.out)
+        if path.exists() and READING in path.read_text():  # the hand-written reading is kept
+            report += READING + path.read_text().split(READING, 1)[1]
+        path.write_text(report)
     return 0
 
 

@@ -39,7 +39,7 @@ lint: setup
 	$(BIN)/ruff check src tests bench
 
 # Wheels the (offline) GPU machine lacks, for Python 3.12 on x86-64 Linux, into gpu_bundle/
-# (git-ignored, under 64 MiB; it travels with the working tree). See bench/gpu_check.md.
+# (git-ignored; it and the working tree it travels with stay under 64 MiB). See bench/gpu_check.md.
 gpu-bundle:
 	$(PYTHON) bench/gpu_bundle.py --dest gpu_bundle
 

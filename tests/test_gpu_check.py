@@ -124,3 +124,16 @@ def test_install_requirements_leave_the_machines_torch_alone() -> None:
     names = {r.split(">")[0].split("=")[0].split("<")[0] for r in reqs}
     assert {"av", "pydantic", "pyyaml", "matplotlib", "pytest"} <= names
     assert not names & {"torch", "numpy", "tensorboard", "ruff"}
+
+
+def test_bundle_limit_counts_the_working_tree(tmp_path: Path) -> None:
+    """The device tool sends the tree and the bundle together: the size check counts tracked and
+    untracked-not-ignored files, not ignored ones."""
+    gb = _bench_module("gpu_bundle")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text("ignored/\n")
+    (tmp_path / "kept.bin").write_bytes(b"x" * 1000)
+    (tmp_path / "ignored").mkdir()
+    (tmp_path / "ignored" / "big.bin").write_bytes(b"x" * 100_000)
+    assert gb.tree_bytes(tmp_path) == 1000 + len("ignored/\n")
+    assert gb.tree_bytes(tmp_path / "nowhere") == 0  # no such folder: git cannot run there, nothing counted

@@ -38,10 +38,10 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests bench
 
-# Wheels the (offline) GPU machine lacks, for Python 3.12 on x86-64 Linux, into gpu_bundle/
+# Wheels the (offline) GPU machine lacks, for Python 3.12 on x86-64 Linux, and the footage, into gpu_bundle/
 # (git-ignored; it and the working tree it travels with stay under 64 MiB). See bench/gpu_check.md.
-gpu-bundle:
-	$(PYTHON) bench/gpu_bundle.py --dest gpu_bundle
+gpu-bundle: footage
+	$(PYTHON) bench/gpu_bundle.py --dest gpu_bundle --footage $(FOOTAGE)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

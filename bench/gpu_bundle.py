@@ -1,6 +1,7 @@
 """`make gpu-bundle`: download the wheels the GPU machine lacks, for Python 3.12 on x86-64 Linux.
 
     python3 bench/gpu_bundle.py [--dest gpu_bundle] [--pins bench/gpu_bundle.txt] [--max-mib 64]
+                                [--footage data/footage]
 
 Runs on a CPU machine with network access (pip and its configured index). Downloads every wheel
 pinned in bench/gpu_bundle.txt (binary only, no dependency resolution: the list is the closure),
@@ -11,6 +12,9 @@ then checks, and fails loudly (exit 1) unless:
   GPU machine's torch / transformers / torchvision installation brings);
 - the folder, with the working tree it travels beside (the files git tracks and the untracked ones it
   does not ignore: what the device tool sends), holds less than --max-mib MiB (64 MiB at most).
+With `--footage DIR` (`make gpu-bundle` passes data/footage, which `make footage` fetches) its
+videos are copied into DEST/footage/ (counted in the size), so that the GPU check's evidence part
+pans over real footage on the offline machine (bench/gpu_check.py passes them as `--footage`).
 Idempotent: when MANIFEST.json matches the pins and the files, nothing is downloaded.
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -150,11 +155,29 @@ def tree_bytes(root: Path = ROOT) -> int:
     return sum(p.stat().st_size for p in paths if p.is_file() and not p.is_symlink())
 
 
+def copy_footage(src: Path, dest: Path) -> dict[str, int]:
+    """Copy src's videos (.mp4, .mkv, .avi, .webm) into dest, replacing what was there; returns
+    {"footage/NAME": bytes}. A folder without videos is an error: the GPU run would pan over
+    dead leaves without saying so."""
+    kinds = {".mp4", ".mkv", ".avi", ".webm"}
+    found = sorted(p for p in src.glob("*") if p.suffix.lower() in kinds and p.is_file()) if src.is_dir() else []
+    if not found:
+        raise SystemExit(f"gpu-bundle: --footage {src}: no videos there (make footage fetches them)")
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for p in found:
+        shutil.copyfile(p, dest / p.name)
+    return {f"footage/{p.name}": p.stat().st_size for p in found}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dest", type=Path, default=ROOT / "gpu_bundle")
     ap.add_argument("--pins", type=Path, default=ROOT / "bench" / "gpu_bundle.txt")
     ap.add_argument("--max-mib", type=float, default=64.0)
+    ap.add_argument("--footage", type=Path, default=None,
+                    help="copy this folder's videos into DEST/footage/ (the GPU evidence preset's camera pans)")
     args = ap.parse_args(argv)
 
     pins = read_pins(args.pins)
@@ -177,8 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         download(pins, dest)
 
     wheels, problems = verify(pins, dest)
+    videos = copy_footage(args.footage, dest / "footage") if args.footage else {}
     files = {p.name: p.stat().st_size for p in sorted(dest.iterdir())
              if p.is_file() and p.name != "MANIFEST.json"}
+    files.update(videos)
     total = sum(files.values())
     for name, size in sorted(files.items(), key=lambda kv: -kv[1]):
         print(f"  {size / 2**20:7.2f} MiB  {name}")

@@ -837,6 +837,9 @@ def cmd_evidence(args: argparse.Namespace) -> int:
     helptext = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
                               text=True, timeout=60).stdout
     cmd = [sys.executable, str(script), "--preset", "gpu"]
+    footage = sorted((ROOT / "gpu_bundle" / "footage").glob("*.mp4"))  # make gpu-bundle copies them
+    for video in footage if "--footage" in helptext else []:
+        cmd += ["--footage", str(video)]
     if "--minutes" in helptext:
         cmd += ["--minutes", f"{max((budget - 20) / 60, 0.5):.1f}"]
     if "--json" in helptext:
@@ -850,9 +853,10 @@ def cmd_evidence(args: argparse.Namespace) -> int:
                         for k, v in r.items() if not isinstance(v, list | dict))[:400]
     except ValueError:
         key = last[:300]
+    over = f"pans over {len(footage)} footage videos" if footage and "--footage" in helptext else "dead-leaves pans"
     if rc == -9:
-        return finish(out, FAIL, f"timed out after {budget:.0f} s | {key}")
-    return finish(out, PASS if rc == 0 else FAIL, f"rc {rc} | {key}")
+        return finish(out, FAIL, f"timed out after {budget:.0f} s | {over} | {key}")
+    return finish(out, PASS if rc == 0 else FAIL, f"rc {rc} | {over} | {key}")
 
 
 # --------------------------------------------------------------------------------------------

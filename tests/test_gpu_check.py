@@ -137,3 +137,18 @@ def test_bundle_limit_counts_the_working_tree(tmp_path: Path) -> None:
     (tmp_path / "ignored" / "big.bin").write_bytes(b"x" * 100_000)
     assert gb.tree_bytes(tmp_path) == 1000 + len("ignored/\n")
     assert gb.tree_bytes(tmp_path / "nowhere") == 0  # no such folder: git cannot run there, nothing counted
+
+
+def test_bundle_carries_the_footage(tmp_path: Path) -> None:
+    """`--footage DIR` copies the videos into DEST/footage/ (replacing old ones); none is an error."""
+    gb = _bench_module("gpu_bundle")
+    src, dest = tmp_path / "src", tmp_path / "bundle" / "footage"
+    src.mkdir()
+    (src / "a.mp4").write_bytes(b"v" * 10)
+    (src / "notes.txt").write_text("not a video")
+    dest.mkdir(parents=True)
+    (dest / "old.mp4").write_bytes(b"o")
+    assert gb.copy_footage(src, dest) == {"footage/a.mp4": 10}
+    assert sorted(p.name for p in dest.iterdir()) == ["a.mp4"]
+    with pytest.raises(SystemExit, match="no videos there"):
+        gb.copy_footage(tmp_path / "empty", dest)

@@ -236,5 +236,16 @@ commit=$(git -C "$ROOT" rev-parse --short HEAD 2> /dev/null || echo "n/a (no git
 } > "$OUT/summary.md"
 echo
 cat "$OUT/summary.md"
+# The device tool brings back at most 8 files from $OUT: every part's folder goes into one
+# archive beside summary.md (GPU_CHECK_PACK=0 keeps the folders, as the rehearsal test does).
+if [ "${GPU_CHECK_PACK:-1}" != 0 ]; then
+  parts_present=()
+  for p in "${PARTS[@]}"; do [ -d "$OUT/$p" ] && parts_present+=("$p"); done
+  if [ ${#parts_present[@]} -gt 0 ] && tar -czf "$WORK/parts.tar.gz" -C "$OUT" "${parts_present[@]}"; then
+    for p in "${parts_present[@]}"; do rm -rf "${OUT:?}/$p"; done
+    mv "$WORK/parts.tar.gz" "$OUT/parts.tar.gz"
+    echo "every part's files: $OUT/parts.tar.gz ($(du -h "$OUT/parts.tar.gz" | cut -f1))"
+  fi
+fi
 if grep -qE '^\| [a-z]+ \| (FAIL|TIMEOUT) \|' "$OUT/summary.md"; then exit 1; fi
 exit 0

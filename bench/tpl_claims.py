@@ -32,6 +32,14 @@ sweep resumes, and `--report` rewrites the tables and plots from what exists.
     progvid synth /tmp/pan16 --kind pan --train 1600 --val 400 --size 32 --source bigbuckbunny.mp4 ...
     .venv/bin/python bench/tpl_claims.py --data /tmp/pan16 --work /tmp/claims --experiment budget --ft
     .venv/bin/python bench/tpl_claims.py --data /tmp/pan16 --work /tmp/claims --report
+    python bench/tpl_claims.py --preset gpu --footage a.mp4 ...   # one GPU, 8 minutes, data written there
+
+`--preset gpu` is the budget experiment at GPU scale (issue 12 item 5): the seed's 16-frame plans
+on bench/evidence.py's GPU setting (pan_videomae / pan_vit at 64 px, patch 8, width 192, depth 6,
+bf16 on cuda, 2,500 pan clips written on the machine over `--footage` videos, else dead leaves),
+3 seeds, 3 runs sharing the GPU, `--minutes 7`; results and report under --work. `--minutes`
+caps any sweep: at it nothing starts, running runs stop (a rerun resumes them), and the report
+says how many did not finish. `--preset rehearsal` runs the same logic at CPU-test size.
 """
 # ruff: noqa: E402
 
@@ -46,6 +54,7 @@ import json
 import platform
 import resource
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -54,11 +63,13 @@ from pathlib import Path
 
 import torch
 import yaml
-from evidence import QUIET, data_overrides, subset_list  # bench/ is sys.path[0]
+from evidence import PRESETS as EVIDENCE_PRESETS  # bench/ is sys.path[0]
+from evidence import QUIET, data_overrides, subset_list
 
 from progvid.config import load_config
 from progvid.config.load import to_plain
 from progvid.data.datasets import build_samples
+from progvid.engine.distributed import resolve_device
 from progvid.figures import pyplot, save_figure
 from progvid.loading import load_videomae
 from progvid.tasks.evaluate import mae_val_levels, probe_encoder
@@ -162,7 +173,7 @@ def run_one(args: argparse.Namespace, key: str) -> dict:
     folder = Path(args.work) / key.replace("/", "_")
     torch.set_num_threads(1)
     pre_cfg = load_config(args.pretrain, [*common(args, seed), *args.pre_set])
-    dev = "cpu"
+    dev = resolve_device(pre_cfg.train.device)  # probes and levels where the run trained
     row: dict = {"key": key, "seed": seed}
     subset = Path(args.work) / f"subset_s{seed}.csv"
     if args.ft and not subset.exists():
@@ -232,19 +243,42 @@ def result_path(args: argparse.Namespace, key: str) -> Path:
     return Path(args.results) / (key.replace("/", "_") + ".json")
 
 
-def sweep(args: argparse.Namespace) -> None:
+def stop(key: str, proc: subprocess.Popen) -> None:
+    """End a run and its loader workers (its own process group): SIGTERM (the engine saves and
+    exits), then SIGKILL after 30 s."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+    say(f"{key}: stopped at the --minutes deadline (its folder resumes on a rerun)")
+
+
+def sweep(args: argparse.Namespace, deadline: float | None = None) -> int:
+    """Run what is missing, `--jobs` at a time; at `deadline` (time.time()) start nothing more
+    and stop what runs. Returns how many wanted runs did not finish."""
     todo = [k for k in wanted(args) if not result_path(args, k).exists()]
     say(f"{len(todo)} runs to do, {args.jobs} at a time")
     running: dict[str, subprocess.Popen] = {}
-    passthrough = [a for a in sys.argv[1:] if a not in ("--report",)]
+    passthrough = [*(a for a in sys.argv[1:] if a not in ("--report",)),  # a preset's paths made explicit
+                   "--data", args.data, "--results", args.results]
     while todo or running:
+        if deadline is not None and time.time() >= deadline:
+            for key, proc in running.items():
+                stop(key, proc)
+            say(f"--minutes deadline: {len(running)} run(s) stopped, {len(todo)} not started")
+            return len(running) + len(todo)
         while todo and len(running) < args.jobs:
             key = todo.pop(0)
             log = Path(args.work) / (key.replace("/", "_") + ".log")
             log.parent.mkdir(parents=True, exist_ok=True)
             say(f"start {key}")
             running[key] = subprocess.Popen([sys.executable, __file__, *passthrough, "--one", key],
-                                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+                                            stdout=log.open("w"), stderr=subprocess.STDOUT,
+                                            start_new_session=True)
         time.sleep(2)
         for key, proc in list(running.items()):
             if proc.poll() is not None:
@@ -253,6 +287,7 @@ def sweep(args: argparse.Namespace) -> None:
                 say(f"{key}: {state}")
                 if proc.returncode == 0:
                     say(result_path(args, key).read_text().strip())
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,11 +337,14 @@ def report(args: argparse.Namespace) -> str:
     rand = groups.get("random_init", [])
     scratch = groups.get("scratch", [])
     budgets = sorted({float(k.split("/")[1]) for k in groups if k.count("/") == 1}, reverse=True)
+    gpu = "cuda" in " ".join(args.set) and torch.cuda.is_available()
     lines = [
-        "# The TPL seed's claims at CPU scale (bench/tpl_claims.py)", "",
+        f"# The TPL seed's claims at {'GPU' if gpu else 'CPU'} scale (bench/tpl_claims.py)", "",
         f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; machine: {os.cpu_count()} CPUs, "
-        f"{platform.machine()}, torch {torch.__version__}, one torch thread per run, "
-        f"{args.jobs} runs side by side.", "",
+        f"{platform.machine()}, " + (f"{torch.cuda.get_device_name(0)}, " if gpu else "")
+        + f"torch {torch.__version__}, one torch thread per run, {args.jobs} runs side by side.", "",
+        *([f"**Stopped at the --minutes {args.minutes:g} deadline: {args.unfinished} wanted run(s) did not "
+           "finish**; the tables hold the runs that did (n per row).", ""] if getattr(args, "unfinished", 0) else []),
         "```", "python bench/tpl_claims.py " + shlex.join(a for a in sys.argv[1:] if a != "--report"), "```", "",
         f"Chance {chance:.3f}. Random-init encoder (same architecture, per seed): linear probe "
         f"{fmt(stat(rand, 'probe'))}, kNN {fmt(stat(rand, 'knn'))}, held-out loss "
@@ -315,8 +353,8 @@ def report(args: argparse.Namespace) -> str:
         + (f" Fine-tuning from scratch on {args.label_fraction:.0%} of the labels: "
            f"{fmt(stat(scratch, 'finetune'))}." if scratch else ""), "",
         "Each cell is mean +- standard deviation over seeds (n in the last column). PFLOPs are "
-        "training multiply-accumulates; wall and CPU seconds are per run, with two runs "
-        "sharing the two cores.", "",
+        f"training multiply-accumulates; wall and CPU seconds are per run, with {args.jobs} runs "
+        "side by side.", "",
     ]
     for name in args.experiment:
         exp = EXPERIMENTS[name]
@@ -334,7 +372,7 @@ def report(args: argparse.Namespace) -> str:
                     f"{fmt(stat(rows, 'probe'))} | {fmt(stat(rows, 'knn'))} | {fmt(stat(rows, 'finetune'))} | "
                     f"{fmt(stat(rows, 'val_loss'), 4)} | {len(rows)} |")
         lines.append("")
-        if name == "budget":
+        if name == "budget" and budgets:  # (a deadline can leave none)
             lines += budget_summary(groups, budgets)
             plot_budget(args, groups, budgets, chance, rand, scratch)
             lines += ["![accuracy against training FLOPs and wall-clock](tpl_claims.png)", ""]
@@ -420,27 +458,89 @@ def plot_budget(args, groups: dict, budgets: list[float], chance: float, rand: l
     save_figure(fig, Path(args.report_dir) / "tpl_claims.png")
 
 
+def gpu_preset() -> dict:
+    """bench/evidence.py's GPU scale (pan_videomae / pan_vit at 64 px, patch 8, width 192, depth 6,
+    bf16 on cuda, 2,500 pan clips) with the seed's 16-frame plans, 3 runs sharing the GPU."""
+    ev = EVIDENCE_PRESETS["gpu"]
+    return {"synth": ev["synth"], "frames": 16, "budgets": "15,7.5,3.75", "seeds": 3, "jobs": 3, "ft": True,
+            "ft_epochs": ev["ft_epochs"], "label_fraction": ev["label_fraction"],
+            "minutes": 7.0,  # runs stop at 7; stopping them and the report fit in the 8 minutes
+            "set": [*(x for x in ev["set"] if not x.startswith("data.workers=")), "data.workers=4"],
+            "pre_set": ev["pre_set"], "ft_set": ev["ft_set"]}
+
+
+# Presets: item 2 at another scale, with the data written on the machine that runs it (`synth`:
+# `progvid synth` parameters, over --footage videos, else dead-leaves images). Results and the
+# report go under --work unless --results / --report-dir say otherwise; flags given win.
+PRESETS: dict[str, dict] = {
+    "gpu": gpu_preset(),
+    "rehearsal": {  # the preset's logic at CPU-test size (tests/test_tpl_claims.py)
+        "synth": {"train": 16, "val": 8, "size": 32, "frames": 8, "classes": 4, "kind": "pan"},
+        "frames": 8, "budgets": "0.5", "seeds": 1, "jobs": 2, "ft": True, "ft_epochs": 0.5,
+        "label_fraction": 0.5, "minutes": None,
+        "set": ["model.embed_dim=32", "model.depth=2", "model.num_heads=2", "data.workers=0",
+                "train.batch_size=4", "data.sampling_rate=2"],
+        "pre_set": ["model.decoder_dim=32", "model.decoder_depth=1"], "ft_set": []},
+}
+DEFAULTS = {"frames": 8, "budgets": "15,7.5,3.75", "seeds": 3, "jobs": 2, "ft_epochs": 30.0,
+            "label_fraction": 0.05, "minutes": None}
+
+
+def apply_preset(args: argparse.Namespace) -> None:
+    """Fill what the command line left unset from `--preset`, then the plain defaults; a preset
+    writes its dataset under --work first (reused once complete) unless --data is given."""
+    preset = PRESETS[args.preset] if args.preset else {}
+    for key, value in DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, preset.get(key, value))
+    args.ft = args.ft or preset.get("ft", False)
+    args.set = [*preset.get("set", []), *args.set]
+    args.pre_set = [*preset.get("pre_set", []), *args.pre_set]
+    args.ft_set = [*preset.get("ft_set", []), *args.ft_set]
+    work = Path(args.work)
+    args.results = args.results or str(work / "results" if preset else HERE / "tpl_claims_results")
+    args.report_dir = args.report_dir or str(work if preset else HERE)
+    if args.data is None:
+        if not preset:
+            raise SystemExit("--data: give a list-format dataset folder, or --preset to write one")
+        from progvid.data.synthetic import write_dataset
+
+        args.data = str(work / f"data_{args.preset}")
+        say(f"writing the {args.preset} preset's dataset -> {args.data}")
+        write_dataset(args.data, seed=0, workers=min(os.cpu_count() or 1, 8), progress=True,
+                      sources=args.footage, **preset["synth"])
+
+
 def main() -> int:
+    t0 = time.time()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="list-format folder with 16-frame clips")
+    p.add_argument("--data", default=None, help="list-format folder (clips of at least --frames frames)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="gpu: item 2 at GPU scale on one GPU in --minutes 8, data written there; "
+                        "rehearsal: the same logic at CPU-test size")
+    p.add_argument("--footage", action="append", default=[], metavar="VIDEO",
+                   help="a preset's camera pans go over these videos' frames (repeatable; default dead leaves)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="wall-clock cap: at it no run starts and running ones stop; the report covers what finished")
     p.add_argument("--work", default="runs/tpl_claims", help="run folders (checkpoints, logs)")
-    p.add_argument("--results", default=str(HERE / "tpl_claims_results"),
-                   help="one JSON per finished run (kept in the repository: a sweep resumes across machines)")
-    p.add_argument("--frames", type=int, default=8, help="target clip length: 8 (CPU setting) or 16 (the seed's)")
+    p.add_argument("--results", default=None,
+                   help="one JSON per finished run (default bench/tpl_claims_results, kept in the repository "
+                        "so a sweep resumes across machines; with --preset, WORK/results)")
+    p.add_argument("--frames", type=int, default=None, help="target clip length: 8 (CPU setting, default) or 16 (the seed's)")
     p.add_argument("--experiment", action="append", choices=sorted(EXPERIMENTS), default=None)
-    p.add_argument("--budgets", default="15,7.5,3.75", help="N_e values (epochs at 16 frames)")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--budgets", default=None, help="N_e values (epochs at 16 frames; default 15,7.5,3.75)")
+    p.add_argument("--seeds", type=int, default=None, help="default 3")
+    p.add_argument("--jobs", type=int, default=None, help="runs side by side (default 2)")
     p.add_argument("--ft", action="store_true", help="also fine-tune every run on --label-fraction")
-    p.add_argument("--label-fraction", type=float, default=0.05)
-    p.add_argument("--ft-epochs", type=float, default=30.0)
+    p.add_argument("--label-fraction", type=float, default=None, help="default 0.05")
+    p.add_argument("--ft-epochs", type=float, default=None, help="default 30")
     p.add_argument("--pretrain", default=str(HERE.parent / "configs/pretrain/pan_videomae.yaml"))
     p.add_argument("--finetune", default=str(HERE.parent / "configs/finetune/pan_vit.yaml"))
     p.add_argument("--set", action="append", default=[], help="override for both configs")
     p.add_argument("--pre-set", action="append", default=[])
     p.add_argument("--ft-set", action="append", default=[])
     p.add_argument("--report", action="store_true", help="only rewrite the report from finished runs")
-    p.add_argument("--report-dir", default=str(HERE))
+    p.add_argument("--report-dir", default=None, help="where tpl_claims.md/png go (default bench/; with --preset, WORK)")
     p.add_argument("--searched", default=None, metavar="BEST_YAML",
                    help="progvid search's best.yaml: its plan is the variant `searched` (experiment search)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
@@ -451,6 +551,9 @@ def main() -> int:
     elif "search" in args.experiment:
         raise SystemExit("--experiment search needs --searched BEST_YAML (from progvid search)")
     args.work = str(Path(args.work).resolve())
+    if not args.one:
+        Path(args.work).mkdir(parents=True, exist_ok=True)
+    apply_preset(args)
     args.results = str(Path(args.results).resolve())
     args.data = str(Path(args.data).resolve())
     if args.one:
@@ -459,8 +562,10 @@ def main() -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(row) + "\n")
         return 0
+    args.unfinished = 0
     if not args.report:
-        sweep(args)
+        deadline = t0 + args.minutes * 60 if args.minutes is not None else None
+        args.unfinished = sweep(args, deadline)
     text = report(args)
     path = Path(args.report_dir) / "tpl_claims.md"
     if path.exists() and READING in path.read_text():  # the hand-written reading is kept

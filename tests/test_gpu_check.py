@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def _rehearse(out: Path, tmp: Path, **env: str) -> subprocess.CompletedProcess:
 @pytest.mark.timeout(900)
 def test_rehearsal_runs_every_part_and_survives_a_failing_one(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    r = _rehearse(out, tmp_path, GPU_CHECK_FAIL="install")  # the first part fails
+    r = _rehearse(out, tmp_path, GPU_CHECK_FAIL="install", GPU_CHECK_PACK="0")  # the first part fails
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]  # a failed part fails the run
     summary = (out / "summary.md").read_text()
     assert "CPU REHEARSAL" in summary and "| part | status | key figure | seconds |" in summary
@@ -85,10 +86,16 @@ def test_rehearsal_runs_every_part_and_survives_a_failing_one(tmp_path: Path) ->
 @pytest.mark.timeout(300)
 def test_install_part_alone(tmp_path: Path) -> None:
     """With gpu_bundle/ (make gpu-bundle) the rehearsal resolves the install offline; without it
-    the part is skipped and says how to get the bundle. Parts not selected are skipped."""
+    the part is skipped and says how to get the bundle. Parts not selected are skipped. What
+    comes back is summary.md and one archive of the parts' folders (the device tool returns at
+    most 8 files)."""
     out = tmp_path / "out"
     r = _rehearse(out, tmp_path, GPU_CHECK_PARTS="install")
     rows = _summary_rows((out / "summary.md").read_text())
+    assert sorted(p.name for p in out.iterdir()) == ["parts.tar.gz", "summary.md"]
+    with tarfile.open(out / "parts.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"install/key.txt", "install/status.tsv", "evidence/status.tsv"} <= names
     assert r.returncode == 0, r.stdout[-3000:]
     if any((ROOT / "gpu_bundle").glob("*.whl")):
         assert rows["install"][0] == "PASS" and "--no-index" in rows["install"][1]

@@ -35,28 +35,57 @@ def test_first_reach_interpolates_and_says_never() -> None:
 
 
 @pytest.mark.slow
-def test_tiny_sweep_runs_resumes_and_reports(synth_dir: Path, tmp_path: Path) -> None:
-    cmd = [sys.executable, str(ROOT / "bench" / "tpl_claims.py"), "--data", str(synth_dir),
-           "--work", "w", "--results", "res", "--report-dir", ".", "--budgets", "0.5",
-           "--seeds", "1", "--ft", "--ft-epochs", "0.5", "--frames", "8", "--jobs", "2",
-           "--set", "model.embed_dim=32", "--set", "model.depth=2", "--set", "model.num_heads=2",
-           "--set", "data.workers=0", "--set", "train.batch_size=4", "--set", "data.sampling_rate=2",
-           "--pre-set", "model.decoder_dim=32", "--pre-set", "model.decoder_depth=1"]
+def test_tiny_sweep_runs_resumes_and_reports(tmp_path: Path) -> None:
+    """The rehearsal preset (the GPU preset's logic at CPU-test size) writes its pan data, runs
+    every reference and variant, reports, and a rerun redoes nothing."""
+    cmd = [sys.executable, str(ROOT / "bench" / "tpl_claims.py"), "--preset", "rehearsal", "--work", "w"]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    results = sorted(p.name for p in (tmp_path / "res").glob("*.json"))
+    res = tmp_path / "w" / "results"
+    assert (tmp_path / "w" / "data_rehearsal" / "train.csv").is_file()
+    results = sorted(p.name for p in res.glob("*.json"))
     assert results == ["random_init_0.json", "scratch_0.json", "tpl_0.5_0.json", "videomae_0.5_0.json"]
-    tpl = json.loads((tmp_path / "res" / "tpl_0.5_0.json").read_text())
-    base = json.loads((tmp_path / "res" / "videomae_0.5_0.json").read_text())
+    tpl = json.loads((res / "tpl_0.5_0.json").read_text())
+    base = json.loads((res / "videomae_0.5_0.json").read_text())
     assert tpl["pflops"] < base["pflops"] and tpl["steps"] > base["steps"]  # short clips: more, cheaper steps
     for row in (tpl, base):
         assert 0 <= row["probe"] <= 1 and 0 <= row["knn"] <= 1 and 0 <= row["finetune"] <= 1
         assert row["val_loss"] > 0 and row["wall_seconds"] > 0 and row["cpu_seconds"] > 0
-    report = (tmp_path / "tpl_claims.md").read_text()
+    report = (tmp_path / "w" / "tpl_claims.md").read_text()
     assert "| TPL 2/4/8 (0.25, 0.5, 0.25) | 0.5 |" in report and "first reaches it at" in report
-    assert (tmp_path / "tpl_claims.png").stat().st_size > 0
-    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "res").glob("*.json")}
+    assert "deadline" not in report
+    assert (tmp_path / "w" / "tpl_claims.png").stat().st_size > 0
+    before = {p: p.stat().st_mtime_ns for p in res.glob("*.json")}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert r.returncode == 0 and "0 runs to do" in r.stderr
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "res").glob("*.json")} == before
+    assert {p: p.stat().st_mtime_ns for p in res.glob("*.json")} == before
+
+
+def test_minutes_deadline_stops_runs_and_reports_what_finished(synth_dir: Path, tmp_path: Path) -> None:
+    """At --minutes nothing more starts, running runs stop (their loader workers too), and the
+    report says how many did not finish."""
+    cmd = [sys.executable, str(ROOT / "bench" / "tpl_claims.py"), "--preset", "rehearsal", "--work", "w",
+           "--data", str(synth_dir), "--minutes", "0.08", "--budgets", "50", "--ft-epochs", "50"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "stopped at the --minutes deadline" in r.stderr
+    report = (tmp_path / "w" / "tpl_claims.md").read_text()
+    assert "Stopped at the --minutes 0.08 deadline" in report
+    finished = len(list((tmp_path / "w" / "results").glob("*.json")))
+    assert f"{4 - finished} wanted run(s) did not finish" in report
+    leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "w")], capture_output=True, text=True)
+    assert leftover.stdout.strip() == ""  # no run or loader worker outlived the sweep
+
+
+def test_gpu_preset_configs_resolve() -> None:
+    """Every run of the GPU preset (16-frame plans at 64 px on cuda) has a valid config, without a GPU."""
+    gpu = tpl_claims.PRESETS["gpu"]
+    common = [*gpu["set"], "data.num_frames=16", "train.threads=1"]
+    for variant in ("videomae", "tpl"):
+        cfg = load_config("pan_videomae", [*common, *gpu["pre_set"], *tpl_claims.variants(16)[variant]])
+        assert cfg.train.device == "cuda" and cfg.data.input_size == 64 and cfg.model.patch_size == 8
+        assert cfg.plan.stages[-1].frames == 16
+    assert load_config("pan_vit", [*common, *gpu["ft_set"]]).data.input_size == 64
+    assert gpu["minutes"] <= 7.5 and gpu["frames"] == 16

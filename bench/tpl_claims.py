@@ -376,7 +376,34 @@ def report(args: argparse.Namespace) -> str:
             lines += budget_summary(groups, budgets)
             plot_budget(args, groups, budgets, chance, rand, scratch)
             lines += ["![accuracy against training FLOPs and wall-clock](tpl_claims.png)", ""]
+        elif budgets:
+            names = [v for v in exp["variants"] if v in variants(args.frames)]
+            lines += paired_table(groups, [f"{v}/{budgets[0]:g}" for v in names],
+                                  [label(v, args.frames) for v in names])
     return "\n".join(lines) + "\n"
+
+
+PAIRED = [("probe", "probe", 100, 1), ("knn", "kNN", 100, 1), ("finetune", "fine-tuned", 100, 1),
+          ("val_loss", "held-out loss", 1, 4), ("cpu_seconds", "CPU s", 1, 0)]
+
+
+def paired_table(groups: dict, keys: list[str], names: list[str]) -> list[str]:
+    """Each run minus the first (the reference) on the same seed: mean +- sd over the seeds both
+    have (accuracies in points)."""
+    ref = {r["seed"]: r for r in groups.get(keys[0], [])}
+    out = [f"Paired differences against {names[0]} (same seed; accuracies in points, mean +- sd):", "",
+           "| run | " + " | ".join(h for _, h, _, _ in PAIRED) + " | seeds |", "|---" * (len(PAIRED) + 2) + "|"]
+    for key, name in zip(keys[1:], names[1:], strict=True):
+        rows = [r for r in groups.get(key, []) if r["seed"] in ref]
+        if not rows:
+            continue
+        cells = []
+        for m, _, scale, digits in PAIRED:
+            d = [(r[m] - ref[r["seed"]][m]) * scale for r in rows if m in r and m in ref[r["seed"]]]
+            sd = statistics.stdev(d) if len(d) > 1 else 0.0
+            cells.append(f"{statistics.fmean(d):+.{digits}f} +- {sd:.{digits}f}" if d else "")
+        out.append(f"| {name} | " + " | ".join(cells) + f" | {len(rows)} |")
+    return [*out, ""]
 
 
 def budget_summary(groups: dict, budgets: list[float]) -> list[str]:

@@ -140,10 +140,13 @@ EXPERIMENTS: dict[str, dict] = {
     "schedule": {"variants": ["tpl", "tpl_global_lr", "tpl_step_decay"],
                  "title": "Learning-rate rule across stages (seed FIG. 9)"},
     "stages": {"variants": ["videomae", "stages_2", "stages_3", "stages_4", "stages_5"],  # those defined
+               "pairs": [("videomae", "stages_2"), ("videomae", "stages_3"), ("videomae", "stages_4"),
+                         ("videomae", "stages_5"), ("stages_3", "stages_4")],
                "title": "Number of stages, budget spread uniformly (seed FIG. 11)"},
     "random": {"variants": ["tpl", "random_length", "random_uniform"],
                "title": "Progressive vs random clip length per iteration (seed FIG. 12)"},
     "dual": {"variants": ["videomae", "videomae_dual", "tpl", "tpl_dual"],
+             "pairs": [("videomae", "videomae_dual"), ("tpl", "tpl_dual"), ("videomae", "tpl"), ("videomae", "tpl_dual")],
              "title": "Decoder masking (VideoMAE V2, running cells, ratio 0.5) with and without TPL (issue 13)"},
     "search": {"variants": ["videomae", "tpl", "searched"],
                "title": "progvid search's best plan at the full budget (issue 12 item 6; seed FIG. 5)"},
@@ -378,8 +381,9 @@ def report(args: argparse.Namespace) -> str:
             lines += ["![accuracy against training FLOPs and wall-clock](tpl_claims.png)", ""]
         elif budgets:
             names = [v for v in exp["variants"] if v in variants(args.frames)]
-            lines += paired_table(groups, [f"{v}/{budgets[0]:g}" for v in names],
-                                  [label(v, args.frames) for v in names])
+            pairs = exp.get("pairs") or [(names[0], v) for v in names[1:]]
+            lines += paired_table(groups, [(f"{a}/{budgets[0]:g}", f"{b}/{budgets[0]:g}", label(a, args.frames),
+                                            label(b, args.frames)) for a, b in pairs if a in names and b in names])
     return "\n".join(lines) + "\n"
 
 
@@ -387,13 +391,13 @@ PAIRED = [("probe", "probe", 100, 1), ("knn", "kNN", 100, 1), ("finetune", "fine
           ("val_loss", "held-out loss", 1, 4), ("cpu_seconds", "CPU s", 1, 0)]
 
 
-def paired_table(groups: dict, keys: list[str], names: list[str]) -> list[str]:
-    """Each run minus the first (the reference) on the same seed: mean +- sd over the seeds both
-    have (accuracies in points)."""
-    ref = {r["seed"]: r for r in groups.get(keys[0], [])}
-    out = [f"Paired differences against {names[0]} (same seed; accuracies in points, mean +- sd):", "",
-           "| run | " + " | ".join(h for _, h, _, _ in PAIRED) + " | seeds |", "|---" * (len(PAIRED) + 2) + "|"]
-    for key, name in zip(keys[1:], names[1:], strict=True):
+def paired_table(groups: dict, pairs: list[tuple[str, str, str, str]]) -> list[str]:
+    """For each (reference key, run key, their names): the run minus the reference on the same
+    seed, mean +- sd over the seeds both have (accuracies in points)."""
+    out = ["Paired differences, run minus reference on the same seed (accuracies in points, mean +- sd):", "",
+           "| run | against | " + " | ".join(h for _, h, _, _ in PAIRED) + " | seeds |", "|---" * (len(PAIRED) + 3) + "|"]
+    for ref_key, key, ref_name, name in pairs:
+        ref = {r["seed"]: r for r in groups.get(ref_key, [])}
         rows = [r for r in groups.get(key, []) if r["seed"] in ref]
         if not rows:
             continue
@@ -402,7 +406,7 @@ def paired_table(groups: dict, keys: list[str], names: list[str]) -> list[str]:
             d = [(r[m] - ref[r["seed"]][m]) * scale for r in rows if m in r and m in ref[r["seed"]]]
             sd = statistics.stdev(d) if len(d) > 1 else 0.0
             cells.append(f"{statistics.fmean(d):+.{digits}f} +- {sd:.{digits}f}" if d else "")
-        out.append(f"| {name} | " + " | ".join(cells) + f" | {len(rows)} |")
+        out.append(f"| {name} | {ref_name} | " + " | ".join(cells) + f" | {len(rows)} |")
     return [*out, ""]
 
 

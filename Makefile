@@ -33,7 +33,7 @@ demo: setup footage
 	$(BIN)/progvid demo $(foreach c,$(CLIPS),--source $(FOOTAGE)/$(c).mp4)
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: setup
 	$(BIN)/ruff check src tests bench

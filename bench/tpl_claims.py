@@ -273,7 +273,8 @@ def sweep(args: argparse.Namespace, deadline: float | None = None) -> int:
             for key, proc in running.items():
                 stop(key, proc)
             say(f"--minutes deadline: {len(running)} run(s) stopped, {len(todo)} not started")
-            return len(running) + len(todo)
+            # counted from the result files: a run may have written its result as it was stopped
+            return sum(not result_path(args, k).exists() for k in wanted(args))
         while todo and len(running) < args.jobs:
             key = todo.pop(0)
             log = Path(args.work) / (key.replace("/", "_") + ".log")

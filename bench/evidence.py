@@ -132,26 +132,39 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def apply_preset(args: argparse.Namespace, work: Path) -> None:
-    """Fill what the command line left unset from `--preset` (then the plain defaults); a preset
-    writes its synthetic dataset under `work` first (reused when complete)."""
-    preset = PRESETS[args.preset] if args.preset else {}
-    for key, value in DEFAULTS.items():
+def merge_preset(args: argparse.Namespace, preset: dict, defaults: dict) -> None:
+    """Fill what the command line left unset from `preset`, then from `defaults`; the preset's
+    overrides go before the command line's (so flags given win). Shared with tpl_claims.py."""
+    for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, preset.get(key, value))
     args.set = [*preset.get("set", []), *args.set]
     args.pre_set = [*preset.get("pre_set", []), *args.pre_set]
     args.ft_set = [*preset.get("ft_set", []), *args.ft_set]
-    args.threads = preset.get("threads", 1)
-    if args.data is None:
-        if not preset:
-            raise ProgvidError("--data: give a dataset folder, or --preset to generate one")
-        from progvid.data.synthetic import write_dataset
 
-        args.data = str(work / f"data_{args.preset}")
-        say(f"writing the {args.preset} preset's synthetic dataset -> {args.data}")
-        write_dataset(args.data, seed=0, workers=min(os.cpu_count() or 1, 8), progress=True,
-                      sources=args.footage, **preset["synth"])
+
+def write_preset_data(args: argparse.Namespace, preset: dict, work: Path) -> None:
+    """Unless --data was given, write the preset's synthetic dataset (`preset["synth"]`, over
+    --footage videos) under `work` and point --data at it; a complete one is reused."""
+    if args.data is not None:
+        return
+    if not preset:
+        raise ProgvidError("--data: give a dataset folder, or --preset to generate one")
+    from progvid.data.synthetic import write_dataset
+
+    args.data = str(work / f"data_{args.preset}")
+    say(f"writing the {args.preset} preset's synthetic dataset -> {args.data}")
+    write_dataset(args.data, seed=0, workers=min(os.cpu_count() or 1, 8), progress=True,
+                  sources=args.footage, **preset["synth"])
+
+
+def apply_preset(args: argparse.Namespace, work: Path) -> None:
+    """Fill what the command line left unset from `--preset` (then the plain defaults); a preset
+    writes its synthetic dataset under `work` first (reused when complete)."""
+    preset = PRESETS[args.preset] if args.preset else {}
+    merge_preset(args, preset, DEFAULTS)
+    args.threads = preset.get("threads", 1)
+    write_preset_data(args, preset, work)
 
 
 def main() -> int:

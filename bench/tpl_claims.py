@@ -64,12 +64,13 @@ from pathlib import Path
 import torch
 import yaml
 from evidence import PRESETS as EVIDENCE_PRESETS  # bench/ is sys.path[0]
-from evidence import QUIET, data_overrides, subset_list
+from evidence import QUIET, data_overrides, merge_preset, subset_list, write_preset_data
 
 from progvid.config import load_config
 from progvid.config.load import to_plain
 from progvid.data.datasets import build_samples
 from progvid.engine.distributed import resolve_device
+from progvid.errors import ProgvidError
 from progvid.figures import pyplot, save_figure
 from progvid.loading import load_videomae
 from progvid.tasks.evaluate import mae_val_levels, probe_encoder
@@ -522,25 +523,12 @@ def apply_preset(args: argparse.Namespace) -> None:
     """Fill what the command line left unset from `--preset`, then the plain defaults; a preset
     writes its dataset under --work first (reused once complete) unless --data is given."""
     preset = PRESETS[args.preset] if args.preset else {}
-    for key, value in DEFAULTS.items():
-        if getattr(args, key) is None:
-            setattr(args, key, preset.get(key, value))
+    merge_preset(args, preset, DEFAULTS)
     args.ft = args.ft or preset.get("ft", False)
-    args.set = [*preset.get("set", []), *args.set]
-    args.pre_set = [*preset.get("pre_set", []), *args.pre_set]
-    args.ft_set = [*preset.get("ft_set", []), *args.ft_set]
     work = Path(args.work)
     args.results = args.results or str(work / "results" if preset else HERE / "tpl_claims_results")
     args.report_dir = args.report_dir or str(work if preset else HERE)
-    if args.data is None:
-        if not preset:
-            raise SystemExit("--data: give a list-format dataset folder, or --preset to write one")
-        from progvid.data.synthetic import write_dataset
-
-        args.data = str(work / f"data_{args.preset}")
-        say(f"writing the {args.preset} preset's dataset -> {args.data}")
-        write_dataset(args.data, seed=0, workers=min(os.cpu_count() or 1, 8), progress=True,
-                      sources=args.footage, **preset["synth"])
+    write_preset_data(args, preset, work)
 
 
 def main() -> int:
@@ -588,6 +576,7 @@ def main() -> int:
     apply_preset(args)
     args.results = str(Path(args.results).resolve())
     args.data = str(Path(args.data).resolve())
+    data_overrides(Path(args.data))  # a folder without its lists fails here, before any run starts
     if args.one:
         row = run_one(args, args.one)
         path = result_path(args, args.one)
@@ -608,4 +597,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except ProgvidError as exc:  # bad input (no --data, a folder without its lists): one line, exit 2
+        print(f"tpl_claims: error: {exc}", file=sys.stderr)
+        sys.exit(2)

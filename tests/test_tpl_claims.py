@@ -89,3 +89,16 @@ def test_gpu_preset_configs_resolve() -> None:
         assert cfg.plan.stages[-1].frames == 16
     assert load_config("pan_vit", [*common, *gpu["ft_set"]]).data.input_size == 64
     assert gpu["minutes"] <= 7.5 and gpu["frames"] == 16
+
+
+def test_bad_data_is_one_line_exit_2(tmp_path: Path) -> None:
+    """No --data and no preset, or a folder without its lists: one line naming what is missing, exit 2."""
+    script = [sys.executable, str(ROOT / "bench" / "tpl_claims.py"), "--work", str(tmp_path / "w")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    r = subprocess.run(script, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "tpl_claims: error: --data: give a dataset folder, or --preset to generate one"]
+    r = subprocess.run([*script, "--data", str(tmp_path)], capture_output=True, text=True, timeout=120,
+                       env=env, cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert str(tmp_path / "train.csv") in r.stderr and "not found" in r.stderr

@@ -24,7 +24,8 @@ Experiments (`--experiment`, repeatable; the seed's tables in brackets):
 * `dual`: VideoMAE and TPL, each with and without VideoMAE V2's decoder masking (running
   cells, ratio 0.5) [issue 13's accuracy table];
 * `search`: `progvid search`'s best plan (`--searched best.yaml`) against the default plan and
-  the baseline [issue 12 item 6; the seed's FIG. 5].
+  the baseline [issue 12 item 6; the seed's FIG. 5], and the baseline at batch 16 (the batch
+  the search chose), which separates the plan's shape from its batch size.
 The ablations run at the largest budget. Runs go `--jobs` at a time (one torch thread each) in
 subprocesses; a run folder with `result.json` is finished and is not redone, so an interrupted
 sweep resumes, and `--report` rewrites the tables and plots from what exists.
@@ -100,6 +101,7 @@ def variants(frames: int) -> dict[str, list[str]]:
     else:
         raise SystemExit(f"--frames {frames}: plans are defined for 8 and 16")
     out = {"videomae": [plan([frames])], "tpl": [tpl],
+           "videomae_b16": [f"plan.stages=[{{frames: {frames}, share: 1.0, batch_size: 16}}]"],
            "tpl_global_lr": [tpl, "optim.lr_rule=global"], "tpl_step_decay": [tpl, "optim.lr_rule=step"],
            "random_length": [tpl, "plan.multigrid=true"],
            "random_uniform": [tpl, "plan.multigrid=true", "plan.multigrid_mix=uniform"],
@@ -149,7 +151,9 @@ EXPERIMENTS: dict[str, dict] = {
     "dual": {"variants": ["videomae", "videomae_dual", "tpl", "tpl_dual"],
              "pairs": [("videomae", "videomae_dual"), ("tpl", "tpl_dual"), ("videomae", "tpl"), ("videomae", "tpl_dual")],
              "title": "Decoder masking (VideoMAE V2, running cells, ratio 0.5) with and without TPL (issue 13)"},
-    "search": {"variants": ["videomae", "tpl", "searched"],
+    "search": {"variants": ["videomae", "tpl", "searched", "videomae_b16"],
+               "pairs": [("videomae", "tpl"), ("videomae", "searched"), ("videomae", "videomae_b16"),
+                         ("videomae_b16", "searched")],
                "title": "progvid search's best plan at the full budget (issue 12 item 6; seed FIG. 5)"},
 }
 def say(text: str) -> None:

@@ -32,8 +32,12 @@ $(FOOTAGE)/carphone_pristine.mp4: | $(STAMP)
 demo: setup footage
 	$(BIN)/progvid demo $(foreach c,$(CLIPS),--source $(FOOTAGE)/$(c).mp4)
 
+# Two pytest-xdist workers (one torch thread each): the suite is mostly single-threaded work and
+# subprocess start-ups, so two workers use both cores of the CI machine. TEST_WORKERS=0 runs it
+# in one process.
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 lint: setup
 	$(BIN)/ruff check src tests bench

@@ -12,7 +12,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))  # test helpers (videos.py) import as modules
-torch.set_num_threads(2)
+# two threads each, or one each when pytest-xdist runs two workers side by side (`make test`)
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture(scope="session")

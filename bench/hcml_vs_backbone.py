@@ -56,6 +56,9 @@ def main() -> None:
     ap.add_argument("--data", default=None, help="an existing list-format dataset (default: write motion data)")
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--label-fraction", type=float, default=1.0)
+    ap.add_argument("--hcml-scratch", action="store_true",
+                    help="also fine-tune HCML from random init (no self-supervised phases): "
+                         "separates the architecture from its pre-training")
     ap.add_argument("--md", default=str(Path(__file__).with_suffix(".md")))
     args = ap.parse_args()
     out = Path(args.out)
@@ -86,8 +89,11 @@ def main() -> None:
         if args.label_fraction < 1.0:
             chosen = stratified_subset(build_samples(pre.data, "train").samples, args.label_fraction, seed)
             labels = {"train": str(write_list(chosen, sub / "labels.csv"))}
-        for name, init in (("resnet3d", None), ("hcml", str(sub / "hcml_pretrain"))):
-            run = sub / f"ft_{name}"
+        models = [("resnet3d", "resnet3d", None), ("hcml", "hcml", str(sub / "hcml_pretrain"))]
+        if args.hcml_scratch:
+            models.append(("hcml_scratch", "hcml", None))
+        for key, name, init in models:
+            run = sub / f"ft_{key}"
             row_file = run / "bench_row.json"
             if row_file.is_file():
                 rows.append(json.loads(row_file.read_text()))
@@ -101,20 +107,29 @@ def main() -> None:
             t1 = time.time()
             run_finetune(cfg, out=str(run), resume="auto")
             ev = json.loads((run / "eval.json").read_text())
-            rows.append({"model": name, "seed": seed, "top1": ev["top1"], "top5": ev["top5"],
+            rows.append({"model": key, "seed": seed, "top1": ev["top1"], "top5": ev["top5"],
                          "mean_class_accuracy": ev["mean_class_accuracy"], "wall_s": time.time() - t1})
             row_file.write_text(json.dumps(rows[-1]))
             print(json.dumps(rows[-1]), flush=True)
     chance = 1 / len(build_samples(pre.data, "train").class_names or [0])
     lines = ["| model | top-1 | top-5 | mean class acc. | fine-tune wall s | seeds |", "|---|---|---|---|---|---|"]
-    for name in ("resnet3d", "hcml"):
+    names = [m[0] for m in models]
+    for name in names:
         mine = [r for r in rows if r["model"] == name]
         lines.append(f"| {name} | {spread([r['top1'] for r in mine])} | {spread([r['top5'] for r in mine])} | "
                      f"{spread([r['mean_class_accuracy'] for r in mine])} | "
                      f"{statistics.fmean(r['wall_s'] for r in mine):.0f} | {len(mine)} |")
-    diffs = [h["top1"] - b["top1"] for b, h in zip(rows[0::2], rows[1::2], strict=True)]
-    lines += ["", f"Chance {chance:.3f}. Paired top-1 differences (HCML - plain, per seed): "
-              + ", ".join(f"{x:+.3f}" for x in diffs) + f" ({sum(x > 0 for x in diffs)} of {len(diffs)} positive)."]
+    top1 = {(r["model"], r["seed"]): r["top1"] for r in rows}
+    seeds = sorted({r["seed"] for r in rows})
+    pairs = [("hcml", "resnet3d", "HCML - plain")]
+    if args.hcml_scratch:
+        pairs += [("hcml_scratch", "resnet3d", "HCML from random init - plain"),
+                  ("hcml", "hcml_scratch", "HCML - HCML from random init (what the self-supervised phases add)")]
+    lines += ["", f"Chance {chance:.3f}. Paired top-1 differences per seed:", ""]
+    for a, b, what in pairs:
+        diffs = [top1[a, sd] - top1[b, sd] for sd in seeds]
+        lines.append(f"- {what}: " + ", ".join(f"{x:+.3f}" for x in diffs)
+                     + f" (mean {statistics.fmean(diffs):+.3f}; {sum(x > 0 for x in diffs)} of {len(diffs)} positive)")
     sub = out / "s0" if args.seeds > 1 or args.data else out
     dep = deploy_report(sub / "ft_hcml")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -135,28 +150,32 @@ def main() -> None:
           f"- MACs: {dep['macs_deploy'] / 1e9:.4g} G vs {dep['macs_backbone'] / 1e9:.4g} G ({100 * dep['macs_overhead']:+.1f}%)",
           ""]
     Path(args.md).write_text("\n".join(md) + "\n")
-    plot(rows, chance, Path(args.md).with_suffix(".png"),
+    plot(rows, names, chance, Path(args.md).with_suffix(".png"),
          f"{args.label_fraction:.0%} of the labels, {args.seeds} seed(s), {args.finetune_epochs:g} fine-tuning epochs")
     print("\n".join(lines))
 
 
-def plot(rows: list[dict], chance: float, png: Path, subtitle: str) -> None:
-    """Top-1 of both models: one point per seed, a line joining each seed's pair, the mean with
+TICKS = {"resnet3d": "plain ResNet3D-18", "hcml": "HCML (same backbone)",
+         "hcml_scratch": "HCML, random init"}
+
+
+def plot(rows: list[dict], names: list[str], chance: float, png: Path, subtitle: str) -> None:
+    """Top-1 of each model: one point per seed, a line joining each seed's runs, the mean with
     its standard deviation, and chance."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5, 4))
-    names = ["resnet3d", "hcml"]
+    fig, ax = plt.subplots(figsize=(2 + 1.5 * len(names), 4))
+    xs = list(range(len(names)))
     for seed in sorted({r["seed"] for r in rows}):
         ys = [next(r["top1"] for r in rows if r["model"] == n and r["seed"] == seed) for n in names]
-        ax.plot([0, 1], ys, color="0.7", marker="o", lw=1, zorder=1)
+        ax.plot(xs, ys, color="0.7", marker="o", lw=1, zorder=1)
     for i, n in enumerate(names):
         vals = [r["top1"] for r in rows if r["model"] == n]
         sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        ax.errorbar([i + 0.08], [statistics.fmean(vals)], yerr=[sd], fmt="s", color="C0" if i == 0 else "C3",
+        ax.errorbar([i + 0.08], [statistics.fmean(vals)], yerr=[sd], fmt="s", color=f"C{i}",
                     capsize=4, zorder=2, label="mean +- sd" if i == 0 else None)
     ax.axhline(chance, ls="--", color="k", lw=1, label=f"chance {chance:.3f}")
-    ax.set_xticks([0, 1], ["plain ResNet3D-18", "HCML (same backbone)"])
-    ax.set_xlim(-0.5, 1.5)
+    ax.set_xticks(xs, [TICKS[n] for n in names], fontsize=8)
+    ax.set_xlim(-0.5, len(names) - 0.5)
     ax.set_ylabel("top-1 on the validation clips")
     ax.set_title(f"HCML vs its backbone\n{subtitle}", fontsize=9)
     ax.legend(fontsize=8)

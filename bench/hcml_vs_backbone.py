@@ -59,6 +59,9 @@ def main() -> None:
     ap.add_argument("--hcml-scratch", action="store_true",
                     help="also fine-tune HCML from random init (no self-supervised phases): "
                          "separates the architecture from its pre-training")
+    ap.add_argument("--contrastive-weight", type=float, default=1.0,
+                    help="gamma of HCML's joint fine-tuning loss (L_cls + lambda L_recon + gamma sum_l "
+                         "L_contrastive^l); a value other than 1 fine-tunes into ft_hcml_g<gamma>")
     ap.add_argument("--md", default=str(Path(__file__).with_suffix(".md")))
     args = ap.parse_args()
     out = Path(args.out)
@@ -89,9 +92,10 @@ def main() -> None:
         if args.label_fraction < 1.0:
             chosen = stratified_subset(build_samples(pre.data, "train").samples, args.label_fraction, seed)
             labels = {"train": str(write_list(chosen, sub / "labels.csv"))}
-        models = [("resnet3d", "resnet3d", None), ("hcml", "hcml", str(sub / "hcml_pretrain"))]
+        g = "" if args.contrastive_weight == 1.0 else f"_g{args.contrastive_weight:g}"
+        models = [("resnet3d", "resnet3d", None), ("hcml" + g, "hcml", str(sub / "hcml_pretrain"))]
         if args.hcml_scratch:
-            models.append(("hcml_scratch", "hcml", None))
+            models.append(("hcml_scratch" + g, "hcml", None))
         for key, name, init in models:
             run = sub / f"ft_{key}"
             row_file = run / "bench_row.json"
@@ -103,7 +107,8 @@ def main() -> None:
                 "model": {"name": name, "init": init, **MODEL},
                 "optim": {"base_lr": 2e-2, "warmup_epochs": 1, "weight_decay": 1e-4, "layer_decay": 1.0},
                 "train": {"batch_size": 8, "device": "cpu", "log_every": 20, "tensorboard": False},
-                "mixup": {"prob": 0.0}, "eval": {"clips": 2, "crops": 1}, "hcml": MODEL}, "bench")
+                "mixup": {"prob": 0.0}, "eval": {"clips": 2, "crops": 1},
+                "hcml": {**MODEL, "contrastive_weight": args.contrastive_weight}}, "bench")
             t1 = time.time()
             run_finetune(cfg, out=str(run), resume="auto")
             ev = json.loads((run / "eval.json").read_text())
@@ -121,17 +126,17 @@ def main() -> None:
                      f"{statistics.fmean(r['wall_s'] for r in mine):.0f} | {len(mine)} |")
     top1 = {(r["model"], r["seed"]): r["top1"] for r in rows}
     seeds = sorted({r["seed"] for r in rows})
-    pairs = [("hcml", "resnet3d", "HCML - plain")]
+    pairs = [(names[1], "resnet3d", "HCML - plain")]
     if args.hcml_scratch:
-        pairs += [("hcml_scratch", "resnet3d", "HCML from random init - plain"),
-                  ("hcml", "hcml_scratch", "HCML - HCML from random init (what the self-supervised phases add)")]
+        pairs += [(names[2], "resnet3d", "HCML from random init - plain"),
+                  (names[1], names[2], "HCML - HCML from random init (what the self-supervised phases add)")]
     lines += ["", f"Chance {chance:.3f}. Paired top-1 differences per seed:", ""]
     for a, b, what in pairs:
         diffs = [top1[a, sd] - top1[b, sd] for sd in seeds]
         lines.append(f"- {what}: " + ", ".join(f"{x:+.3f}" for x in diffs)
                      + f" (mean {statistics.fmean(diffs):+.3f}; {sum(x > 0 for x in diffs)} of {len(diffs)} positive)")
     sub = out / "s0" if args.seeds > 1 or args.data else out
-    dep = deploy_report(sub / "ft_hcml")
+    dep = deploy_report(sub / f"ft_{names[1]}")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     md = ["# HCML vs the plain 3-D ResNet backbone" + ("" if args.data else " (synthetic motion dataset)"), "",
           f"- date: {time.strftime('%Y-%m-%d')}; commit {commit}; torch {torch.__version__}, {torch.get_num_threads()} threads",
@@ -142,7 +147,8 @@ def main() -> None:
           "- backbone: ResNet3D-18 at width 0.25; HCML levels 1-3, beta 4, d 6, s 2",
           f"- HCML self-supervised phases: flow {args.flow_epochs:g} epochs, {args.level_epochs:g} epochs per level "
           f"({statistics.fmean(pre_s):.0f} s per seed)",
-          f"- fine-tuning: {args.finetune_epochs:g} epochs for both, AdamW lr 2e-2 x batch/256, no mixup; test 2 clips",
+          f"- fine-tuning: {args.finetune_epochs:g} epochs for every model (HCML's joint loss with lambda 1, "
+          f"gamma {args.contrastive_weight:g}), AdamW lr 2e-2 x batch/256, no mixup; test 2 clips",
           "", *lines, "",
           "Deployed HCML (flow network and predictors dropped) against the plain backbone, "
           f"input {dep['input']}:", "",
@@ -155,8 +161,11 @@ def main() -> None:
     print("\n".join(lines))
 
 
-TICKS = {"resnet3d": "plain ResNet3D-18", "hcml": "HCML (same backbone)",
-         "hcml_scratch": "HCML, random init"}
+def tick(name: str) -> str:
+    base, _, g = name.partition("_g")
+    text = {"resnet3d": "plain ResNet3D-18", "hcml": "HCML (same backbone)",
+            "hcml_scratch": "HCML, random init"}[base]
+    return text + (f"\ngamma {g}" if g else "")
 
 
 def plot(rows: list[dict], names: list[str], chance: float, png: Path, subtitle: str) -> None:
@@ -174,7 +183,7 @@ def plot(rows: list[dict], names: list[str], chance: float, png: Path, subtitle:
         ax.errorbar([i + 0.08], [statistics.fmean(vals)], yerr=[sd], fmt="s", color=f"C{i}",
                     capsize=4, zorder=2, label="mean +- sd" if i == 0 else None)
     ax.axhline(chance, ls="--", color="k", lw=1, label=f"chance {chance:.3f}")
-    ax.set_xticks(xs, [TICKS[n] for n in names], fontsize=8)
+    ax.set_xticks(xs, [tick(n) for n in names], fontsize=8)
     ax.set_xlim(-0.5, len(names) - 0.5)
     ax.set_ylabel("top-1 on the validation clips")
     ax.set_title(f"HCML vs its backbone\n{subtitle}", fontsize=9)

@@ -14,7 +14,7 @@ from progvid.config import FinetuneConfig, HCMLConfig, validate
 from progvid.engine import checkpoint as ckpt
 from progvid.loading import load_classifier
 from progvid.tasks.finetune import run_finetune
-from progvid.tasks.hcml import run_hcml_pretrain
+from progvid.tasks.hcml import build_cnn_classifier, run_hcml_pretrain
 
 
 def hcml_cfg(data: Path, **over) -> HCMLConfig:
@@ -101,6 +101,18 @@ def test_joint_finetune_deploy_and_predict(synth_dir: Path, hcml_run: Path, tmp_
     video = synth_dir / "videos" / "val_00002.mp4"
     assert main(["predict", str(run), str(video), "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["predictions"][0]["labels"]) == 4
+
+
+def test_joint_weights_come_from_the_finetuning_config(synth_dir: Path, hcml_run: Path) -> None:
+    """Over an HCML checkpoint the network is the checkpoint's, but the joint loss's weights and
+    the head's dropout are the fine-tuning config's (`hcml.contrastive_weight=...` applies)."""
+    cfg = ft_cfg(synth_dir, "hcml", str(hcml_run))
+    cfg = cfg.model_copy(update={"hcml": cfg.hcml.model_copy(update={
+        "contrastive_weight": 0.1, "recon_weight": 0.25, "dropout": 0.2, "levels": (1,)})})
+    net = build_cnn_classifier(cfg, num_classes=4)
+    assert (net.hparams["contrastive_weight"], net.hparams["recon_weight"], net.hparams["dropout"]) == (0.1, 0.25, 0.2)
+    assert [m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)] == [0.2]
+    assert tuple(net.hparams["levels"]) == tuple(net.levels) == (1, 2)  # the network: the checkpoint's
 
 
 def test_plain_backbone_baseline(synth_dir: Path, tmp_path: Path) -> None:

@@ -417,7 +417,7 @@ class FinetuneConfig(RunConfig):
     optim: FinetuneOptimConfig = FinetuneOptimConfig()
     mixup: MixupConfig = MixupConfig()
     eval: EvalConfig = EvalConfig()
-    hcml: HCMLModelConfig = HCMLModelConfig()  # model.name: hcml without an HCML `init`
+    hcml: HCMLModelConfig = HCMLModelConfig()  # model.name: hcml; with an HCML `init` only recon_weight, contrastive_weight, dropout apply
 
 
 TASKS: dict[str, type[TaskConfig]] = {

@@ -106,12 +106,18 @@ def run_hcml_pretrain(cfg: HCMLConfig, *, out: str | None = None, resume: str | 
 # fine-tuning (the joint phase) and the plain 3-D CNN baseline
 
 
+# what the fine-tuning config sets even over an HCML checkpoint: the joint loss's weights and the
+# head's dropout are training choices; everything else describes the checkpoint's network
+JOINT_TRAINING_KEYS = ("recon_weight", "contrastive_weight", "dropout")
+
+
 def build_cnn_classifier(cfg: FinetuneConfig, num_classes: int) -> torch.nn.Module:
     """ResNet3D (baseline) or HCMLNet (joint phase), optionally from an HCML checkpoint."""
     m = cfg.model
     if m.init and m.name == "hcml":
         pre, ckpt = load_model(m.init, HCML)
-        net = HCMLNet.from_hparams({**ckpt.hparams, "num_classes": num_classes})
+        joint = {k: getattr(cfg.hcml, k) for k in JOINT_TRAINING_KEYS}
+        net = HCMLNet.from_hparams({**ckpt.hparams, **joint, "num_classes": num_classes})
         state = {k: v for k, v in pre.state_dict().items() if not k.startswith("trunk.backbone.fc.")}
         missing, unexpected = net.load_state_dict(state, strict=False)
         if unexpected or any(not k.startswith("trunk.backbone.fc.") for k in missing):

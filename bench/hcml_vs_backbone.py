@@ -30,12 +30,14 @@ from progvid.config import FinetuneConfig, HCMLConfig, validate
 from progvid.data.datasets import build_samples, stratified_subset, write_list
 from progvid.data.synthetic import write_dataset
 from progvid.figures import pyplot, save_figure
+from progvid.models.hcml import GAMMA
 from progvid.tasks.finetune import run_finetune
 from progvid.tasks.hcml import deploy_report, run_hcml_pretrain
 
 DATA = {"train": "train.csv", "val": "val.csv", "classes": "classes.txt", "num_frames": 8,
         "sampling_rate": 2, "input_size": 32, "flip": False, "workers": 1}
 MODEL = {"resnet_depth": 18, "width": 0.25}
+READING = "\n## Reading\n"  # a hand-written section of the report that a rerun keeps
 
 
 def spread(vals: list[float]) -> str:
@@ -56,14 +58,16 @@ def main() -> None:
     ap.add_argument("--data", default=None, help="an existing list-format dataset (default: write motion data)")
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--label-fraction", type=float, default=1.0)
-    ap.add_argument("--hcml-scratch", action="store_true",
-                    help="also fine-tune HCML from random init (no self-supervised phases): "
-                         "separates the architecture from its pre-training")
-    ap.add_argument("--contrastive-weight", type=float, default=1.0,
+    ap.add_argument("--contrastive-weight", type=float, action="append", default=None, metavar="GAMMA",
                     help="gamma of HCML's joint fine-tuning loss (L_cls + lambda L_recon + gamma sum_l "
-                         "L_contrastive^l); a value other than 1 fine-tunes into ft_hcml_g<gamma>")
+                         "L_contrastive^l), repeatable: one pre-trained HCML model per value (default: "
+                         "the library's, 0.1); a value other than 1 fine-tunes into ft_hcml_g<gamma>")
+    ap.add_argument("--hcml-scratch", type=float, action="append", default=[], metavar="GAMMA",
+                    help="also fine-tune HCML from random init (no self-supervised phases) with this "
+                         "gamma, repeatable: separates the architecture from its pre-training")
     ap.add_argument("--md", default=str(Path(__file__).with_suffix(".md")))
     args = ap.parse_args()
+    gammas = args.contrastive_weight or [GAMMA]
     out = Path(args.out)
     if args.data:
         data = Path(args.data).resolve()
@@ -92,11 +96,10 @@ def main() -> None:
         if args.label_fraction < 1.0:
             chosen = stratified_subset(build_samples(pre.data, "train").samples, args.label_fraction, seed)
             labels = {"train": str(write_list(chosen, sub / "labels.csv"))}
-        g = "" if args.contrastive_weight == 1.0 else f"_g{args.contrastive_weight:g}"
-        models = [("resnet3d", "resnet3d", None), ("hcml" + g, "hcml", str(sub / "hcml_pretrain"))]
-        if args.hcml_scratch:
-            models.append(("hcml_scratch" + g, "hcml", None))
-        for key, name, init in models:
+        models = [("resnet3d", "resnet3d", None, 1.0),
+                  *((f"hcml{suffix(g)}", "hcml", str(sub / "hcml_pretrain"), g) for g in gammas),
+                  *((f"hcml_scratch{suffix(g)}", "hcml", None, g) for g in args.hcml_scratch)]
+        for key, name, init, gamma in models:
             run = sub / f"ft_{key}"
             row_file = run / "bench_row.json"
             if row_file.is_file():
@@ -108,7 +111,7 @@ def main() -> None:
                 "optim": {"base_lr": 2e-2, "warmup_epochs": 1, "weight_decay": 1e-4, "layer_decay": 1.0},
                 "train": {"batch_size": 8, "device": "cpu", "log_every": 20, "tensorboard": False},
                 "mixup": {"prob": 0.0}, "eval": {"clips": 2, "crops": 1},
-                "hcml": {**MODEL, "contrastive_weight": args.contrastive_weight}}, "bench")
+                "hcml": {**MODEL, "contrastive_weight": gamma}}, "bench")
             t1 = time.time()
             run_finetune(cfg, out=str(run), resume="auto")
             ev = json.loads((run / "eval.json").read_text())
@@ -121,15 +124,17 @@ def main() -> None:
     names = [m[0] for m in models]
     for name in names:
         mine = [r for r in rows if r["model"] == name]
-        lines.append(f"| {name} | {spread([r['top1'] for r in mine])} | {spread([r['top5'] for r in mine])} | "
+        lines.append(f"| {tick(name).replace(chr(10), ', ')} | {spread([r['top1'] for r in mine])} | {spread([r['top5'] for r in mine])} | "
                      f"{spread([r['mean_class_accuracy'] for r in mine])} | "
                      f"{statistics.fmean(r['wall_s'] for r in mine):.0f} | {len(mine)} |")
     top1 = {(r["model"], r["seed"]): r["top1"] for r in rows}
     seeds = sorted({r["seed"] for r in rows})
-    pairs = [(names[1], "resnet3d", "HCML - plain")]
-    if args.hcml_scratch:
-        pairs += [(names[2], "resnet3d", "HCML from random init - plain"),
-                  (names[1], names[2], "HCML - HCML from random init (what the self-supervised phases add)")]
+    pairs = [(f"hcml{suffix(g)}", "resnet3d", f"HCML (gamma {g:g}) - plain") for g in gammas]
+    for g in args.hcml_scratch:
+        pairs.append((f"hcml_scratch{suffix(g)}", "resnet3d", f"HCML from random init (gamma {g:g}) - plain"))
+        if g in gammas:
+            pairs.append((f"hcml{suffix(g)}", f"hcml_scratch{suffix(g)}",
+                          f"HCML - HCML from random init (gamma {g:g}: what the self-supervised phases add)"))
     lines += ["", f"Chance {chance:.3f}. Paired top-1 differences per seed:", ""]
     for a, b, what in pairs:
         diffs = [top1[a, sd] - top1[b, sd] for sd in seeds]
@@ -148,24 +153,31 @@ def main() -> None:
           f"- HCML self-supervised phases: flow {args.flow_epochs:g} epochs, {args.level_epochs:g} epochs per level "
           f"({statistics.fmean(pre_s):.0f} s per seed)",
           f"- fine-tuning: {args.finetune_epochs:g} epochs for every model (HCML's joint loss with lambda 1, "
-          f"gamma {args.contrastive_weight:g}), AdamW lr 2e-2 x batch/256, no mixup; test 2 clips",
+          f"gamma as in each row), AdamW lr 2e-2 x batch/256, no mixup; test 2 clips",
           "", *lines, "",
           "Deployed HCML (flow network and predictors dropped) against the plain backbone, "
           f"input {dep['input']}:", "",
           f"- parameters: {dep['params_deploy']:,} vs {dep['params_backbone']:,} ({100 * dep['params_overhead']:+.1f}%)",
           f"- MACs: {dep['macs_deploy'] / 1e9:.4g} G vs {dep['macs_backbone'] / 1e9:.4g} G ({100 * dep['macs_overhead']:+.1f}%)",
           ""]
-    Path(args.md).write_text("\n".join(md) + "\n")
+    text, path = "\n".join(md) + "\n", Path(args.md)
+    if path.exists() and READING in path.read_text():  # a hand-written reading is kept
+        text += READING + path.read_text().split(READING, 1)[1]
+    path.write_text(text)
     plot(rows, names, chance, Path(args.md).with_suffix(".png"),
          f"{args.label_fraction:.0%} of the labels, {args.seeds} seed(s), {args.finetune_epochs:g} fine-tuning epochs")
     print("\n".join(lines))
+
+
+def suffix(gamma: float) -> str:
+    return "" if gamma == 1.0 else f"_g{gamma:g}"
 
 
 def tick(name: str) -> str:
     base, _, g = name.partition("_g")
     text = {"resnet3d": "plain ResNet3D-18", "hcml": "HCML (same backbone)",
             "hcml_scratch": "HCML, random init"}[base]
-    return text + (f"\ngamma {g}" if g else "")
+    return text + f"\ngamma {g or 1}" * (base != "resnet3d")
 
 
 def plot(rows: list[dict], names: list[str], chance: float, png: Path, subtitle: str) -> None:

@@ -328,8 +328,8 @@ class HCMLModelConfig(CNNConfig):
     num_samples: int = Field(16, ge=1)  # N locations per video: DPC's 4x4 grid
     tau: float = Field(0.07, gt=0.0)  # MoCo/CMC temperature for cosine similarity
     zeta: float = Field(0.1, ge=0.0)  # smoothness weight; at 1 the flow net stays a near-constant field (bench/flow_smoothness.md); tune per dataset
-    recon_weight: float = Field(1.0, ge=0.0)  # lambda: the seed gives none; terms are O(1) means
-    contrastive_weight: float = Field(1.0, ge=0.0)  # gamma_l, same reasoning
+    recon_weight: float = Field(1.0, ge=0.0)  # lambda: the seed gives none; L_recon is O(0.1-1) like L_cls
+    contrastive_weight: float = Field(0.1, ge=0.0)  # gamma_l: each InfoNCE term is 4-7 nats; 1 crowds out L_cls (bench/hcml_pan.md)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)  # before the classification head
 
 

@@ -24,8 +24,9 @@ Experiments (`--experiment`, repeatable; the seed's tables in brackets):
 * `dual`: VideoMAE and TPL, each with and without VideoMAE V2's decoder masking (running
   cells, ratio 0.5) [issue 13's accuracy table];
 * `search`: `progvid search`'s best plan (`--searched best.yaml`) against the default plan and
-  the baseline [issue 12 item 6; the seed's FIG. 5], and the baseline at batch 16 (the batch
-  the search chose), which separates the plan's shape from its batch size.
+  the baseline [issue 12 item 6; the seed's FIG. 5], with batch 16 (the batch the search chose)
+  and the config's batch 32 crossed: the baseline and the default plan at batch 16, the searched
+  plan at batch 32, which separates the plans' shapes from their batch sizes.
 The ablations run at the largest budget. Runs go `--jobs` at a time (one torch thread each) in
 subprocesses; a run folder with `result.json` is finished and is not redone, so an interrupted
 sweep resumes, and `--report` rewrites the tables and plots from what exists.
@@ -81,9 +82,10 @@ from progvid.tasks.pretrain import build_model, run_pretrain
 HERE = Path(__file__).resolve().parent
 
 
-def plan(frames: list[int], shares: list[float] | None = None) -> str:
+def plan(frames: list[int], shares: list[float] | None = None, batch: int | None = None) -> str:
     shares = shares or [1 / len(frames)] * len(frames)
-    body = ", ".join(f"{{frames: {f}, share: {s!r}}}" for f, s in zip(frames, shares, strict=True))
+    extra = f", batch_size: {batch}" if batch else ""
+    body = ", ".join(f"{{frames: {f}, share: {s!r}{extra}}}" for f, s in zip(frames, shares, strict=True))
     return f"plan.stages=[{body}]"
 
 
@@ -93,15 +95,16 @@ def variants(frames: int) -> dict[str, list[str]]:
     stages merge (2/4/8 with shares 1/4, 1/2, 1/4), and the stage ablation runs (8), (2, 8),
     (2, 4, 8), (2, 4, 6, 8) (a fifth stage would need 1-frame clips, below the tubelet)."""
     if frames == 16:
-        tpl = plan([2, 4, 8, 16], [0.125, 0.125, 0.5, 0.25])
+        tpl_plan = ([2, 4, 8, 16], [0.125, 0.125, 0.5, 0.25])
         stages = [[2, 16], [2, 4, 16], [2, 4, 8, 16], [2, 4, 8, 12, 16]]
     elif frames == 8:
-        tpl = plan([2, 4, 8], [0.25, 0.5, 0.25])
+        tpl_plan = ([2, 4, 8], [0.25, 0.5, 0.25])
         stages = [[2, 8], [2, 4, 8], [2, 4, 6, 8]]
     else:
         raise SystemExit(f"--frames {frames}: plans are defined for 8 and 16")
+    tpl = plan(*tpl_plan)
     out = {"videomae": [plan([frames])], "tpl": [tpl],
-           "videomae_b16": [f"plan.stages=[{{frames: {frames}, share: 1.0, batch_size: 16}}]"],
+           "videomae_b16": [plan([frames], batch=16)], "tpl_b16": [plan(*tpl_plan, batch=16)],
            "tpl_global_lr": [tpl, "optim.lr_rule=global"], "tpl_step_decay": [tpl, "optim.lr_rule=step"],
            "random_length": [tpl, "plan.multigrid=true"],
            "random_uniform": [tpl, "plan.multigrid=true", "plan.multigrid_mix=uniform"],
@@ -109,6 +112,10 @@ def variants(frames: int) -> dict[str, list[str]]:
     out.update({f"stages_{len(s)}": [plan(s)] for s in stages})
     if SEARCHED:
         out["searched"] = SEARCHED
+        # the searched plan at the config's batch: its shape without its batch size
+        unbatched = [{k: v for k, v in st.items() if k != "batch_size"}
+                     for st in json.loads(SEARCHED[0].split("=", 1)[1])]
+        out["searched_b32"] = ["plan.stages=" + json.dumps(unbatched)]
     return out
 
 
@@ -131,6 +138,7 @@ def label(variant: str, frames: int) -> str:
     extra = {"tpl_global_lr": ", one global warm-up + cosine", "tpl_step_decay": ", step decay per stage",
              "random_length": ", random length per iteration (the plan's mix)",
              "random_uniform": ", random length per iteration (each length equally often)", "searched": ", progvid search's best",
+             "searched_b32": ", progvid search's best shape at the config's batch",
              "videomae_dual": ", dual masking", "tpl_dual": ", dual masking"}.get(variant, "")
     name = ("VideoMAE" if variant.startswith("videomae") else "TPL" if variant.startswith(("tpl", "random", "searched"))
             else f"{variant.split('_')[1]} stages")
@@ -151,9 +159,10 @@ EXPERIMENTS: dict[str, dict] = {
     "dual": {"variants": ["videomae", "videomae_dual", "tpl", "tpl_dual"],
              "pairs": [("videomae", "videomae_dual"), ("tpl", "tpl_dual"), ("videomae", "tpl"), ("videomae", "tpl_dual")],
              "title": "Decoder masking (VideoMAE V2, running cells, ratio 0.5) with and without TPL (issue 13)"},
-    "search": {"variants": ["videomae", "tpl", "searched", "videomae_b16"],
+    "search": {"variants": ["videomae", "tpl", "searched", "videomae_b16", "searched_b32", "tpl_b16"],
                "pairs": [("videomae", "tpl"), ("videomae", "searched"), ("videomae", "videomae_b16"),
-                         ("videomae_b16", "searched")],
+                         ("videomae_b16", "searched"), ("searched_b32", "searched"), ("tpl", "tpl_b16"),
+                         ("tpl", "searched_b32")],
                "title": "progvid search's best plan at the full budget (issue 12 item 6; seed FIG. 5)"},
 }
 def say(text: str) -> None:

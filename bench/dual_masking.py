@@ -26,11 +26,10 @@ import time
 from pathlib import Path
 
 import torch
+from evidence import write_report  # bench/ is sys.path[0]
 
 from progvid.models import videomae
 from progvid.progressive.flops import model_flops
-
-READING = "\n## Reading\n"  # a hand-written section of the report that a rewrite keeps
 
 
 def step_time(model: torch.nn.Module, video: torch.Tensor, opt: torch.optim.Optimizer,
@@ -116,10 +115,7 @@ def main() -> int:
     report = "\n".join(lines) + "\n"
     print(report)
     if args.out:
-        path = Path(args.out)
-        if path.exists() and READING in path.read_text():  # the hand-written reading is kept
-            report += READING + path.read_text().split(READING, 1)[1]
-        path.write_text(report)
+        write_report(Path(args.out), report)  # keeps the hand-written reading
     return 0
 
 

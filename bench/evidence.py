@@ -72,6 +72,17 @@ def data_overrides(data: Path) -> list[str]:
             "data.classes=classes.txt"]
 
 
+READING = "\n## Reading\n"  # a hand-written section of a bench report that a rewrite keeps
+
+
+def write_report(path: Path, text: str) -> None:
+    """Write a generated report, keeping the `## Reading` section (and all after it) of the file
+    it replaces. Shared with tpl_claims.py and hcml_vs_backbone.py."""
+    if path.exists() and READING in path.read_text():
+        text += READING + path.read_text().split(READING, 1)[1]
+    path.write_text(text)
+
+
 def subset_list(data_cfg, fraction: float, seed: int, out: Path) -> int:
     """A stratified `fraction` of the labelled training clips (at least one per class), written
     as a list file; returns its size."""

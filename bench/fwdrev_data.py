@@ -11,8 +11,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+if len(sys.argv) != 3:
+    sys.exit("usage: python bench/fwdrev_data.py FOOTAGE_DIR OUT")
 src, out = Path(sys.argv[1]), Path(sys.argv[2])
 names = ["bigbuckbunny", "bikes", "carphone_pristine"]
+for n in names:
+    if not (src / f"{n}.mp4").is_file():
+        print(f"fwdrev_data: {src / f'{n}.mp4'}: missing (run `make footage`)", file=sys.stderr)
+        sys.exit(2)
 rng = np.random.default_rng(0)
 (out / "videos").mkdir(parents=True, exist_ok=True)
 frames = {}

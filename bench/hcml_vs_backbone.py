@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from evidence import write_report  # bench/ is sys.path[0]
 
 from progvid.config import FinetuneConfig, HCMLConfig, validate
 from progvid.data.datasets import build_samples, stratified_subset, write_list
@@ -37,7 +38,6 @@ from progvid.tasks.hcml import deploy_report, run_hcml_pretrain
 DATA = {"train": "train.csv", "val": "val.csv", "classes": "classes.txt", "num_frames": 8,
         "sampling_rate": 2, "input_size": 32, "flip": False, "workers": 1}
 MODEL = {"resnet_depth": 18, "width": 0.25}
-READING = "\n## Reading\n"  # a hand-written section of the report that a rerun keeps
 
 
 def spread(vals: list[float]) -> str:
@@ -160,10 +160,7 @@ def main() -> None:
           f"- parameters: {dep['params_deploy']:,} vs {dep['params_backbone']:,} ({100 * dep['params_overhead']:+.1f}%)",
           f"- MACs: {dep['macs_deploy'] / 1e9:.4g} G vs {dep['macs_backbone'] / 1e9:.4g} G ({100 * dep['macs_overhead']:+.1f}%)",
           ""]
-    text, path = "\n".join(md) + "\n", Path(args.md)
-    if path.exists() and READING in path.read_text():  # a hand-written reading is kept
-        text += READING + path.read_text().split(READING, 1)[1]
-    path.write_text(text)
+    write_report(Path(args.md), "\n".join(md) + "\n")  # keeps a hand-written reading
     plot(rows, names, chance, Path(args.md).with_suffix(".png"),
          f"{args.label_fraction:.0%} of the labels, {args.seeds} seed(s), {args.finetune_epochs:g} fine-tuning epochs")
     print("\n".join(lines))

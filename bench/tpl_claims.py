@@ -66,7 +66,14 @@ from pathlib import Path
 import torch
 import yaml
 from evidence import PRESETS as EVIDENCE_PRESETS  # bench/ is sys.path[0]
-from evidence import QUIET, data_overrides, merge_preset, subset_list, write_preset_data
+from evidence import (
+    QUIET,
+    data_overrides,
+    merge_preset,
+    subset_list,
+    write_preset_data,
+    write_report,
+)
 
 from progvid.config import load_config
 from progvid.config.load import to_plain
@@ -343,7 +350,6 @@ def first_reach(points: list[tuple[float, float]], target: float) -> float | Non
     return None
 
 
-READING = "\n## Reading\n"  # a hand-written section of tpl_claims.md that a rewrite keeps
 # (result key, name, +1 when higher is better / -1 when lower is)
 MEASURES = [("probe", "linear probe top-1", 1), ("knn", "kNN top-1", 1), ("finetune", "fine-tuned top-1", 1),
             ("val_loss", "held-out masked-reconstruction loss", -1)]
@@ -601,10 +607,7 @@ def main() -> int:
         deadline = t0 + args.minutes * 60 if args.minutes is not None else None
         args.unfinished = sweep(args, deadline)
     text = report(args)
-    path = Path(args.report_dir) / "tpl_claims.md"
-    if path.exists() and READING in path.read_text():  # the hand-written reading is kept
-        text += READING + path.read_text().split(READING, 1)[1]
-    path.write_text(text)
+    write_report(Path(args.report_dir) / "tpl_claims.md", text)  # keeps the hand-written reading
     print(text)
     return 0
 

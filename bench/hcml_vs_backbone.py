@@ -8,6 +8,8 @@ Writes bench/hcml_vs_backbone.md (`--md` elsewhere). With `--data DIR` (a list-f
 e.g. `progvid synth --kind pan`) it runs `--seeds` seeds, optionally on a stratified
 `--label-fraction` of the training labels (HCML's self-supervised phases still see every
 training clip), and reports mean +- standard deviation, the paired differences and chance.
+A finished step leaves bench_seconds.json / bench_row.json in its folder and a rerun reuses it
+without comparing settings: after changing epochs or data, delete the --out folder.
 
     .venv/bin/python bench/hcml_vs_backbone.py [--finetune-epochs 15] [--flow-epochs 10] [--level-epochs 5]
     .venv/bin/python bench/hcml_vs_backbone.py --data /tmp/pan16 --seeds 3 --label-fraction 0.1 --md /tmp/hcml_pan.md

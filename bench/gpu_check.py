@@ -409,7 +409,11 @@ def tiny_commands(combo: str, device: str, data: Path, runs: Path, precision: st
     if resume_at is not None:
         split = str(runs / f"{combo}-split")
         cmds += [("pretrain-stopped", pre + ["--out", split, "--set", f"train.max_steps={resume_at}"]),
-                 ("pretrain-resumed", pre + ["--out", split, "--resume", "auto"])]
+                 ("pretrain-resumed", pre + ["--out", split, "--resume", "auto"]),
+                 # the same run without taking the next batch early (on CUDA: without the
+                 # side-stream copy): must train on the same batches to the same weights
+                 ("pretrain-noprefetch", pre + ["--out", str(runs / f"{combo}-noprefetch"),
+                                                "--set", "train.prefetch=false"])]
     cmds += [("finetune+eval", ["finetune", str(CONFIGS / "finetune/tiny_vit.yaml"), *common,
                                 "--set", f"model.init={run_pre}", "--set", "epochs=1",
                                 "--out", str(run_ft)]),
@@ -439,7 +443,9 @@ def final_weights(run_dir: Path) -> dict[str, Any]:
     return load_weights(cks[-1]) if cks else {}
 
 
-def compare_resume(full: Path, split: Path) -> dict[str, Any]:
+def compare_runs(full: Path, split: Path) -> dict[str, Any]:
+    """Two runs that should train alike (uninterrupted vs stopped and resumed; prefetch on vs
+    off): their logged losses step by step and their final weights."""
 
     a = {r["step"]: r["loss"] for r in read_metrics(full)}
     b = {r["step"]: r["loss"] for r in read_metrics(split)}
@@ -539,13 +545,15 @@ def cmd_tiny(args: argparse.Namespace) -> int:
             e = json.loads(ev.read_text())
             r["eval"] = {k: e.get(k) for k in ("top1", "top5", "views", "num_videos")}
         if not comp:
-            rc = compare_resume(runs / f"{name}-pretrain", runs / f"{name}-split")
-            r["resume"] = rc
-            d = rc.get("max_rel_loss_diff")
-            if "error" in rc or d is None or d > 1e-3:
-                problems.append(f"{name}: resume differs ({rc.get('error') or f'{d:.2e}'})")
-            resumes.append(f"{name} resume {'exact' if d == 0 else f'rel {d:.1e}'}"
-                           if d is not None else f"{name} resume n/a")
+            for what, other in (("resume", "split"), ("prefetch", "noprefetch")):
+                rc = compare_runs(runs / f"{name}-pretrain", runs / f"{name}-{other}")
+                r[what] = rc
+                d = rc.get("max_rel_loss_diff")
+                if "error" in rc or d is None or d > 1e-3:
+                    problems.append(f"{name}: {what} differs ({rc.get('error') or f'{d:.2e}'})")
+                label = "resume" if what == "resume" else "prefetch on/off"
+                resumes.append(f"{name} {label} {'exact' if d == 0 else f'rel {d:.1e}'}"
+                               if d is not None else f"{name} {label} n/a")
         fl = r["final_losses"]
         figures.append(f"{name} final loss pre {fmt(fl['pretrain'])} ft {fmt(fl['finetune'])}")
         if len(problems) > n_problems:

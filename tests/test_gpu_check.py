@@ -70,6 +70,8 @@ def test_rehearsal_runs_every_part_and_survives_a_failing_one(tmp_path: Path) ->
     ran = {k: v for k, v in tiny["combos"].items() if "skipped" not in v}
     assert ran and all(v["all_finite"] for v in ran.values())
     assert all(v["resume"]["max_rel_loss_diff"] == 0.0 for v in ran.values())  # exact on CPU
+    assert all(v["prefetch"]["max_rel_loss_diff"] == 0.0 for v in ran.values())
+    assert all(v["prefetch"]["max_abs_weight_diff"] == 0.0 for v in ran.values())
     assert all(v["skipped"] for k, v in tiny["combos"].items() if k not in ran)
 
     step = json.loads((out / "step" / "step.json").read_text())

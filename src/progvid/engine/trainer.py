@@ -596,7 +596,10 @@ class Trainer:
         if self._copy_stream is None:
             self._ahead = _Ahead(key, index, batch, None)
             return
-        self._copy_stream.wait_stream(torch.cuda.current_stream(self.device))
+        # no wait on the compute stream first: the source is host memory (pinned by the
+        # loader) that no kernel writes, and the copy lands in memory allocated on the side
+        # stream, which `_Ahead.ready` hands to the compute stream with `record_stream`; so the
+        # copy overlaps the step the compute stream is still running, instead of following it
         with torch.cuda.stream(self._copy_stream):
             moved = _tree_to(batch, self.device)
         self._ahead = _Ahead(key, index, moved, self._copy_stream)

@@ -49,16 +49,13 @@ import statistics
 import subprocess
 import sys
 import time
-import types
 from contextlib import nullcontext
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from progvid.interop.hf import to_transformers
 from progvid.models import videomae
-from progvid.models.vit import check_mask, run_blocks, sincos_table
 from progvid.progressive.flops import model_flops
 
 FRAMES, IMG, BATCH, MASK = 16, 112, 8, 0.9
@@ -113,8 +110,10 @@ def make_batch(model: Any, batch: int, frames: int, img: int,
 def step_ours(model: Any, opt: Any, video: torch.Tensor, mask: torch.Tensor,
               device: torch.device, precision: str, set_to_none: bool = True) -> torch.Tensor:
     opt.zero_grad(set_to_none=set_to_none)
+    # the mask's count, as the engine passes it (counting it would be a host sync on CUDA)
+    masked = model.mask_counts(video.shape[2], img_size=tuple(video.shape[-2:]))[0]
     with autocast(device, precision):
-        loss = model(video, mask).loss
+        loss = model(video, mask, num_masked=masked).loss
     loss.backward()
     opt.step()
     return loss.detach()
@@ -130,35 +129,7 @@ def step_hf(model: Any, opt: Any, video: torch.Tensor, mask: torch.Tensor,
     return loss.detach()
 
 
-STEP = {"ours": step_ours, "hf": step_hf, "ours_vis": step_ours}
-
-
-def visible_embed_forward(self: Any, video: torch.Tensor, mask: torch.Tensor | None = None,
-                          apply_norm: bool = True) -> torch.Tensor:
-    """PROPOSED VisionTransformer.forward (not the library's): the cube embedding is a linear map
-    per token, so embed only the visible tokens (gather the raw cubes, then one matmul with the
-    conv weight viewed as (D, C*t*p*p)) instead of Conv3d over all tokens and then dropping 90%.
-    Same function (same loss to float rounding); used by --proposal."""
-    b, c, frames, height, width = video.shape
-    t, h, w = self.grid(frames, height, width)
-    ts, p, d, n = self.tubelet_size, self.patch_size, self.embed_dim, t * h * w
-    cubes = video.reshape(b, c, t, ts, h, p, w, p).permute(0, 2, 4, 6, 1, 3, 5, 7)
-    cubes = cubes.reshape(b, n, c * ts * p * p)  # (B, N, C*t*p*p), conv weight order
-    pos = sincos_table(n, d, video.device).expand(b, -1, -1)
-    if mask is not None:
-        check_mask(mask, b, n)
-        cubes = cubes[~mask].reshape(b, -1, cubes.shape[-1])
-        pos = pos[~mask].reshape(b, -1, d)
-    x = F.linear(cubes, self.patch_embed.proj.weight.reshape(d, -1), self.patch_embed.proj.bias)
-    x = run_blocks(self.blocks, x + pos.to(x.dtype), self.grad_checkpointing and self.training)
-    return self.norm(x) if apply_norm else x
-
-
-def add_proposal(m: dict) -> None:
-    """Third side: a copy of ours with `visible_embed_forward` patched in."""
-    vis = copy.deepcopy(m["ours"])
-    vis.encoder.forward = types.MethodType(visible_embed_forward, vis.encoder)
-    m.update(ours_vis=vis, opt_ours_vis=make_opt(vis, engine=True))
+STEP = {"ours": step_ours, "hf": step_hf}
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,7 +149,7 @@ def time_block(side: str, m: dict, video: torch.Tensor, mask: torch.Tensor, step
 def throughput(m: dict, video: torch.Tensor, mask: torch.Tensor, device: torch.device,
                precision: str, rounds: int, steps: int, flops_clip: float, mm_n: int,
                warmup: int = 2) -> dict[str, Any]:
-    sides = [s for s in ("ours", "hf", "ours_vis") if s in m]
+    sides = [s for s in ("ours", "hf") if s in m]
     for side in sides:
         for _ in range(warmup):
             STEP[side](m[side], m[f"opt_{side}"], video, mask, device, precision)
@@ -362,8 +333,6 @@ def main() -> None:
     ap.add_argument("--ckpt-img-size", type=int, default=224,
                     help="clip size of the ViT-B checkpointing memory probe")
     ap.add_argument("--ckpt-batch", type=int, default=2)
-    ap.add_argument("--proposal", action="store_true",
-                    help="also time ours with the proposed visible-token-only embedding")
     ap.add_argument("--profile", action="store_true", help="torch.profiler top ops, both sides")
     ap.add_argument("--json", help="also write all figures to this JSON file")
     ap.add_argument("--matrix", action="store_true",
@@ -416,14 +385,9 @@ def main() -> None:
         configs.append(("base", 224, BATCH, ["bf16"]))
     for size, img, batch, precs in configs:
         m = build(size, FRAMES, img, device)
-        if args.proposal:
-            add_proposal(m)
         res["attn_impl_hf"] = getattr(m["hf"].config, "_attn_implementation", None)
         video, mask = make_batch(m["ours"], batch, FRAMES, img, device)
         la, lb = check_losses(m, video, mask)
-        if args.proposal:
-            with torch.no_grad():
-                res["loss_proposal"] = m["ours_vis"](video, mask).loss.item()
         fl = model_flops(m["ours"], FRAMES, img)
         flops_clip = 2 * fl.train  # MACs -> FLOPs
         key = f"{size}-{FRAMES}x{img}-b{batch}"
@@ -676,21 +640,13 @@ def report(res: dict[str, Any]) -> str:
                 f"| {key} | {p} | {r['ours']:.2f} | {r['hf']:.2f} | **{r['ratio_ours']:.2f}x** "
                 f"| {r['ratio_ours_round_median']:.2f}x | {r['ratio_ours_best']:.2f}x "
                 f"| {100 * r['mfu_ours']:.1f}% | {100 * r['mfu_hf']:.1f}% |")
-            if "ours_vis" in r:
-                lines.append(
-                    f"| {key} proposal: visible-only embed | {p} | {r['ours_vis']:.2f} | "
-                    f"{r['hf']:.2f} | {r['ratio_ours_vis']:.2f}x "
-                    f"| {r['ratio_ours_vis_round_median']:.2f}x | {r['ratio_ours_vis_best']:.2f}x "
-                    f"| {100 * r['mfu_ours_vis']:.1f}% | |")
     lines.append("\nper-round ours/hf ratios: " + "; ".join(
         f"{k} {p}: " + ", ".join(f"{x:.2f}" for x in t[p]["ratio_ours_rounds"])
         for k, t in res["throughput"].items() for p in ("fp32", "bf16") if p in t))
     for key, t in res["throughput"].items():
         lines.append(f"\n{key}: {t['train_macs_clip'] / 1e9:.2f} GMAC = "
                      f"{2 * t['train_macs_clip'] / 1e9:.2f} GFLOP per clip per training step; "
-                     f"fp32 loss ours {t['loss_ours']:.6f} vs hf {t['loss_hf']:.6f}"
-                     + (f" vs proposal {res['loss_proposal']:.6f}" if "loss_proposal" in res
-                        else ""))
+                     f"fp32 loss ours {t['loss_ours']:.6f} vs hf {t['loss_hf']:.6f}")
     mem = res["memory"]
     if mem:
         lines += ["", "| memory probe | peak over pre-step RSS | per clip | baseline (weights+grads"

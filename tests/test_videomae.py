@@ -261,3 +261,111 @@ def test_mask_token_is_not_weight_decayed() -> None:
     decay, no_decay = param_groups(model, 0.05)
     assert any(p is model.mask_token for p in no_decay["params"])
     assert not any(p is model.mask_token for p in decay["params"])
+
+
+def test_mask_index_takes_what_boolean_indexing_takes() -> None:
+    """`mask_index` + `take_rows` select the rows `x[mask]` selects, in the same order, with the
+    same values and gradients (bitwise), and count when no count is given."""
+    from progvid.models.vit import mask_index, take_rows
+
+    g = torch.Generator().manual_seed(0)
+    mask = tube_mask(3, 2, 4, 4, 0.75, generator=g)  # (3, 32), 24 masked per row
+    x = torch.randn(3, 32, 5, generator=g, requires_grad=True)
+    for select, count in ((mask, 24), (~mask, 8), (mask, None)):
+        idx = mask_index(select, count)
+        assert idx.shape == (3, 24 if count != 8 else 8) and idx.dtype == torch.long
+        assert bool((idx[:, 1:] > idx[:, :-1]).all())  # ascending
+        ours, ref = take_rows(x, idx), x[select].reshape(3, -1, 5)
+        assert torch.equal(ours, ref)
+        w = torch.randn_like(ref)
+        (ga,) = torch.autograd.grad((ours * w).sum(), x)
+        (gb,) = torch.autograd.grad((ref * w).sum(), x)
+        assert torch.equal(ga, gb)
+
+
+def test_given_counts_are_checked_on_cpu() -> None:
+    model = tiny()
+    x = torch.randn(2, 3, 4, 32, 32)
+    mask = model.random_mask(2, 4, generator=torch.Generator().manual_seed(1))
+    masked = model.mask_counts(4)[0]
+    assert masked == int(mask[0].sum()) == 2 * int(0.9 * 16)
+    torch.testing.assert_close(model(x, mask, num_masked=masked).loss, model(x, mask).loss)
+    with pytest.raises(ProgvidError, match=f"every sample must mask {masked - 1} tokens"):
+        model(x, mask, num_masked=masked - 1)
+    with pytest.raises(ProgvidError, match="cannot hide 40"):
+        model(x, mask, num_masked=40)
+
+
+# ops that make the host wait for a GPU (or break a compiled graph): reading a value, or an
+# output whose size depends on the data
+_SYNCING = {"aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.item",
+            "aten.is_nonzero", "aten.unique", "aten._unique2", "aten.masked_scatter"}
+
+
+@pytest.mark.parametrize("dual", [False, True])
+def test_training_step_has_no_host_sync(monkeypatch: pytest.MonkeyPatch, dual: bool) -> None:
+    """The pre-training step (masks drawn as `PretrainTask.step` draws them, forward, backward)
+    calls no op that reads a tensor on the host or sizes its output from the data: on CUDA
+    each would stall the host until the device drained its queue. Boolean indexing is such an
+    op (it counts the mask first); the model gathers by position instead. Run on CPU with the
+    checks that only CPU makes (free there, skipped on CUDA) turned off."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import progvid.models.vit as vit
+
+    class Record(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bad: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            name = str(func.overloadpacket)
+            bool_index = name in ("aten.index", "aten.index_put", "aten.index_put_") and any(
+                isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None)
+            if name in _SYNCING or bool_index:
+                self.bad.append(name)
+            return func(*args, **(kwargs or {}))
+
+    monkeypatch.setattr(vit, "_free_to_count", lambda mask: False)
+    model = tiny(decoder_mask="running_cell" if dual else "none")
+    gen = torch.Generator().manual_seed(0)
+    video = torch.randn(2, 3, 4, 32, 32)
+    with Record() as rec:
+        mask = model.random_mask(2, 4, generator=gen, img_size=(32, 32))
+        dmask = model.random_decoder_mask(2, 4, generator=gen, img_size=(32, 32))
+        masked, kept = model.mask_counts(4, img_size=(32, 32))
+        model(video, mask, num_masked=masked, decoder_mask=dmask, num_kept=kept).loss.backward()
+    assert (dmask is not None) == dual
+    assert rec.bad == [], rec.bad
+    with Record() as rec:  # the same step without the counts: boolean-free, but it counts
+        model(video, mask, decoder_mask=dmask).loss.backward()
+    assert rec.bad and set(rec.bad) <= {"aten._local_scalar_dense"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dual", [False, True])
+def test_cuda_training_step_has_no_host_sync(dual: bool) -> None:
+    """The same step on a GPU under CUDA's own sync detector (run by bench/gpu_check.sh)."""
+    import warnings
+
+    model = tiny(decoder_mask="running_cell" if dual else "none").cuda()
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    video = torch.randn(2, 3, 4, 32, 32, device="cuda")
+
+    def step() -> None:
+        mask = model.random_mask(2, 4, "cuda", generator=gen, img_size=(32, 32))
+        dmask = model.random_decoder_mask(2, 4, "cuda", generator=gen, img_size=(32, 32))
+        masked, kept = model.mask_counts(4, img_size=(32, 32))
+        model(video, mask, num_masked=masked, decoder_mask=dmask, num_kept=kept).loss.backward()
+
+    step()  # first calls build cached tables and kernels
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+    assert syncs == [], syncs

@@ -45,9 +45,12 @@ from .vit import (
     check_mask,
     check_overrides,
     init_weights,
+    mask_index,
+    mask_order,
     run_blocks,
     sincos_table,
     size_dims,
+    take_rows,
 )
 
 # name -> (decoder_embed_dim, decoder_num_heads), as in the official pretrain configs.
@@ -369,7 +372,8 @@ class VideoMAE(nn.Module):
     @torch.no_grad()
     def normalized_target(self, video: Tensor, select: Tensor | None = None) -> Tensor:
         """Reconstruction target for every token: (B, N, t*p*p*C), float32; with `select` (bool
-        (B, N), the same count per sample) only those tokens, in token order: (B, N_sel, ...).
+        (B, N), the same count per sample, or its positions (B, N_sel) from `mask_index`) only
+        those tokens, in token order: (B, N_sel, ...).
 
         Un-normalize to [0, 1] pixels with the model's mean/std; with `norm_pix_loss`, normalize
         each token per channel (mean, unbiased std + 1e-6) as in the official VideoMAE. Tokens
@@ -377,8 +381,8 @@ class VideoMAE(nn.Module):
         tokens = self.patchify(video.float())  # (B, N, t*p*p*C), channel last
         b, n, d = tokens.shape
         if select is not None:
-            tokens = tokens[select]
-            n = tokens.shape[0] // b
+            tokens = take_rows(tokens, mask_index(select) if select.dtype == torch.bool else select)
+            n = tokens.shape[1]
         tokens = tokens.reshape(b, n, -1, self.in_chans)  # (B, N, t*p*p, C)
         tokens = tokens * self.pixel_std.float().view(-1) + self.pixel_mean.float().view(-1)
         if not self.norm_pix_loss:
@@ -390,12 +394,14 @@ class VideoMAE(nn.Module):
 
     # -- forward pieces -------------------------------------------------------------------------
 
-    def forward_encoder(self, video: Tensor, mask: Tensor) -> Tensor:
-        """video (B, C, T, H, W), mask (B, N) -> visible latents (B, N_visible, D_enc)."""
-        return self.encoder(video, mask)
+    def forward_encoder(self, video: Tensor, mask: Tensor, num_masked: int | None = None) -> Tensor:
+        """video (B, C, T, H, W), mask (B, N) -> visible latents (B, N_visible, D_enc).
+        `num_masked`: the masked tokens per sample when known (saves counting them)."""
+        return self.encoder(video, mask, num_masked=num_masked)
 
     def forward_decoder(
-        self, latent: Tensor, mask: Tensor, decoder_mask: Tensor | None = None
+        self, latent: Tensor, mask: Tensor, decoder_mask: Tensor | None = None, *,
+        num_kept: int | None = None,
     ) -> Tensor:
         """latent (B, N_visible, D_enc), mask (B, N) -> pred (B, N_masked, t*p*p*C), masked
         tokens in token order. Visible tokens are not unshuffled; their positions are gathered
@@ -405,23 +411,34 @@ class VideoMAE(nn.Module):
         go to the positions it keeps instead, encoder-visible ones included (V2,
         modeling_pretrain.py lines 341-358; its decoder's head reads the last N_kept tokens,
         lines 223-236): pred is (B, N_kept, t*p*p*C), kept tokens in token order, and the decoder
-        runs on N_visible + N_kept tokens."""
-        x = self.encoder_to_decoder(latent)  # (B, N_visible, Dd)
-        b, _, d = x.shape
-        pos = sincos_table(mask.shape[1], d, x.device).to(x.dtype).expand(b, -1, -1)  # (B, N, Dd)
-        pos_vis = pos[~mask].reshape(b, -1, d)
-        slots = mask if decoder_mask is None else ~decoder_mask  # where mask tokens go
-        pos_mask = pos[slots].reshape(b, -1, d)  # (B, N_masked or N_kept, Dd)
-        num_masked = pos_mask.shape[1]
-        if num_masked == 0:
+        runs on N_visible + N_kept tokens. `num_kept`: the kept tokens per sample when known
+        (saves counting them: a host sync on CUDA; the other counts come from the shapes)."""
+        n_visible = latent.shape[1]
+        order = mask_order(mask)
+        if decoder_mask is None:
+            slots = order[:, n_visible:]
+        else:  # where mask tokens go
+            slots = mask_index(~decoder_mask, num_kept)
+        return self._decode(latent, order[:, :n_visible], slots, mask.shape[1])
+
+    def _decode(self, latent: Tensor, visible: Tensor, slots: Tensor, num_tokens: int) -> Tensor:
+        """`forward_decoder` with positions: the visible tokens' (B, N_visible) and the mask
+        tokens' (B, N_slots), each ascending, among `num_tokens`."""
+        if slots.shape[1] == 0:
             raise ProgvidError("the mask hides no token: nothing to reconstruct")
-        x = torch.cat([x + pos_vis, self.mask_token.to(x.dtype) + pos_mask], dim=1)
-        return self.decoder(x, num_masked)
+        x = self.encoder_to_decoder(latent)  # (B, N_visible, Dd)
+        pos = sincos_table(num_tokens, x.shape[-1], x.device).to(x.dtype)  # (N, Dd)
+        x = torch.cat([x + pos[visible], self.mask_token.to(x.dtype) + pos[slots]], dim=1)
+        return self.decoder(x, slots.shape[1])
 
     def forward_loss(self, video: Tensor, pred: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """MSE between pred (B, N_masked, D) and the masked tokens' targets, in float32.
         Returns (loss, target)."""
-        target = self.normalized_target(video, mask)  # (B, N_masked, D)
+        return self._loss(video, pred, mask_index(mask, pred.shape[1]))
+
+    def _loss(self, video: Tensor, pred: Tensor, hidden: Tensor) -> tuple[Tensor, Tensor]:
+        """`forward_loss` with the masked tokens' positions (B, N_masked), ascending."""
+        target = self.normalized_target(video, hidden)  # (B, N_masked, D)
         return F.mse_loss(pred.float(), target), target
 
     def forward_dual_loss(
@@ -433,17 +450,37 @@ class VideoMAE(nn.Module):
         kept tokens the encoder did not see. The loss is the per-token MSE (mean over D) summed
         over the loss_mask rows of the batch and divided by their number (at least 1: a batch
         whose kept tokens were all visible gives 0 rather than NaN)."""
-        kept = ~decoder_mask
+        return self._dual_loss(video, pred, mask, mask_index(~decoder_mask, pred.shape[1]))
+
+    def _dual_loss(self, video: Tensor, pred: Tensor, mask: Tensor,
+                   kept: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """`forward_dual_loss` with the kept tokens' positions (B, N_kept), ascending."""
         target = self.normalized_target(video, kept)  # (B, N_kept, D)
-        loss_mask = mask[kept].reshape(pred.shape[:2])  # (B, N_kept), True = in the loss
+        loss_mask = take_rows(mask, kept)  # (B, N_kept), True = in the loss
         per_token = (pred.float() - target).pow(2).mean(dim=-1)
         weight = loss_mask.to(per_token.dtype)
         loss = (per_token * weight).sum() / weight.sum().clamp_min(1.0)
         return loss, target, loss_mask
 
+    def mask_counts(self, num_frames: int | None = None, *,
+                    img_size: int | tuple[int, int] | None = None) -> tuple[int, int | None]:
+        """(tokens per sample that `random_mask` hides, tokens per sample that
+        `random_decoder_mask` keeps, None when decoder masking is off) for a clip."""
+        size = img_size or self.img_size
+        h, w = (size, size) if isinstance(size, int) else size
+        t, gh, gw = self.encoder.grid(num_frames or self.num_frames, h, w)
+        if self.mask_type == "tube":
+            masked = t * _check_ratio(self.mask_ratio, gh * gw)
+        else:
+            masked = _check_ratio(self.mask_ratio, t * gh * gw)
+        if self.decoder_mask_type == "none":
+            return masked, None
+        return masked, running_cell_kept(t, gh, gw, self.decoder_mask_ratio)
+
     def forward(
         self, video: Tensor, mask: Tensor | None = None, generator: torch.Generator | None = None,
-        decoder_mask: Tensor | None = None,
+        decoder_mask: Tensor | None = None, *, num_masked: int | None = None,
+        num_kept: int | None = None,
     ) -> VideoMAEOutput:
         """Masks not given are drawn from `generator` (encoder mask first, then decoder mask).
 
@@ -451,25 +488,39 @@ class VideoMAE(nn.Module):
         built with `decoder_mask="running_cell"`, one is drawn in training mode only; in eval
         mode the decoder then sees every position (the v1 reconstruction of all masked tokens:
         a deterministic validation loss comparable across runs, and full pictures for viz).
-        An explicit decoder_mask is always used, whatever the model's option or mode."""
+        An explicit decoder_mask is always used, whatever the model's option or mode.
+
+        num_masked / num_kept: tokens per sample that the given mask hides / the given decoder
+        mask keeps, when the caller knows them (e.g. `mask_counts` for masks it drew with
+        `random_mask`): on CUDA counting them would make the host wait for the device. Masks
+        drawn here are counted from `mask_counts`. On CPU every given count is checked."""
+        gt, gh, gw = self.encoder.check_video(video)
+        b, t, h, w, n = video.shape[0], *video.shape[2:], gt * gh * gw
         if mask is None:
-            _, _, t, h, w = video.shape
-            mask = self.random_mask(video.shape[0], t, video.device, generator, img_size=(h, w))
+            mask = self.random_mask(b, t, video.device, generator, img_size=(h, w))
+            num_masked = self.mask_counts(t, img_size=(h, w))[0]
         mask = mask.to(device=video.device)
+        check_mask(mask, b, n, num_masked)  # a given mask: the same count per sample (as given)?
         if decoder_mask is None and self.training and self.decoder_mask_type != "none":
-            _, _, t, h, w = video.shape  # drawn masks keep the same count per sample: no check
-            decoder_mask = self.random_decoder_mask(
-                video.shape[0], t, video.device, generator, img_size=(h, w))
+            decoder_mask = self.random_decoder_mask(b, t, video.device, generator, img_size=(h, w))
+            num_kept = self.mask_counts(t, img_size=(h, w))[1]
         elif decoder_mask is not None:
             decoder_mask = decoder_mask.to(device=video.device)
-            check_mask(decoder_mask, *mask.shape)  # a given mask: same count per sample?
-        latent = self.forward_encoder(video, mask)
-        pred = self.forward_decoder(latent, mask, decoder_mask)
+            check_mask(decoder_mask, b, n, None if num_kept is None else n - num_kept)
+        # one sort gives the visible positions and the masked ones (each ascending): the same
+        # tokens in the same order as boolean indexing, without its host sync on CUDA
+        order = mask_order(mask)
+        n_visible = n - (int(mask[0].sum()) if num_masked is None else num_masked)
+        visible, hidden = order[:, :n_visible], order[:, n_visible:]
+        latent = self.encoder.forward_visible(video, visible)
         if decoder_mask is None:
-            loss, target = self.forward_loss(video, pred, mask)
+            pred = self._decode(latent, visible, hidden, n)
+            loss, target = self._loss(video, pred, hidden)
             loss_mask = None
         else:
-            loss, target, loss_mask = self.forward_dual_loss(video, pred, mask, decoder_mask)
+            kept = mask_index(~decoder_mask, num_kept)
+            pred = self._decode(latent, visible, kept, n)
+            loss, target, loss_mask = self._dual_loss(video, pred, mask, kept)
         return VideoMAEOutput(loss=loss, pred=pred, target=target, mask=mask,
                               decoder_mask=decoder_mask, loss_mask=loss_mask)
 

@@ -163,21 +163,24 @@ class PatchEmbed(nn.Module):
         # (B, C, T, H, W) -> (B, D, T/t, H/p, W/p) -> (B, N, D) with N ordered (t, h, w)
         return self.proj(video).flatten(2).transpose(1, 2)
 
-    def forward_tokens(self, video: Tensor, keep: Tensor) -> Tensor:
-        """Embed only the tokens where `keep` (bool (B, N), same count per sample) is True:
-        (B, C, T, H, W) -> (B, N_keep, D) in token order.
+    def forward_tokens(self, video: Tensor, index: Tensor) -> Tensor:
+        """Embed only the tokens at `index` (long (B, K), token positions, see `mask_index`):
+        (B, C, T, H, W) -> (B, K, D) in the order of `index`.
 
         Kernel = stride, so the Conv3d is a per-cube linear map: gather the kept cubes (flattened
         (C, t, p, p) like the conv weight) from a strided view of the video, then apply the conv
-        weight as a matrix. Same function as `forward(video)[keep]` up to float round-off, at
-        N_keep / N of its multiply-accumulates and without copying the hidden cubes."""
+        weight as a matrix. Same function as `forward(video)` at those rows up to float
+        round-off, at K / N of its multiply-accumulates and without copying the hidden cubes."""
         b, c, frames, height, width = video.shape
         ts, p = self.tubelet_size, self.patch_size
         t, h, w = frames // ts, height // p, width // p
         cubes = video.reshape(b, c, t, ts, h, p, w, p).permute(0, 2, 4, 6, 1, 3, 5, 7)
-        cubes = cubes[keep.view(b, t, h, w)].reshape(b, -1, c * ts * p * p)  # (B, N_keep, K)
+        rows = torch.arange(b, device=index.device).unsqueeze(1)
+        ti, rest = index.div(h * w, rounding_mode="floor"), index.remainder(h * w)
+        cubes = cubes[rows, ti, rest.div(w, rounding_mode="floor"), rest.remainder(w)]
         weight = self.proj.weight
-        return F.linear(cubes, weight.reshape(weight.shape[0], -1), self.proj.bias)
+        return F.linear(cubes.reshape(b, index.shape[1], -1), weight.reshape(weight.shape[0], -1),
+                        self.proj.bias)
 
 
 class VisionTransformer(nn.Module):
@@ -240,25 +243,32 @@ class VisionTransformer(nn.Module):
             )
         return num_frames // t, height // p, width // p
 
+    def check_video(self, video: Tensor) -> tuple[int, int, int]:
+        """The token grid (t, h, w) of a video batch (B, C, T, H, W); ProgvidError if it is not
+        one this encoder takes."""
+        if video.ndim != 5 or video.shape[1] != self.in_chans:
+            raise ProgvidError(
+                f"expected video (B, {self.in_chans}, T, H, W), got shape {tuple(video.shape)}"
+            )
+        return self.grid(*video.shape[2:])
+
     def num_tokens(self, num_frames: int | None = None, img_size: int | None = None) -> int:
         """Number of tokens N for a square clip (defaults: the constructor's geometry)."""
         s = img_size or self.img_size
         t, h, w = self.grid(num_frames or self.num_frames, s, s)
         return t * h * w
 
-    def forward(self, video: Tensor, mask: Tensor | None = None, apply_norm: bool = True) -> Tensor:
+    def forward(self, video: Tensor, mask: Tensor | None = None, apply_norm: bool = True,
+                num_masked: int | None = None) -> Tensor:
         """video (B, C, T, H, W), mask bool (B, N) True = masked (same count per sample) ->
         visible tokens (B, N_visible, D) in token order. `apply_norm=False` skips the final norm
-        (fine-tune style: mean-pool these tokens, then apply your own fc_norm).
+        (fine-tune style: mean-pool these tokens, then apply your own fc_norm). `num_masked`:
+        the masked tokens per sample, when the caller knows it (see `mask_index`).
 
         With a mask only the visible cubes are embedded (`PatchEmbed.forward_tokens`); the
         official model embeds all tokens and then drops the masked ones, which is the same
         function (FLOPs reports keep that convention and show the executed count beside it)."""
-        if video.ndim != 5 or video.shape[1] != self.in_chans:
-            raise ProgvidError(
-                f"expected video (B, {self.in_chans}, T, H, W), got shape {tuple(video.shape)}"
-            )
-        t, h, w = self.grid(*video.shape[2:])
+        t, h, w = self.check_video(video)
         if mask is None:
             x = self.patch_embed(video)  # (B, N, D)
             b, n, d = x.shape
@@ -266,25 +276,66 @@ class VisionTransformer(nn.Module):
         else:
             # Embed the visible cubes only (the embedding is per token: same result, less work).
             b, n, d = video.shape[0], t * h * w, self.embed_dim
-            check_mask(mask, b, n)
-            x = self.patch_embed.forward_tokens(video, ~mask)  # (B, N_visible, D)
-            pos = sincos_table(n, d, x.device).to(x.dtype).expand(b, -1, -1)
-            x = x + pos[~mask].reshape(b, -1, d)
+            check_mask(mask, b, n, num_masked)
+            return self.forward_visible(
+                video, mask_index(~mask, None if num_masked is None else n - num_masked), apply_norm)
+        x = run_blocks(self.blocks, x, self.grad_checkpointing and self.training)
+        return self.norm(x) if apply_norm else x
+
+    def forward_visible(self, video: Tensor, visible: Tensor, apply_norm: bool = True) -> Tensor:
+        """`forward` with the visible tokens given by position: long (B, N_visible) ascending
+        (`mask_index(~mask)`, or the first columns of `mask_order(mask)`)."""
+        t, h, w = self.check_video(video)
+        x = self.patch_embed.forward_tokens(video, visible)  # (B, N_visible, D)
+        x = x + sincos_table(t * h * w, self.embed_dim, x.device).to(x.dtype)[visible]
         x = run_blocks(self.blocks, x, self.grad_checkpointing and self.training)
         return self.norm(x) if apply_norm else x
 
 
-def check_mask(mask: Tensor, batch: int, num_tokens: int) -> None:
-    """Reject masks that would silently mix tokens across samples when reshaped."""
+def check_mask(mask: Tensor, batch: int, num_tokens: int, count: int | None = None) -> None:
+    """Reject masks that would silently mix tokens across samples when reshaped (and, with
+    `count`, masks whose rows do not hide exactly `count` tokens each)."""
     if mask.dtype != torch.bool or tuple(mask.shape) != (batch, num_tokens):
         raise ProgvidError(
             f"mask must be bool ({batch}, {num_tokens}), got {mask.dtype} {tuple(mask.shape)}"
         )
-    if mask.device.type != "cpu" or torch.compiler.is_compiling():
-        return  # counting needs a host sync (and breaks a compiled graph); CPU checks it free
+    if count is not None and not 0 <= count <= num_tokens:
+        raise ProgvidError(f"a mask of {num_tokens} tokens cannot hide {count} per sample")
+    if not _free_to_count(mask):
+        return
     counts = mask.sum(1)
-    if bool((counts != counts[0]).any()):
-        raise ProgvidError(f"every sample must mask the same number of tokens, got {counts.tolist()}")
+    if bool((counts != (counts[0] if count is None else count)).any()):
+        want = "the same number of" if count is None else f"{count}"
+        raise ProgvidError(f"every sample must mask {want} tokens, got {counts.tolist()}")
+
+
+def _free_to_count(mask: Tensor) -> bool:
+    """Whether reading `mask`'s counts on the host is free: on CPU, not under compile (on a
+    GPU it is a host sync, and it breaks a compiled graph)."""
+    return mask.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def mask_index(select: Tensor, count: int | None = None) -> Tensor:
+    """Positions of the True entries of each row of bool `select` (B, N), ascending: long
+    (B, count). Indexing rows with it takes what `x[select].reshape(B, count, ...)` takes, in the
+    same order, but without the host sync with which boolean indexing sizes its result on CUDA
+    (and without breaking a compiled graph). `count` is the True entries per row (the same in
+    every row); when it is not given it is counted, which is itself one host sync on CUDA."""
+    if count is None:
+        count = int(select[0].sum())
+    return mask_order(~select)[:, :count]
+
+
+def mask_order(mask: Tensor) -> Tensor:
+    """Each row's positions (B, N), those where bool `mask` is False first, then those where it
+    is True, both ascending: with k False per row, `[:, :k]` is `mask_index(~mask, k)` and
+    `[:, k:]` is `mask_index(mask, N - k)`, from one sort."""
+    return torch.argsort(mask.to(torch.uint8), dim=1, stable=True)
+
+
+def take_rows(x: Tensor, index: Tensor) -> Tensor:
+    """x (B, N, ...) -> (B, K, ...): each sample's rows at its positions `index` (B, K)."""
+    return x[torch.arange(x.shape[0], device=x.device).unsqueeze(1), index]
 
 
 def build_encoder(
@@ -332,5 +383,9 @@ __all__ = [
     "PatchEmbed",
     "VisionTransformer",
     "build_encoder",
+    "check_mask",
+    "mask_index",
+    "mask_order",
     "sincos_table",
+    "take_rows",
 ]

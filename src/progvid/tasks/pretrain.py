@@ -60,10 +60,12 @@ class PretrainTask(ClipTask):
         mask = inner.random_mask(b * ctx.world, t, ctx.device, ctx.generator, img_size=(h, w))
         dmask = inner.random_decoder_mask(b * ctx.world, t, ctx.device, ctx.generator,
                                           img_size=(h, w))
+        # their counts come from the model's settings: counting them would stall on CUDA
+        masked, kept = inner.mask_counts(t, img_size=(h, w))
         if dmask is None:
-            return {"loss": model(video, mask[ctx.rank :: ctx.world]).loss}
-        return {"loss": model(video, mask[ctx.rank :: ctx.world],
-                              decoder_mask=dmask[ctx.rank :: ctx.world]).loss}
+            return {"loss": model(video, mask[ctx.rank :: ctx.world], num_masked=masked).loss}
+        return {"loss": model(video, mask[ctx.rank :: ctx.world], num_masked=masked,
+                              decoder_mask=dmask[ctx.rank :: ctx.world], num_kept=kept).loss}
 
 
 def run_pretrain(cfg: PretrainConfig, *, out: str | None = None, resume: str | None = None,

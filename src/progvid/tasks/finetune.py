@@ -141,9 +141,10 @@ class FinetuneTask(ClipTask):
     def step(self, model: torch.nn.Module, batch: dict[str, Any],
              ctx: StepContext) -> dict[str, torch.Tensor]:
         video = self.video(batch, ctx)
-        labels = batch["label"].to(ctx.device, non_blocking=True)
-        if (labels < 0).any():
+        labels = batch["label"]
+        if bool((labels < 0).any()):  # checked before the copy: on the host, no device wait
             raise ConfigError("data.train: fine-tuning needs a label on every training video")
+        labels = labels.to(ctx.device, non_blocking=True)
         if self.mixup is not None:
             video, targets = self.mixup(video, labels, ctx.generator)
 

@@ -13,7 +13,7 @@ import torch
 
 from progvid.errors import ConfigError, ProgvidError
 from progvid.models import VideoMAE, sincos_table, videomae
-from progvid.models.videomae import running_cell_kept, running_cell_mask
+from progvid.models.masking import running_cell_kept, running_cell_mask
 
 TPL_FRAMES = (2, 4, 8, 16)
 

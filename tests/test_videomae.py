@@ -266,7 +266,7 @@ def test_mask_token_is_not_weight_decayed() -> None:
 def test_mask_index_takes_what_boolean_indexing_takes() -> None:
     """`mask_index` + `take_rows` select the rows `x[mask]` selects, in the same order, with the
     same values and gradients (bitwise), and count when no count is given."""
-    from progvid.models.vit import mask_index, take_rows
+    from progvid.models.masking import mask_index, take_rows
 
     g = torch.Generator().manual_seed(0)
     mask = tube_mask(3, 2, 4, 4, 0.75, generator=g)  # (3, 32), 24 masked per row
@@ -311,7 +311,7 @@ def test_training_step_has_no_host_sync(monkeypatch: pytest.MonkeyPatch, dual: b
     checks that only CPU makes (free there, skipped on CUDA) turned off."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    import progvid.models.vit as vit
+    import progvid.models.masking as masking
 
     class Record(TorchDispatchMode):
         def __init__(self) -> None:
@@ -326,7 +326,7 @@ def test_training_step_has_no_host_sync(monkeypatch: pytest.MonkeyPatch, dual: b
                 self.bad.append(name)
             return func(*args, **(kwargs or {}))
 
-    monkeypatch.setattr(vit, "_free_to_count", lambda mask: False)
+    monkeypatch.setattr(masking, "_free_to_count", lambda mask: False)
     model = tiny(decoder_mask="running_cell" if dual else "none")
     gen = torch.Generator().manual_seed(0)
     video = torch.randn(2, 3, 4, 32, 32)

@@ -1,14 +1,7 @@
-"""Models: the video ViT encoder and the VideoMAE pre-training model."""
+"""Models: the video ViT encoder, token masks and the VideoMAE pre-training model."""
 
-from .videomae import (
-    DECODER_SIZES,
-    VideoMAE,
-    VideoMAEDecoder,
-    VideoMAEOutput,
-    random_mask,
-    tube_mask,
-    videomae,
-)
+from .masking import random_mask, tube_mask
+from .videomae import DECODER_SIZES, VideoMAE, VideoMAEDecoder, VideoMAEOutput, videomae
 from .vit import ENCODER_SIZES, VisionTransformer, build_encoder, sincos_table
 
 __all__ = [

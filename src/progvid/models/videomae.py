@@ -38,19 +38,30 @@ from progvid.constants import IMAGENET_MEAN, IMAGENET_STD
 from progvid.errors import ConfigError, ProgvidError
 
 from .common import accepted, constructor_args
+from .masking import (
+    DECODER_MASK_TYPES,
+    MASK_TYPES,
+    check_cell_grid,
+    check_mask,
+    mask_index,
+    mask_order,
+    masked_count,
+    random_mask,
+    running_cell_drops,
+    running_cell_kept,
+    running_cell_mask,
+    take_rows,
+    tube_mask,
+)
 from .vit import (
     ENCODER_SIZES,
     Block,
     VisionTransformer,
-    check_mask,
     check_overrides,
     init_weights,
-    mask_index,
-    mask_order,
     run_blocks,
     sincos_table,
     size_dims,
-    take_rows,
 )
 
 # name -> (decoder_embed_dim, decoder_num_heads), as in the official pretrain configs.
@@ -61,122 +72,6 @@ DECODER_SIZES: dict[str, tuple[int, int]] = {
     "large": (512, 8),
     "huge": (640, 8),
 }
-MASK_TYPES = ("tube", "random")
-DECODER_MASK_TYPES = ("none", "running_cell")
-# VideoMAE V2's running cell: a 2x2 block of tokens (dataset/masking_generator.py lines 86-101:
-# a queue of 4 entries read as `reshape(2, 2)` and tiled over each temporal slice).
-CELL_SIDE = 2
-CELL_SIZE = CELL_SIDE * CELL_SIDE
-
-
-def _noise(
-    batch: int, n: int, device: torch.device | str | None, generator: torch.Generator | None
-) -> Tensor:
-    """Uniform noise (B, n) on `device` (default: the generator's, else CPU). It is drawn on the
-    generator's own device, so a CPU generator gives the same masks whatever the target device."""
-    src = generator.device if generator is not None else torch.device(device or "cpu")
-    noise = torch.rand(batch, n, device=src, generator=generator)
-    return noise if device is None else noise.to(device)
-
-
-def _keep_k_smallest(noise: Tensor, k: int) -> Tensor:
-    """Bool mask (B, L) with True at the k smallest noise values of each row."""
-    ids = noise.argsort(dim=1)[:, :k]
-    mask = torch.zeros_like(noise, dtype=torch.bool)
-    return mask.scatter_(1, ids, True)
-
-
-def _check_ratio(ratio: float, total: int) -> int:
-    if not 0.0 < ratio < 1.0:
-        raise ConfigError(f"mask_ratio must be in (0, 1), got {ratio}")
-    return int(ratio * total)
-
-
-def tube_mask(
-    batch: int, t_tokens: int, h_tokens: int, w_tokens: int, ratio: float,
-    device: torch.device | str | None = None, generator: torch.Generator | None = None,
-) -> Tensor:
-    """Tube masking: per sample, the same int(ratio*h*w) spatial positions are masked in every
-    temporal slice (so the model cannot copy a token from the neighbouring frame).
-    Returns bool (B, t*h*w), True = masked, token order (t, h, w)."""
-    hw = h_tokens * w_tokens
-    k = _check_ratio(ratio, hw)
-    spatial = _keep_k_smallest(_noise(batch, hw, device, generator), k)  # (B, h*w)
-    return spatial.unsqueeze(1).expand(batch, t_tokens, hw).reshape(batch, t_tokens * hw)
-
-
-def random_mask(
-    batch: int, num_tokens: int, ratio: float,
-    device: torch.device | str | None = None, generator: torch.Generator | None = None,
-) -> Tensor:
-    """Plain random masking: int(ratio*N) tokens per sample anywhere. Bool (B, N), True = masked."""
-    k = _check_ratio(ratio, num_tokens)
-    return _keep_k_smallest(_noise(batch, num_tokens, device, generator), k)
-
-
-def running_cell_drops(ratio: float) -> int:
-    """Tokens dropped per 2x2 cell for a running-cell `ratio`: 1, 2 or 3 for 0.25, 0.5, 0.75.
-
-    V2 uses int(4 * ratio) and asserts 0 < it < 4 (masking_generator.py lines 86-88), silently
-    rounding other ratios down; progvid accepts only the ratios the cell realises exactly."""
-    drops = round(ratio * CELL_SIZE)
-    if not 0 < drops < CELL_SIZE or abs(ratio * CELL_SIZE - drops) > 1e-9:
-        allowed = ", ".join(str(k / CELL_SIZE) for k in range(1, CELL_SIZE))
-        raise ConfigError(
-            f"decoder_mask_ratio must be one of {allowed} for running_cell masking (the decoder "
-            f"drops k of the {CELL_SIZE} tokens of each {CELL_SIDE}x{CELL_SIDE} cell), got {ratio}"
-        )
-    return drops
-
-
-def _check_cell_grid(h_tokens: int, w_tokens: int) -> None:
-    if h_tokens % CELL_SIDE or w_tokens % CELL_SIDE:
-        raise ConfigError(
-            f"running_cell decoder masking tiles {CELL_SIDE}x{CELL_SIDE} cells over the token grid, "
-            f"which must be even: got {h_tokens}x{w_tokens} tokens per frame (choose img_size / "
-            f"patch_size even, e.g. 224/16 or 32/8)"
-        )
-
-
-def running_cell_kept(t_tokens: int, h_tokens: int, w_tokens: int, ratio: float) -> int:
-    """Tokens the decoder keeps per sample under `running_cell_mask` (the same for every sample)."""
-    drops = running_cell_drops(ratio)
-    _check_cell_grid(h_tokens, w_tokens)
-    return t_tokens * h_tokens * w_tokens * (CELL_SIZE - drops) // CELL_SIZE
-
-
-def running_cell_mask(
-    batch: int, t_tokens: int, h_tokens: int, w_tokens: int, ratio: float = 0.5,
-    device: torch.device | str | None = None, generator: torch.Generator | None = None,
-) -> Tensor:
-    """VideoMAE V2's running-cell decoder mask. Returns bool (B, t*h*w), True = dropped by the
-    decoder, token order (t, h, w).
-
-    Definition (OpenGVLab/VideoMAEv2 dataset/masking_generator.py, `Cell` and
-    `RunningCellMaskingGenerator`, lines 11-113): the token grid of each temporal slice is tiled
-    with 2x2 cells; cell slot j = 2 * (h % 2) + (w % 2) (row-major, as `reshape(2, 2)` then
-    `np.tile`). A queue of 4 values holds k = ratio * 4 "drop" entries then 4 - k "keep" entries;
-    with a start pointer p the queue is rotated by one more position at every temporal slice
-    *before* it is read (`run_cell` then `get_cell`), so slot j of slice t is dropped iff
-    (j + p + t + 1) mod 4 < k. Every cell of every slice drops exactly k of its 4 tokens; over
-    time the dropped slots shift by one (slot j at slice t+1 takes the state of slot j+1 at t),
-    so each position is dropped in k of every 4 consecutive slices. p is drawn uniformly from
-    {0, 1, 2, 3} per sample (V2: `np.random.randint(cell_size)` over its 4 precomputed maps), here
-    from `generator` on its own device like `tube_mask`, so masks are reproducible."""
-    drops = running_cell_drops(ratio)
-    _check_cell_grid(h_tokens, w_tokens)
-    src = generator.device if generator is not None else torch.device(device or "cpu")
-    start = torch.randint(CELL_SIZE, (batch, 1, 1, 1), device=src, generator=generator)
-    if device is not None:
-        start = start.to(device)
-    dev = start.device
-    t = torch.arange(t_tokens, device=dev).view(1, -1, 1, 1)
-    slot = (CELL_SIDE * (torch.arange(h_tokens, device=dev) % CELL_SIDE).view(1, 1, -1, 1)
-            + (torch.arange(w_tokens, device=dev) % CELL_SIDE).view(1, 1, 1, -1))
-    phase = (slot + start + t + 1) % CELL_SIZE  # (B, t, h, w)
-    return (phase < drops).reshape(batch, t_tokens * h_tokens * w_tokens)
-
-
 @dataclass
 class VideoMAEOutput:
     """Without decoder masking `pred`/`target` hold the encoder-masked tokens (VideoMAE v1).
@@ -260,7 +155,7 @@ class VideoMAE(nn.Module):
         super().__init__()
         if mask_type not in MASK_TYPES:
             raise ConfigError(f"mask_type must be one of {', '.join(MASK_TYPES)}, got {mask_type!r}")
-        _check_ratio(mask_ratio, 2)
+        masked_count(mask_ratio, 2)
         if decoder_mask not in DECODER_MASK_TYPES:
             raise ConfigError(f"decoder_mask must be one of {', '.join(DECODER_MASK_TYPES)}, "
                               f"got {decoder_mask!r}")
@@ -277,7 +172,7 @@ class VideoMAE(nn.Module):
             del hparams["decoder_mask"], hparams["decoder_mask_ratio"]
         else:
             running_cell_drops(decoder_mask_ratio)
-            _check_cell_grid(img_size // patch_size, img_size // patch_size)
+            check_cell_grid(img_size // patch_size, img_size // patch_size)
         self.hparams: dict[str, Any] = hparams
         self.img_size = img_size
         self.patch_size = patch_size
@@ -470,9 +365,9 @@ class VideoMAE(nn.Module):
         h, w = (size, size) if isinstance(size, int) else size
         t, gh, gw = self.encoder.grid(num_frames or self.num_frames, h, w)
         if self.mask_type == "tube":
-            masked = t * _check_ratio(self.mask_ratio, gh * gw)
+            masked = t * masked_count(self.mask_ratio, gh * gw)
         else:
-            masked = _check_ratio(self.mask_ratio, t * gh * gw)
+            masked = masked_count(self.mask_ratio, t * gh * gw)
         if self.decoder_mask_type == "none":
             return masked, None
         return masked, running_cell_kept(t, gh, gw, self.decoder_mask_ratio)
@@ -570,15 +465,9 @@ def videomae(
 
 
 __all__ = [
-    "DECODER_MASK_TYPES",
     "DECODER_SIZES",
     "VideoMAE",
     "VideoMAEDecoder",
     "VideoMAEOutput",
-    "random_mask",
-    "running_cell_drops",
-    "running_cell_kept",
-    "running_cell_mask",
-    "tube_mask",
     "videomae",
 ]

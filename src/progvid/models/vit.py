@@ -18,6 +18,8 @@ from torch.utils.checkpoint import checkpoint
 
 from progvid.errors import ConfigError, ProgvidError
 
+from .masking import check_mask, mask_index
+
 # name -> (embed_dim, depth, num_heads); "tiny" follows ViT-Ti.
 ENCODER_SIZES: dict[str, tuple[int, int, int]] = {
     "tiny": (192, 12, 3),
@@ -292,52 +294,6 @@ class VisionTransformer(nn.Module):
         return self.norm(x) if apply_norm else x
 
 
-def check_mask(mask: Tensor, batch: int, num_tokens: int, count: int | None = None) -> None:
-    """Reject masks that would silently mix tokens across samples when reshaped (and, with
-    `count`, masks whose rows do not hide exactly `count` tokens each)."""
-    if mask.dtype != torch.bool or tuple(mask.shape) != (batch, num_tokens):
-        raise ProgvidError(
-            f"mask must be bool ({batch}, {num_tokens}), got {mask.dtype} {tuple(mask.shape)}"
-        )
-    if count is not None and not 0 <= count <= num_tokens:
-        raise ProgvidError(f"a mask of {num_tokens} tokens cannot hide {count} per sample")
-    if not _free_to_count(mask):
-        return
-    counts = mask.sum(1)
-    if bool((counts != (counts[0] if count is None else count)).any()):
-        want = "the same number of" if count is None else f"{count}"
-        raise ProgvidError(f"every sample must mask {want} tokens, got {counts.tolist()}")
-
-
-def _free_to_count(mask: Tensor) -> bool:
-    """Whether reading `mask`'s counts on the host is free: on CPU, not under compile (on a
-    GPU it is a host sync, and it breaks a compiled graph)."""
-    return mask.device.type == "cpu" and not torch.compiler.is_compiling()
-
-
-def mask_index(select: Tensor, count: int | None = None) -> Tensor:
-    """Positions of the True entries of each row of bool `select` (B, N), ascending: long
-    (B, count). Indexing rows with it takes what `x[select].reshape(B, count, ...)` takes, in the
-    same order, but without the host sync with which boolean indexing sizes its result on CUDA
-    (and without breaking a compiled graph). `count` is the True entries per row (the same in
-    every row); when it is not given it is counted, which is itself one host sync on CUDA."""
-    if count is None:
-        count = int(select[0].sum())
-    return mask_order(~select)[:, :count]
-
-
-def mask_order(mask: Tensor) -> Tensor:
-    """Each row's positions (B, N), those where bool `mask` is False first, then those where it
-    is True, both ascending: with k False per row, `[:, :k]` is `mask_index(~mask, k)` and
-    `[:, k:]` is `mask_index(mask, N - k)`, from one sort."""
-    return torch.argsort(mask.to(torch.uint8), dim=1, stable=True)
-
-
-def take_rows(x: Tensor, index: Tensor) -> Tensor:
-    """x (B, N, ...) -> (B, K, ...): each sample's rows at its positions `index` (B, K)."""
-    return x[torch.arange(x.shape[0], device=x.device).unsqueeze(1), index]
-
-
 def build_encoder(
     size: str,
     *,
@@ -383,9 +339,5 @@ __all__ = [
     "PatchEmbed",
     "VisionTransformer",
     "build_encoder",
-    "check_mask",
-    "mask_index",
-    "mask_order",
     "sincos_table",
-    "take_rows",
 ]

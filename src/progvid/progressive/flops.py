@@ -24,7 +24,8 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..models.common import unwrap
-from ..models.videomae import DECODER_SIZES, running_cell_kept
+from ..models.masking import running_cell_kept
+from ..models.videomae import DECODER_SIZES
 from ..models.vit import ENCODER_SIZES, size_dims
 
 TRAIN_FACTOR = 3.0

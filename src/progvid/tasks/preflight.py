@@ -13,7 +13,8 @@ from typing import Any
 from ..config import DataConfig, FinetuneConfig, HCMLConfig, PretrainConfig, ViTConfig
 from ..data.datasets import build_samples
 from ..errors import ConfigError
-from ..models.videomae import DECODER_SIZES, running_cell_kept
+from ..models.masking import running_cell_kept
+from ..models.videomae import DECODER_SIZES
 from ..models.vit import ENCODER_SIZES
 from ..progressive.plan import validate_plan
 

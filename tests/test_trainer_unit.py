@@ -109,11 +109,11 @@ def _run(tmp: Path, prefetch: bool, accum: int, stops: tuple[int, ...]) -> tuple
 
 
 def test_prefetch_yields_the_same_batches_and_weights(tmp_path: Path, monkeypatch) -> None:
-    from progvid.engine import trainer
+    from progvid.engine import feed
 
     served = []
-    ready = trainer._Ahead.ready
-    monkeypatch.setattr(trainer._Ahead, "ready", lambda self, device: served.append(self.pos) or ready(self, device))
+    ready = feed._Ahead.ready
+    monkeypatch.setattr(feed._Ahead, "ready", lambda self, device: served.append(self.pos) or ready(self, device))
     _run(tmp_path / "count", True, 1, ())
     # within each 5-step stage, batches 1-3 of the first epoch came ahead; batch 0 of an epoch
     # and of a stage is fetched when needed
@@ -134,7 +134,7 @@ def test_next_stage_loaders_start_early_and_serve_the_same_batches(tmp_path: Pat
     """With the next stage's loaders started before it begins (here from the first step of a
     stage on), the batches and weights are those of loaders built at the stage change, also
     when the run is cut and resumed around the change."""
-    from progvid.engine import trainer
+    from progvid.engine import feed, trainer
 
     made = []
     build = trainer.Trainer._stage_loaders
@@ -143,7 +143,7 @@ def test_next_stage_loaders_start_early_and_serve_the_same_batches(tmp_path: Pat
     plain, w_plain = _run(tmp_path / "off", False, 1, ())
     assert made == [(0, 0), (1, 5)]
     made.clear()
-    monkeypatch.setattr(trainer, "WARM_SECONDS", 1e9)
+    monkeypatch.setattr(feed, "WARM_SECONDS", 1e9)
     early, w_early = _run(tmp_path / "on", True, 1, ())
     assert made == [(0, 0), (1, 1)]  # built after the first step of stage 0, used at step 5
     assert early == plain and torch.equal(w_early, w_plain)

@@ -18,7 +18,6 @@ only ever written with finite weights.
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import signal
 import threading
@@ -37,6 +36,7 @@ from ..errors import CheckpointError, Interrupted, ProgvidError
 from ..models.common import unwrap
 from . import checkpoint as ckpt
 from .distributed import DistInfo, all_max, all_mean, barrier
+from .feed import BatchFeed, batches_per_epoch
 from .logging import RunLogger
 from .schedule import ClipShape, Schedule, Stage
 
@@ -208,12 +208,7 @@ class Trainer:
         self.best: float | None = None
         self._signal: int | None = None  # a signal this process received
         self._stop: tuple[str, int] | None = None  # why the run stops at the next boundary
-        self._it_key: tuple[int, int] | None = None  # which loader/epoch the iterator is on
-        self._it_pos = -1  # the batch index that iterator yields next
-        self._warm: _Warm | None = None  # the next stage's loaders, started before it begins
-        self._step_seconds = 0.0  # a running mean of the step time (when to start them)
-        self._ahead: _Ahead | None = None  # the next micro-batch, fetched while a step ran
-        self._copy_stream = torch.cuda.Stream(device) if device.type == "cuda" and settings.prefetch else None
+        self.feed = BatchFeed(self._stage_loaders, device, settings.prefetch)
 
     # ---------------------------------------------------------------- state
     def state(self) -> dict[str, Any]:
@@ -314,7 +309,7 @@ class Trainer:
         s = self.settings
         t_start = time.time()
         history: list[dict[str, Any]] = []
-        stage_idx, loaders, it = -1, {}, None
+        stage_idx = -1
         sums: dict[str, torch.Tensor] = {}  # loss sums of the good steps since the last record
         good = torch.zeros((), device=self.device)
         win_t0, win_wait, win_clips = time.time(), 0.0, 0
@@ -332,13 +327,7 @@ class Trainer:
                 on_stage = getattr(self.task, "on_stage", None)
                 if on_stage is not None:  # e.g. which levels are frozen: a function of the stage
                     on_stage(self.model, pos.stage, stage)
-                warm, self._warm = self._warm, None
-                if warm is not None and warm.stage == pos.stage and pos.step_in_stage == 0:
-                    loaders, it = warm.loaders, warm.it  # positioned at the stage's micro-step 0
-                    self._it_key, self._it_pos = _iterator_place(loaders[stage.shape.frames], 0, 0, 0)
-                else:
-                    loaders, it = self._stage_loaders(pos.stage, stage), None
-                self._ahead = None
+                self.feed.start_stage(pos.stage, stage, pos.step_in_stage)
                 log.set_description(f"stage {pos.stage + 1}/{len(self.schedule.stages)} "
                                     f"{stage.num_frames}f")
             t_step = time.time()
@@ -348,14 +337,13 @@ class Trainer:
             _seed_global(_step_seed(s.seed, self.step, self.dist.rank), self.device)
             gen = torch.Generator(device=self.device).manual_seed(_step_seed(s.seed, self.step))
             shape = self._shape_at(stage)
-            loader = loaders[shape.frames]
             losses: dict[str, torch.Tensor] = {}
             step_clips = 0
             self.optimizer.zero_grad(set_to_none=True)
             for k in range(s.accum_steps):
                 micro = pos.step_in_stage * s.accum_steps + k
                 t_wait = time.time()
-                batch, it = self._next_batch(loader, it, micro, stage)
+                batch = self.feed.batch(shape.frames, micro, stage)
                 win_wait += time.time() - t_wait
                 ctx = StepContext(self.step, pos.stage, stage, shape.frames, self.dist.rank,
                                   self.dist.world, self.device, gen)
@@ -371,7 +359,7 @@ class Trainer:
                                                        or pos.step_in_stage + 1 >= stage.steps)):
                     # the device is busy with this micro-step: fetch the next one meanwhile
                     t_wait = time.time()
-                    self._fetch_ahead(loader, it, micro + 1, stage)
+                    self.feed.fetch_ahead(shape.frames, micro + 1, stage)
                     win_wait += time.time() - t_wait
                 for name, v in out.items():
                     v = v.detach().float() / s.accum_steps
@@ -389,7 +377,7 @@ class Trainer:
             if prev is not None:
                 self._account(prev, log)
             win_clips += step_clips
-            log.advance(1, {"ep": f"{self._epoch(pos.step_in_stage, loader):.2f}",
+            log.advance(1, {"ep": f"{self._epoch(pos.step_in_stage, shape.frames):.2f}",
                             "clips/s": f"{win_clips / max(time.time() - win_t0, 1e-9):.1f}"})
             if self.step % s.log_every == 0 or self.step == end or self._stop is not None:
                 self._account(pending, log)
@@ -404,7 +392,7 @@ class Trainer:
                 if n_good:
                     last_loss = means["loss"]
                 record = {"step": self.step - 1, "stage": pos.stage, "frames": shape.frames,
-                          "epoch": self._epoch(pos.step_in_stage, loader), **means,
+                          "epoch": self._epoch(pos.step_in_stage, shape.frames), **means,
                           "lr": lr, "clips_per_s": win_clips / elapsed,
                           "data_wait_fraction": min(win_wait / elapsed, 1.0),
                           "flops": self.flops, "clips_seen": self.clips_seen,
@@ -418,7 +406,8 @@ class Trainer:
                 history.append(record)
                 sums, good = {}, torch.zeros((), device=self.device)
                 win_t0, win_wait, win_clips = time.time(), 0.0, 0
-            self._warm_next_stage(pos, stage, end, step_start=t_step)
+            self.feed.warm_next(self.schedule, pos.stage, pos.step_in_stage, self.step, end,
+                                time.time() - t_step)
             if self._stop is not None:
                 self._stop_now(pending, log)
             if validate is not None and every and (self.step % every == 0 or self.step == end):
@@ -519,26 +508,6 @@ class Trainer:
             self.save(name="best")
 
     # ---------------------------------------------------------------- helpers
-    def _warm_next_stage(self, pos: Any, stage: Stage, end: int, step_start: float) -> None:
-        """About `WARM_SECONDS` before a stage ends, build the next stage's loaders and start its
-        first iterator, so that its workers start and decode its first batches while this
-        stage finishes (a stage change otherwise waits for new worker processes). The batches
-        are those the stage would read anyway: same loader, same start (epoch 0, batch 0)."""
-        seconds = time.time() - step_start
-        self._step_seconds = seconds if not self._step_seconds else 0.9 * self._step_seconds + 0.1 * seconds
-        nxt = pos.stage + 1
-        left = stage.steps - pos.step_in_stage - 1  # steps of this stage after this one
-        if (not self.settings.prefetch or self._warm is not None or nxt >= len(self.schedule.stages)
-                or self.step + left >= end or left * self._step_seconds > WARM_SECONDS):
-            return
-        nstage = self.schedule.stages[nxt]
-        if nstage.frame_choices:
-            return  # random lengths read one batch per fresh iterator: nothing to start
-        loaders = self._stage_loaders(nxt, nstage)
-        loader = loaders[nstage.shape.frames]
-        loader.sampler.set_epoch(0, start=0)
-        self._warm = _Warm(nxt, loaders, iter(loader))
-
     def _stage_loaders(self, index: int, stage: Stage) -> dict[int, DataLoader]:
         return {shape.frames: self.task.loader(index, stage, shape, dist=self.dist, device=self.device)
                 for shape in sorted(stage.shapes, key=lambda c: c.frames)}
@@ -551,120 +520,9 @@ class Trainer:
             return stage.frame_choices[int(rng.choice(len(stage.frame_choices), p=stage.frame_weights))]
         return stage.frame_choices[int(rng.choice(len(stage.frame_choices)))]
 
-    def _epoch(self, step_in_stage: int, loader: DataLoader) -> float:
-        per_epoch = max(_batches_per_epoch(loader), 1)
+    def _epoch(self, step_in_stage: int, frames: int) -> float:
+        per_epoch = max(batches_per_epoch(self.feed.loaders[frames]), 1)
         return step_in_stage * self.settings.accum_steps / per_epoch
-
-    def _next_batch(self, loader: DataLoader, it: Iterator | None, micro: int,
-                    stage: Stage) -> tuple[Any, Iterator | None]:
-        """The batch for micro-step `micro` of the stage: position derived, never remembered."""
-        per_epoch = _batches_per_epoch(loader)
-        if per_epoch <= 0:
-            raise ProgvidError(f"stage {stage.name or '?'}: the dataset is smaller than one batch "
-                               f"({stage.batch_size} clips per process)")
-        epoch, pos = divmod(micro, per_epoch)
-        sampler = loader.sampler
-        key, index = _iterator_place(loader, micro, epoch, pos)
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead.key == key and ahead.pos == index:
-            return ahead.ready(self.device), it
-        if stage.frame_choices:
-            # several loaders share the stage: each micro-step draws one batch from its own
-            # position, so none of them can keep a running iterator
-            sampler.set_epoch(epoch, start=pos * loader.batch_size)
-            return next(iter(loader)), None
-        if it is None or self._it_key != key or self._it_pos != index:
-            sampler.set_epoch(epoch, start=pos * loader.batch_size)
-            it = iter(loader)
-            self._it_key = key
-        batch = next(it)
-        self._it_pos = index + 1
-        return batch, it
-
-    def _fetch_ahead(self, loader: DataLoader, it: Iterator | None, micro: int, stage: Stage) -> None:
-        """Take micro-step `micro`'s batch from the running iterator now, and on CUDA start its
-        copy to the device on a side stream, while the device still works on the current step.
-        Only from the iterator in use (a plain loader's ends with its epoch); the batch is the
-        one `_next_batch` would return."""
-        if it is None or stage.frame_choices:
-            return
-        key, index = _iterator_place(loader, micro, *divmod(micro, _batches_per_epoch(loader)))
-        if self._it_key != key or self._it_pos != index:
-            return  # a new epoch of a plain loader: its iterator is made when it is needed
-        batch = next(it)
-        self._it_pos = index + 1
-        if self._copy_stream is None:
-            self._ahead = _Ahead(key, index, batch, None)
-            return
-        # no wait on the compute stream first: the source is host memory (pinned by the
-        # loader) that no kernel writes, and the copy lands in memory allocated on the side
-        # stream, which `_Ahead.ready` hands to the compute stream with `record_stream`; so the
-        # copy overlaps the step the compute stream is still running, instead of following it
-        with torch.cuda.stream(self._copy_stream):
-            moved = _tree_to(batch, self.device)
-        self._ahead = _Ahead(key, index, moved, self._copy_stream)
-
-
-def _iterator_place(loader: DataLoader, micro: int, epoch: int, pos: int) -> tuple[tuple[int, int], int]:
-    """(which iterator, its batch index) for micro-step `micro`: a plain loader's iterator
-    covers one epoch; a continuous one's (`GroupedLoader`) runs on across epochs."""
-    if getattr(loader, "continuous", False):
-        return (id(loader), -1), micro
-    return (id(loader), epoch), pos
-
-
-WARM_SECONDS = 1.0  # start the next stage's loader workers this long before it begins
-
-
-@dataclass
-class _Warm:
-    """The next stage's loaders with the iterator of its first batches already running."""
-
-    stage: int
-    loaders: dict[int, Any]
-    it: Iterator
-
-
-@dataclass
-class _Ahead:
-    """A batch fetched one micro-step early (on CUDA: being copied on `stream`)."""
-
-    key: tuple[int, int]
-    pos: int
-    batch: Any
-    stream: Any
-
-    def ready(self, device: torch.device) -> Any:
-        if self.stream is not None:  # the compute stream waits for the copy, and owns its memory
-            current = torch.cuda.current_stream(device)
-            current.wait_stream(self.stream)
-            _tree_record(self.batch, current)
-        return self.batch
-
-
-def _tree_map(batch: Any, fn: Any) -> Any:
-    """`batch` with `fn` applied to every tensor in its dicts, lists and tuples."""
-    if isinstance(batch, torch.Tensor):
-        return fn(batch)
-    if isinstance(batch, dict):
-        return {k: _tree_map(v, fn) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_tree_map(v, fn) for v in batch)
-    return batch
-
-
-def _tree_to(batch: Any, device: torch.device) -> Any:
-    return _tree_map(batch, lambda t: t.to(device, non_blocking=True))
-
-
-def _tree_record(batch: Any, stream: Any) -> None:
-    _tree_map(batch, lambda t: t.record_stream(stream) if t.device.type == "cuda" else None)
-
-
-def _batches_per_epoch(loader: DataLoader) -> int:
-    sampler = loader.sampler
-    n = sampler.per_rank if hasattr(sampler, "per_rank") else len(sampler)
-    return n // loader.batch_size if loader.drop_last else math.ceil(n / loader.batch_size)
 
 
 def _numpy_state() -> list[Any]:

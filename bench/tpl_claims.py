@@ -115,7 +115,8 @@ def variants(frames: int) -> dict[str, list[str]]:
            "tpl_global_lr": [tpl, "optim.lr_rule=global"], "tpl_step_decay": [tpl, "optim.lr_rule=step"],
            "random_length": [tpl, "plan.multigrid=true"],
            "random_uniform": [tpl, "plan.multigrid=true", "plan.multigrid_mix=uniform"],
-           "videomae_dual": [plan([frames]), *DUAL], "tpl_dual": [tpl, *DUAL]}
+           "videomae_dual": [plan([frames]), *DUAL], "tpl_dual": [tpl, *DUAL],
+           "tpl_scaled": [tpl, "plan.batch_rule=scale"]}
     out.update({f"stages_{len(s)}": [plan(s)] for s in stages})
     if SEARCHED:
         out["searched"] = SEARCHED
@@ -146,7 +147,8 @@ def label(variant: str, frames: int) -> str:
              "random_length": ", random length per iteration (the plan's mix)",
              "random_uniform": ", random length per iteration (each length equally often)", "searched": ", progvid search's best",
              "searched_b32": ", progvid search's best shape at the config's batch",
-             "videomae_dual": ", dual masking", "tpl_dual": ", dual masking"}.get(variant, "")
+             "videomae_dual": ", dual masking", "tpl_dual": ", dual masking",
+             "tpl_scaled": f", batch x {frames} / f per stage"}.get(variant, "")
     name = ("VideoMAE" if variant.startswith("videomae") else "TPL" if variant.startswith(("tpl", "random", "searched"))
             else f"{variant.split('_')[1]} stages")
     return f"{name} {lengths} ({shares}){extra}"
@@ -166,6 +168,9 @@ EXPERIMENTS: dict[str, dict] = {
     "dual": {"variants": ["videomae", "videomae_dual", "tpl", "tpl_dual"],
              "pairs": [("videomae", "videomae_dual"), ("tpl", "tpl_dual"), ("videomae", "tpl"), ("videomae", "tpl_dual")],
              "title": "Decoder masking (VideoMAE V2, running cells, ratio 0.5) with and without TPL (issue 13)"},
+    "batch": {"variants": ["videomae", "tpl", "tpl_scaled"],
+              "pairs": [("videomae", "tpl"), ("videomae", "tpl_scaled"), ("tpl", "tpl_scaled")],
+              "title": "Per-stage batch size from the clip length, plan.batch_rule scale (seed FIG. 10)"},
     "search": {"variants": ["videomae", "tpl", "searched", "videomae_b16", "searched_b32", "tpl_b16"],
                "pairs": [("videomae", "tpl"), ("videomae", "searched"), ("videomae", "videomae_b16"),
                          ("videomae_b16", "searched"), ("searched_b32", "searched"), ("tpl", "tpl_b16"),

@@ -167,3 +167,18 @@ def test_no_validation_without_labels_or_when_off(synth_dir: Path, tmp_path: Pat
     run_finetune(cfg, out=str(tmp_path / "ft"))
     text = (tmp_path / "ft" / "metrics.jsonl").read_text()
     assert "val_top1" not in text and not (tmp_path / "ft" / "checkpoints" / "best").exists()
+
+
+def test_unlabelled_training_video_is_a_clear_error(synth_dir: Path, tmp_path: Path) -> None:
+    """A training list with a video that has no label (allowed for `predict`) stops fine-tuning
+    with one line naming the field; the check runs on the host, before the labels move to
+    the training device."""
+    from progvid.errors import ConfigError
+    from progvid.tasks.finetune import run_finetune
+
+    lines = (synth_dir / "train.csv").read_text().splitlines()
+    lines[2] = lines[2].rsplit(" ", 1)[0]  # no label
+    (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
+    cfg = tiny_finetune(synth_dir, data__train=str(tmp_path / "train.csv"), data__val=None)
+    with pytest.raises(ConfigError, match="needs a label on every training video"):
+        run_finetune(cfg, out=str(tmp_path / "run"))

@@ -112,7 +112,10 @@ class Mixup:
         if labels.shape != (video.shape[0],):
             raise ProgvidError(f"mixup expects labels ({video.shape[0]},), got "
                                f"{tuple(labels.shape)}")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+        # the range is checked where reading it is free (on the host; the fine-tuning step
+        # checks its labels there before they move to the device)
+        if labels.numel() and labels.device.type == "cpu" and (
+                int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
             raise ProgvidError(f"mixup: labels must be in [0, {self.num_classes}), got "
                                f"{labels.min().item()}..{labels.max().item()}")
         lam = params.lam

@@ -120,6 +120,7 @@ class FinetuneTask(ClipTask):
                  ctx: RunContext, *, val_samples: list | None = None,
                  steps_per_epoch: float = 0.0) -> None:
         super().__init__(cfg, samples, ctx)
+        self.num_classes = num_classes
         self.kind = KINDS[cfg.model.name]
         self.ctx = ctx
         # validation needs a label on every video (an unlabeled val list is for `predict`)
@@ -142,8 +143,12 @@ class FinetuneTask(ClipTask):
              ctx: StepContext) -> dict[str, torch.Tensor]:
         video = self.video(batch, ctx)
         labels = batch["label"]
-        if bool((labels < 0).any()):  # checked before the copy: on the host, no device wait
+        # checked before the copy, on the host: on the device each check would wait for it
+        if bool((labels < 0).any()):
             raise ConfigError("data.train: fine-tuning needs a label on every training video")
+        if labels.numel() and int(labels.max()) >= self.num_classes:
+            raise ConfigError(f"data.train: label {int(labels.max())} is out of range for "
+                              f"{self.num_classes} classes")
         labels = labels.to(ctx.device, non_blocking=True)
         if self.mixup is not None:
             video, targets = self.mixup(video, labels, ctx.generator)

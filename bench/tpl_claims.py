@@ -63,6 +63,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from evidence import PRESETS as EVIDENCE_PRESETS  # bench/ is sys.path[0]
@@ -410,7 +411,35 @@ def report(args: argparse.Namespace) -> str:
             pairs = exp.get("pairs") or [(names[0], v) for v in names[1:]]
             lines += paired_table(groups, [(f"{a}/{budgets[0]:g}", f"{b}/{budgets[0]:g}", label(a, args.frames),
                                             label(b, args.frames)) for a, b in pairs if a in names and b in names])
+    if budgets:
+        lines += loss_vs_features(groups, budgets[0], args.frames)
     return "\n".join(lines) + "\n"
+
+
+def loss_vs_features(groups: dict, budget: float, frames: int) -> list[str]:
+    """Whether a lower held-out loss goes with better frozen features across every variant run
+    at `budget`: Spearman rank correlations of the variants' mean loss with their mean probe and
+    kNN accuracy (positive: lower loss, worse features)."""
+    means = {v: {k: statistics.mean(r[k] for r in rows) for k in ("val_loss", "probe", "knn")}
+             for v in variants(frames) if (rows := groups.get(f"{v}/{budget:g}"))}
+    if len(means) < 3:
+        return []
+
+    def ranks(xs: list[float]) -> list[float]:  # tied values share their mean rank
+        return [sum(y < x for y in xs) + (sum(y == x for y in xs) - 1) / 2 for x in xs]
+
+    def spearman(a: list[float], b: list[float]) -> float:
+        ra, rb = ranks(a), ranks(b)
+        if len(set(ra)) < 2 or len(set(rb)) < 2:
+            return float("nan")  # a constant measure ranks nothing
+        return float(np.corrcoef(ra, rb)[0, 1])
+
+    loss = [m["val_loss"] for m in means.values()]
+    rho = {k: spearman(loss, [m[k] for m in means.values()]) for k in ("knn", "probe")}
+    return ["## Loss against frozen features, every variant at N_e " f"{budget:g}", "",
+            f"Spearman rank correlation of the mean held-out loss with the mean kNN top-1 "
+            f"{rho['knn']:+.2f}, with the mean probe top-1 {rho['probe']:+.2f}, over {len(means)} "
+            f"variants ({', '.join(means)}); positive means a lower loss goes with worse features.", ""]
 
 
 PAIRED = [("probe", "probe", 100, 1), ("knn", "kNN", 100, 1), ("finetune", "fine-tuned", 100, 1),

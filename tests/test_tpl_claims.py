@@ -34,6 +34,22 @@ def test_first_reach_interpolates_and_says_never() -> None:
     assert tpl_claims.first_reach([(1.0, 0.5), (2.0, 0.6)], 0.8) is None
 
 
+def test_loss_against_features_ranks_the_variants() -> None:
+    """The report's Spearman correlation: +1 when every lower loss comes with a lower kNN, -1
+    when with a higher one; nothing with fewer than three variants."""
+    def groups(knn_sign: float) -> dict:
+        return {f"{v}/15": [{"val_loss": 0.8 + 0.01 * i, "probe": 0.5, "knn": 0.5 + knn_sign * 0.01 * i}]
+                for i, v in enumerate(["videomae", "tpl", "tpl_dual", "tpl_scaled"])}
+
+    up = "\n".join(tpl_claims.loss_vs_features(groups(+1), 15, 8))
+    down = "\n".join(tpl_claims.loss_vs_features(groups(-1), 15, 8))
+    assert "kNN top-1 +1.00" in up and "over 4 variants" in up
+    assert "probe top-1 +nan" in up  # the same probe everywhere ranks nothing
+    assert "kNN top-1 -1.00" in down
+    few = {k: v for k, v in list(groups(1).items())[:2]}
+    assert tpl_claims.loss_vs_features(few, 15, 8) == []
+
+
 @pytest.mark.slow
 def test_tiny_sweep_runs_resumes_and_reports(tmp_path: Path) -> None:
     """The rehearsal preset (the GPU preset's logic at CPU-test size) writes its pan data, runs

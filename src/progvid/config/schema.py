@@ -227,7 +227,7 @@ class PlanConfig(Section):
     multigrid: bool = False  # random clip length per iteration among the stages' (baseline)
     multigrid_mix: Literal["plan", "uniform"] = "plan"  # plan: lengths drawn in proportion to the plan's steps (TPL's mix and FLOPs in random order); uniform: equally often
     clips_per_decode: AutoOrPositive = "auto"  # training clips cut from one decoded video; auto: about f_max / f_i (1 at the longest length)
-    batch_rule: Literal["fixed", "scale"] = "fixed"  # scale: stage batch = train.batch_size x f_max / f_i, capped by max_batch (seed FIG. 10)
+    batch_rule: Literal["fixed", "scale"] = "fixed"  # scale: stage batch = train.batch_size x f_max / f_i, capped by max_batch: faster, less accurate (seed FIG. 10; bench/tpl_claims.md)
     max_batch: int | None = Field(None, ge=1)  # per-process batch cap of batch_rule scale (memory)
 
 

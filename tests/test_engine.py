@@ -157,3 +157,24 @@ def test_reduced_precision_on_cpu(synth_dir: Path, tmp_path: Path, precision: st
     assert all(torch.isfinite(torch.tensor(loss)) for _, loss in losses(tmp_path / precision))
     weights = ckpt.load_weights(res.checkpoint)
     assert all(v.dtype == torch.float32 for v in weights.values())  # master weights stay fp32
+
+
+def test_a_finished_run_leaves_no_loader_workers(synth_dir: Path, tmp_path: Path) -> None:
+    """When training returns, its loader iterators (and their worker processes) are gone at
+    once, not when the garbage collector next runs: a forked process that collected a stale
+    iterator failed in its shutdown ("can only test a child process")."""
+    import gc
+
+    import torch.utils.data.dataloader as dl
+
+    cfg = tiny_pretrain(synth_dir, data__workers=1,
+                        plan={"stages": [{"frames": 2, "share": 0.5}, {"frames": 4, "share": 0.5}]},
+                        budget={"epochs": 2, "ref_frames": 4})
+    gc.collect()
+    gc.disable()
+    try:
+        run_pretrain(cfg, out=str(tmp_path / "run"))
+        alive = [o for o in gc.get_objects() if type(o) is dl._MultiProcessingDataLoaderIter]
+    finally:
+        gc.enable()
+    assert alive == []

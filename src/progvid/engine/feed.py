@@ -45,6 +45,12 @@ class BatchFeed:
         self._step_seconds = 0.0  # a running mean of the step time (when to warm)
         self._copy_stream = torch.cuda.Stream(device) if device.type == "cuda" and prefetch else None
 
+    def close(self) -> None:
+        """Drop the loaders and iterators (their worker processes end); the next `start_stage`
+        makes new ones (the same batches)."""
+        self.loaders, self._it, self._warm, self._ahead = {}, None, None, None
+        self._it_key, self._it_pos = None, -1
+
     def start_stage(self, index: int, stage: Stage, step_in_stage: int) -> None:
         """Take stage `index`'s loaders: those warmed for it when it starts from its beginning,
         else new ones."""

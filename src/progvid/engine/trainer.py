@@ -22,6 +22,7 @@ import random
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,7 +209,11 @@ class Trainer:
         self.best: float | None = None
         self._signal: int | None = None  # a signal this process received
         self._stop: tuple[str, int] | None = None  # why the run stops at the next boundary
-        self.feed = BatchFeed(self._stage_loaders, device, settings.prefetch)
+        # the feed calls back for a stage's loaders through a weak reference: a bound method
+        # would tie the trainer and the feed into a cycle, which keeps a finished run's loader
+        # workers alive until the garbage collector runs (in whichever process forks next)
+        build = weakref.WeakMethod(self._stage_loaders)
+        self.feed = BatchFeed(lambda index, stage: build()(index, stage), device, settings.prefetch)
 
     # ---------------------------------------------------------------- state
     def state(self) -> dict[str, Any]:
@@ -283,8 +288,11 @@ class Trainer:
                         enabled=self.dist.is_main, tensorboard=self.settings.tensorboard,
                         progress=self.settings.progress, work=self.schedule.work)
         self.model.train()
-        with log, self._signals():
-            return self._loop(end, log)
+        try:
+            with log, self._signals():
+                return self._loop(end, log)
+        finally:
+            self.feed.close()  # the loader workers stop now, not when the trainer is collected
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:

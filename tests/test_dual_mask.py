@@ -296,3 +296,16 @@ def test_dual_checkpoint_fine_tunes_and_exports_like_v1(tmp_path) -> None:
 
     hf = to_transformers(back)
     assert isinstance(hf, transformers.VideoMAEForPreTraining)
+
+
+def test_eval_on_an_odd_token_grid_needs_no_decoder_cells() -> None:
+    """A dual-masking model evaluated on clips whose token grid cannot hold running cells (here
+    3x3) reconstructs every masked token as v1 does; only training, which draws the decoder mask,
+    needs the even grid."""
+    model = videomae("tiny", num_frames=4, img_size=32, patch_size=8, embed_dim=32, depth=1,
+                     num_heads=2, decoder_embed_dim=32, decoder_num_heads=2, decoder_depth=1,
+                     decoder_mask="running_cell").eval()
+    out = model(torch.randn(2, 3, 4, 24, 24), generator=torch.Generator().manual_seed(0))
+    assert out.decoder_mask is None and out.pred.shape[1] == 2 * int(0.9 * 9)
+    with pytest.raises(ConfigError, match="must be even"):
+        model.train()(torch.randn(2, 3, 4, 24, 24))

@@ -364,13 +364,15 @@ class VideoMAE(nn.Module):
         size = img_size or self.img_size
         h, w = (size, size) if isinstance(size, int) else size
         t, gh, gw = self.encoder.grid(num_frames or self.num_frames, h, w)
-        if self.mask_type == "tube":
-            masked = t * masked_count(self.mask_ratio, gh * gw)
-        else:
-            masked = masked_count(self.mask_ratio, t * gh * gw)
         if self.decoder_mask_type == "none":
-            return masked, None
-        return masked, running_cell_kept(t, gh, gw, self.decoder_mask_ratio)
+            return self._masked_tokens(t, gh, gw), None
+        return self._masked_tokens(t, gh, gw), running_cell_kept(t, gh, gw, self.decoder_mask_ratio)
+
+    def _masked_tokens(self, t: int, h: int, w: int) -> int:
+        """Tokens per sample that `random_mask` hides on a (t, h, w) token grid."""
+        if self.mask_type == "tube":
+            return t * masked_count(self.mask_ratio, h * w)
+        return masked_count(self.mask_ratio, t * h * w)
 
     def forward(
         self, video: Tensor, mask: Tensor | None = None, generator: torch.Generator | None = None,
@@ -393,7 +395,7 @@ class VideoMAE(nn.Module):
         b, t, h, w, n = video.shape[0], *video.shape[2:], gt * gh * gw
         if mask is None:
             mask = self.random_mask(b, t, video.device, generator, img_size=(h, w))
-            num_masked = self.mask_counts(t, img_size=(h, w))[0]
+            num_masked = self._masked_tokens(gt, gh, gw)
         mask = mask.to(device=video.device)
         check_mask(mask, b, n, num_masked)  # a given mask: the same count per sample (as given)?
         if decoder_mask is None and self.training and self.decoder_mask_type != "none":

@@ -21,6 +21,7 @@ For one recipe (`--pre k=v ...`) and `--seeds` seeds it reports:
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -37,11 +38,14 @@ from progvid.data.datasets import Sample, read_class_names, read_list, stratifie
 from progvid.data.video import decode_all
 from progvid.engine.schedule import CosineLR
 from progvid.engine.trainer import param_groups
-from progvid.models import videomae as mae_mod
-from progvid.models import vit as vit_mod
 from progvid.models.classifier import VideoClassifier, layer_decay_groups
 from progvid.models.videomae import VideoMAE
 from progvid.tasks.evaluate import knn, linear_probe, pool_tokens
+
+# the modules, which `use_pos` patches so that the encoder and the decoder both read its position
+# table (`progvid.models.videomae` as an attribute is the builder function, not the module)
+mae_mod = importlib.import_module("progvid.models.videomae")
+vit_mod = importlib.import_module("progvid.models.vit")
 
 _ORIG_TABLE = vit_mod.sincos_table
 

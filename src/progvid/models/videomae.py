@@ -400,7 +400,7 @@ class VideoMAE(nn.Module):
         check_mask(mask, b, n, num_masked)  # a given mask: the same count per sample (as given)?
         if decoder_mask is None and self.training and self.decoder_mask_type != "none":
             decoder_mask = self.random_decoder_mask(b, t, video.device, generator, img_size=(h, w))
-            num_kept = self.mask_counts(t, img_size=(h, w))[1]
+            num_kept = running_cell_kept(gt, gh, gw, self.decoder_mask_ratio)
         elif decoder_mask is not None:
             decoder_mask = decoder_mask.to(device=video.device)
             check_mask(decoder_mask, b, n, None if num_kept is None else n - num_kept)

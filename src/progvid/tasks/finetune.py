@@ -120,7 +120,11 @@ class FinetuneTask(ClipTask):
                  ctx: RunContext, *, val_samples: list | None = None,
                  steps_per_epoch: float = 0.0) -> None:
         super().__init__(cfg, samples, ctx)
-        self.num_classes = num_classes
+        unlabelled = next((x for x in samples if x.label < 0), None)
+        if unlabelled is not None:  # checked once here, not on every batch of the training step
+            where = (f"{unlabelled.source}:{unlabelled.line}: " if unlabelled.source else "")
+            raise ConfigError(f"data.train: fine-tuning needs a label on every training video; "
+                              f"{where}{unlabelled.path} has none")
         self.kind = KINDS[cfg.model.name]
         self.ctx = ctx
         # validation needs a label on every video (an unlabeled val list is for `predict`)
@@ -142,14 +146,9 @@ class FinetuneTask(ClipTask):
     def step(self, model: torch.nn.Module, batch: dict[str, Any],
              ctx: StepContext) -> dict[str, torch.Tensor]:
         video = self.video(batch, ctx)
-        labels = batch["label"]
-        # checked before the copy, on the host: on the device each check would wait for it
-        if bool((labels < 0).any()):
-            raise ConfigError("data.train: fine-tuning needs a label on every training video")
-        if labels.numel() and int(labels.max()) >= self.num_classes:
-            raise ConfigError(f"data.train: label {int(labels.max())} is out of range for "
-                              f"{self.num_classes} classes")
-        labels = labels.to(ctx.device, non_blocking=True)
+        # every label is in range: the list reader checks it against the classes, and the task
+        # refuses unlabelled training videos when it is built
+        labels = batch["label"].to(ctx.device, non_blocking=True)
         if self.mixup is not None:
             video, targets = self.mixup(video, labels, ctx.generator)
 

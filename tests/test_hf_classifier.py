@@ -84,7 +84,10 @@ def test_transformers_to_progvid(transformers) -> None:
     assert diff < ROUND_OFF
     back = classifier_to_transformers(model, names)  # and back: the very same weights
     sd, sd_back = hf.state_dict(), back.state_dict()
-    assert sd.keys() == sd_back.keys() and all(torch.equal(sd[k], sd_back[k]) for k in sd)
+    assert sd.keys() == sd_back.keys()
+    # a key bias (transformers 5.0-5.2x) cancels in softmax: dropped on the way in, zeros back
+    assert all(torch.equal(sd[k], sd_back[k]) if not k.endswith("key.bias")
+               else torch.count_nonzero(sd_back[k]) == 0 for k in sd)
     config.use_mean_pooling = False
     with pytest.raises(ProgvidError, match="use_mean_pooling=False"):
         classifier_from_transformers(transformers.VideoMAEForVideoClassification(config))

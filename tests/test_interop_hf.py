@@ -104,6 +104,34 @@ def test_export_hf_loads_with_from_pretrained(transformers, tmp_path) -> None:
     assert all(torch.equal(v, back[k]) for k, v in model.state_dict().items())
 
 
+def test_a_key_bias_is_dropped_exactly(transformers) -> None:
+    """transformers 5.0-5.2x (`qkv_bias`) give the key projection a bias, later releases and the
+    official VideoMAE do not. A key bias shifts a query's logits by one constant, which softmax
+    removes: converting drops it (any value) and exporting writes zeros, both exactly."""
+    from progvid.interop.hf import _ours_to_hf, hf_to_ours
+
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, 3, 7, 8, generator=g) for _ in range(3))
+    b = torch.randn(8, generator=g)
+    f = torch.nn.functional.scaled_dot_product_attention
+    torch.testing.assert_close(f(q, k + b, v), f(q, k, v), atol=1e-6, rtol=1e-5)
+
+    torch.manual_seed(4)
+    model = tiny().eval()
+    hf_sd = to_transformers(model).state_dict()
+    prefixes = {k.rsplit(".attention.attention.", 1)[0] for k in hf_sd if ".attention.attention." in k}
+    key_biases = {f"{p}.attention.attention.key.bias" for p in prefixes}
+    assert len(key_biases) == 4  # two encoder and two decoder blocks
+    with_bias = {**hf_sd, **{k: torch.randn(64 if "videomae" in k else 32) for k in key_biases}}
+    ours = hf_to_ours(with_bias)
+    assert ours.keys() == model.state_dict().keys()
+    assert all(torch.equal(ours[k], v) for k, v in model.state_dict().items())
+    out = _ours_to_hf(model.state_dict(), set(with_bias))
+    assert out.keys() == with_bias.keys()
+    assert all(torch.count_nonzero(out[k]) == 0 and out[k].shape == with_bias[k].shape
+               for k in key_biases)
+
+
 def test_to_transformers_warns_on_non_imagenet_stats(transformers) -> None:
     model = videomae("tiny", num_frames=2, img_size=16, patch_size=8, embed_dim=32, depth=1,
                      num_heads=2, decoder_embed_dim=16, decoder_num_heads=2, decoder_depth=1,

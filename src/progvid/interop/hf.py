@@ -68,6 +68,7 @@ _BLOCK = {
     for p in ("weight", "bias")
 }
 _QKV = ("query", "key", "value")
+_KEY_BIAS = ".attention.attention.key.bias"
 _OURS_BLOCK_KEY = re.compile(r"^(encoder|decoder)\.blocks\.(\d+)\.(.+)$")
 _HF_BLOCK_KEY = re.compile(r"^(videomae\.encoder\.layer|decoder\.decoder_layers)\.(\d+)\.(.+)$")
 
@@ -137,6 +138,14 @@ def _ours_to_hf(sd: Mapping[str, Tensor], hf_keys: set[str]) -> dict[str, Tensor
             out[f"{prefix}.{_BLOCK[rest]}"] = value
         else:
             raise ProgvidError(f"cannot map parameter {key!r} to transformers")
+    # Some transformers releases (5.0-5.2x, `qkv_bias`) give the key projection a bias too. A key
+    # bias adds q.b_k to every logit of a query's row, the same for all keys, so softmax removes
+    # it: zeros (what the official VideoMAE has) are exact whatever that bias would learn.
+    for key in hf_keys:
+        if key.endswith(_KEY_BIAS) and key not in out:
+            weight = out.get(key[: -len("bias")] + "weight")
+            if weight is not None:
+                out[key] = weight.new_zeros(weight.shape[0])
     return out
 
 
@@ -164,6 +173,8 @@ def hf_to_ours(hf_sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
             out[f"{prefix}.attn.q_bias"] = value
         elif rest in (attn + "value.bias", attn + "v_bias"):
             out[f"{prefix}.attn.v_bias"] = value
+        elif rest == attn + "key.bias":
+            continue  # softmax cancels a key bias exactly (see _ours_to_hf): nothing to carry
         elif rest in block:
             out[f"{prefix}.{block[rest]}"] = value
         else:

@@ -266,7 +266,7 @@ def test_distributed_eval_with_bad_videos(ft_small: Path, synth_dir: Path, tmp_p
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                         "--nproc_per_node", "2", "-m", "progvid", "eval", str(run),
-                        "--views", "1x1"], capture_output=True, text=True, env=env, timeout=300)
+                        "--views", "1x1", "--device", "cpu"], capture_output=True, text=True, env=env, timeout=300)
     ours = [x for x in p.stderr.splitlines() if x.startswith(("progvid:", "[progvid]"))]
     if on_error == "skip":
         assert p.returncode == 0, p.stderr[-3000:]

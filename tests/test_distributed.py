@@ -124,3 +124,32 @@ def _alive(pid: int) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_each_local_rank_gets_its_own_gpu(monkeypatch) -> None:
+    """Under torchrun a rank takes the GPU of its local rank, is bound to it before the process
+    group starts (nccl otherwise puts every rank's communicator on GPU 0), and a rank without a
+    GPU of its own is one clear error instead of nccl's. CUDA is faked: this runs everywhere."""
+    import torch
+
+    from progvid.engine import distributed as d
+    from progvid.errors import ProgvidError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert d.resolve_device("cuda", 1) == torch.device("cuda", 1)
+    assert d.resolve_device("auto") == torch.device("cuda", 0)
+    with pytest.raises(ProgvidError, match=r"local rank 2 has no GPU of its own \(this node has 2 "
+                                           r"CUDA devices\).*--nproc_per_node 2"):
+        d.resolve_device("cuda", 2)
+    bound, started = [], []
+    monkeypatch.setattr(torch.cuda, "set_device", bound.append)
+    monkeypatch.setattr(d.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(d.dist, "init_process_group", lambda **kw: started.append(kw["backend"]))
+    monkeypatch.setattr(d, "_die_with_parent", lambda: None)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    info = d.init_distributed(torch.device("cuda", 0))  # what run_context passes before it knows
+    assert (info.rank, info.world, info.local_rank) == (1, 2, 1)
+    assert bound == [torch.device("cuda", 1)] and started == ["nccl"]

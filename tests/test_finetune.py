@@ -92,7 +92,7 @@ def test_shard_sampler_covers_each_once() -> None:
 def test_distributed_eval_covers_each_video_once(ft_run: Path, tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                         "--nproc_per_node", "2", "-m", "progvid", "eval", str(ft_run),
-                        "--views", "1x1", "--json"], capture_output=True, text=True, timeout=300)
+                        "--views", "1x1", "--device", "cpu", "--json"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     ev = json.loads((ft_run / "eval.json").read_text())
     assert ev["indices_evaluated"] == list(range(12)) and ev["num_videos"] == 12

@@ -239,7 +239,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.config = target
         target = str(run_dir_for(_load_task_config(args, "finetune"), None, target))
     r = evaluate_checkpoint(target, views=_parse_views(args.views), batch_size=args.batch_size,
-                            data_overrides=[] if args.config else args.set)
+                            data_overrides=[] if args.config else args.set,
+                            device=_device(args.device))
     if args.json:
         _print_json({k: v for k, v in r.items() if k not in ("indices_evaluated",)})
     else:
@@ -253,7 +254,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     r = predict(args.checkpoint, args.inputs, topk=args.topk, batch_size=args.batch_size,
                 views=_parse_views(args.views), root=args.root, fmt=args.format,
-                labels=args.labels)
+                labels=args.labels, device=_device(args.device))
     for path, reason in r.failed:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     if args.json:
@@ -411,6 +412,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------
 # parser
+
+
+def _add_device_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the model runs (default auto: cuda when available; under "
+                        "torchrun each process takes its local rank's GPU)")
+
+
+def _device(name: str) -> Any:
+    from .engine.distributed import resolve_device
+
+    return resolve_device(name)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -571,6 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=4,
                    help="videos per batch (default 4)")
     p.add_argument("--json", action="store_true")
+    _add_device_option(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="top-k classes for videos, folders or dataset lists")
@@ -592,6 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="layout of list/folder inputs (default: from the file type; folders: "
                    "every video under them)")
     p.add_argument("--labels", default=None, help="SSv2 labels json or classes.txt of a list")
+    _add_device_option(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("plan", help="per-stage epochs, steps, learning rates and exact budgets")

@@ -40,7 +40,14 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if name == "cuda":
         if not torch.cuda.is_available():
             raise ProgvidError("train.device: cuda requested but no CUDA device is available")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
+        count = torch.cuda.device_count()
+        if local_rank >= count:  # nccl refuses two ranks on one GPU, with a far less clear error
+            raise ProgvidError(
+                f"cuda: local rank {local_rank} has no GPU of its own (this node has {count} "
+                f"CUDA device{'s' if count != 1 else ''}): start at most {count} process"
+                f"{'es' if count != 1 else ''} per node (torchrun --nproc_per_node {count}), "
+                "or run on cpu")
+        return torch.device("cuda", local_rank)
     if name != "cpu":
         raise ProgvidError(f"train.device: unknown device {name!r} (auto, cpu or cuda)")
     return torch.device("cpu")
@@ -56,8 +63,8 @@ def init_distributed(device: torch.device) -> DistInfo:
     _die_with_parent()
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
+        if device.type == "cuda":  # this rank's own GPU, before nccl binds to the current one
+            torch.cuda.set_device(resolve_device("cuda", local))
         dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
     return DistInfo(rank, world, local)
 

@@ -49,6 +49,11 @@ ASSUMED_PRESENT = {
     "torch": "the machine's CUDA build",
     "numpy": "torch, transformers, torchvision",
     "pillow": "torchvision",
+    # in the lent image's package list (device/KINDS.md, as read on 2026-11-17): 17.6 MiB of
+    # wheels that would otherwise leave the working tree 2 MiB of the 64 MiB the device carries
+    **{name: "the lent image (KINDS.md)" for name in (
+        "matplotlib", "contourpy", "cycler", "fonttools", "kiwisolver", "pyparsing",
+        "python-dateutil", "pygments")},
 }
 
 # What the requirement markers see on the GPU machine.

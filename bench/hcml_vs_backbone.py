@@ -68,7 +68,12 @@ def main() -> None:
                     help="also fine-tune HCML from random init (no self-supervised phases) with this "
                          "gamma, repeatable: separates the architecture from its pre-training")
     ap.add_argument("--md", default=str(Path(__file__).with_suffix(".md")))
+    ap.add_argument("--only-seed", type=int, default=None, metavar="K",
+                    help="run seed K's models only (of --seeds) and write no report: start one "
+                         "process per seed, then rerun without it to report (finished runs are reused)")
     args = ap.parse_args()
+    if args.only_seed is not None and not 0 <= args.only_seed < args.seeds:
+        ap.error(f"--only-seed {args.only_seed}: not one of the {args.seeds} seeds")
     gammas = args.contrastive_weight or [GAMMA]
     out = Path(args.out)
     if args.data:
@@ -79,7 +84,7 @@ def main() -> None:
                       classes=args.classes)
     d = {**DATA, "root": str(data)}
     rows, pre_s = [], []
-    for seed in range(args.seeds):
+    for seed in range(args.seeds) if args.only_seed is None else [args.only_seed]:
         sub = out / f"s{seed}" if args.seeds > 1 or args.data else out
         pre = validate(HCMLConfig, {
             "task": "hcml", "seed": seed, "data": d, "model": MODEL,
@@ -121,6 +126,8 @@ def main() -> None:
                          "mean_class_accuracy": ev["mean_class_accuracy"], "wall_s": time.time() - t1})
             row_file.write_text(json.dumps(rows[-1]))
             print(json.dumps(rows[-1]), flush=True)
+    if args.only_seed is not None:
+        return
     chance = 1 / len(build_samples(pre.data, "train").class_names or [0])
     lines = ["| model | top-1 | top-5 | mean class acc. | fine-tune wall s | seeds |", "|---|---|---|---|---|---|"]
     names = [m[0] for m in models]

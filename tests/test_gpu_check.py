@@ -76,7 +76,11 @@ def test_rehearsal_runs_every_part_and_survives_a_failing_one(tmp_path: Path) ->
 
     step = json.loads((out / "step" / "step.json").read_text())
     assert {"eager", "ckpt", "compile"} <= set(step["variants"])
-    assert all("ours" in v and "hf" in v for v in step["variants"].values())
+    # progvid's side runs in every variant; transformers' may fail to compile with some torch and
+    # transformers pairs (5.20 under torch 2.6 does): then its error is recorded, not hidden
+    assert all("ours" in v and ("hf" in v or "hf" in v.get("errors", {}))
+               for v in step["variants"].values())
+    assert all("hf" in v for k, v in step["variants"].items() if k != "compile")
     assert step["stages"] and all("clips_per_s" in v for v in step["stages"].values())
 
     loader = json.loads((out / "loader" / "result.json").read_text())

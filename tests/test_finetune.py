@@ -110,6 +110,22 @@ def test_eval_from_config_and_bad_views(ft_run: Path, synth_dir: Path, tmp_path:
     assert "--views: expected CLIPSxCROPS" in capsys.readouterr().err
 
 
+def test_eval_and_predict_device_option(ft_run: Path, synth_dir: Path, capsys, monkeypatch) -> None:
+    import torch
+
+    assert main(["eval", str(ft_run), "--views", "1x1", "--device", "cpu"]) == 0
+    assert "12 videos, 1x1 views" in capsys.readouterr().out
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without CUDA
+    video = str(synth_dir / "videos" / "val_00000.mp4")
+    for argv in (["eval", str(ft_run)], ["predict", str(ft_run), video]):
+        assert main([*argv, "--device", "cuda"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == ["progvid: error: --device: cuda requested but no CUDA device is available"]
+    with pytest.raises(SystemExit) as e:  # argparse: exit 2, naming the option and the choices
+        main(["eval", str(ft_run), "--device", "gpu"])
+    assert e.value.code == 2 and "--device: invalid choice: 'gpu'" in capsys.readouterr().err
+
+
 def test_probes_are_deterministic(tiny_run: Path, synth_dir: Path) -> None:
     from progvid.config import DataConfig
     from progvid.loading import load_videomae

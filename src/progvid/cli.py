@@ -423,7 +423,7 @@ def _add_device_option(p: argparse.ArgumentParser) -> None:
 def _device(name: str) -> Any:
     from .engine.distributed import resolve_device
 
-    return resolve_device(name)
+    return resolve_device(name, field="--device")
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:

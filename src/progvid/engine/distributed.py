@@ -33,13 +33,15 @@ class DistInfo:
         return self.world > 1
 
 
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """`auto` -> cuda when available, else cpu. Never hard-codes a device elsewhere."""
+def resolve_device(name: str = "auto", local_rank: int = 0,
+                   field: str = "train.device") -> torch.device:
+    """`auto` -> cuda when available, else cpu. Never hard-codes a device elsewhere. `field`
+    names the setting in errors (`--device` from the command line)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise ProgvidError("train.device: cuda requested but no CUDA device is available")
+            raise ProgvidError(f"{field}: cuda requested but no CUDA device is available")
         count = torch.cuda.device_count()
         if local_rank >= count:  # nccl refuses two ranks on one GPU, with a far less clear error
             raise ProgvidError(
@@ -49,7 +51,7 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
                 "or run on cpu")
         return torch.device("cuda", local_rank)
     if name != "cpu":
-        raise ProgvidError(f"train.device: unknown device {name!r} (auto, cpu or cuda)")
+        raise ProgvidError(f"{field}: unknown device {name!r} (auto, cpu or cuda)")
     return torch.device("cpu")
 
 

@@ -255,6 +255,28 @@ def test_grouped_loader_serves_the_plain_batches(synth_dir, workers) -> None:
         DataConfig(transfer_batches=0)
 
 
+def test_grouped_loader_starts_its_workers_at_iter(synth_dir) -> None:
+    """`iter(loader)` starts the worker processes, before any batch is read: the training feed
+    makes the next stage's iterator a second early so that its first batches are ready when the
+    stage begins (a generator would start nothing until its first `next`: a wait at every stage
+    change, measured 50-70 ms on the CPU tiny setting)."""
+    import multiprocessing
+
+    from progvid.data.datasets import build_samples
+    from progvid.data.loader import GroupedLoader, train_loader
+
+    d = DataConfig(root=str(synth_dir), train="train.csv", input_size=32, sampling_rate=2, workers=1)
+    samples = build_samples(d, "train").samples
+    loader = train_loader(d, samples, frames=2, batch_size=2, seed=0, rank=0, world=1, group=2)
+    assert isinstance(loader, GroupedLoader)
+    loader.sampler.set_epoch(0)
+    before = set(multiprocessing.active_children())
+    it = iter(loader)
+    assert len(set(multiprocessing.active_children()) - before) == 1
+    assert next(it)["video"].shape[0] == 2
+    del it
+
+
 def test_uint8_transfer_is_the_float_batch_normalised_later(synth_dir, tmp_path) -> None:
     """Clips that leave the workers as uint8 and are normalised on the training side are
     bitwise the clips normalised in the workers; a whole tiny run gives the same losses; uint8

@@ -290,8 +290,15 @@ class GroupedLoader:
         return len(self.sampler) // self.batch_size
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for big in self.loader:
-            yield from split_batch(big, self.batch_size)
+        # the workers start here, not at the first `next`: the training feed makes the next
+        # stage's iterator about a second before the stage begins so that its first batches
+        # are decoded by then (a generator method would start nothing until it is read)
+        return _split_all(iter(self.loader), self.batch_size)
+
+
+def _split_all(hand_overs: Iterator[dict[str, Any]], items: int) -> Iterator[dict[str, Any]]:
+    for big in hand_overs:
+        yield from split_batch(big, items)
 
 
 def _collate_group(items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -606,7 +606,7 @@ def cmd_step(args: argparse.Namespace) -> int:
         sizes = ["--device", "cuda", "--size", "base", "--img-size", "224", "--batch", "32",
                  "--rounds", "3", "--steps", "10", "--variants", "eager,ckpt,compile,compile+ckpt"]
     budget = budget_left()
-    frames = ",".join(map(str, loader_settings(rehearsal)["frames"]))  # the loader's stages
+    frames = "2,4,8,16"  # TPL's default stages: their demand on the loader, and the plan's time floor
     cmd = [sys.executable, str(BENCH / "pretrain_throughput.py"), "--matrix", *sizes,
            "--stage-frames", frames, "--budget-s", f"{max(budget - 20, 10):.0f}",
            "--json", str(js)]
@@ -642,8 +642,12 @@ def cmd_step(args: argparse.Namespace) -> int:
                    if isinstance(r, dict) and "clips_per_s" in r)
     mm = res["matmul_bf16"]
     mm_txt = f"{mm / 1e12:.0f} TFLOP/s" if mm > 1e12 else f"{mm / 1e9:.1f} GFLOP/s"
+    fl = res.get("tpl_floor")
+    floor_txt = (f" | TPL fixed-batch model time {fl['floor']:.3f}x the baseline's at "
+                 f"{fl['flops_ratio']:.3f}x its FLOPs (target +0.05: "
+                 f"{'met' if fl['floor'] <= fl['flops_ratio'] + 0.05 else 'missed'})" if fl else "")
     key = (f"{head}, bf16 matmul {mm_txt} | " + " | ".join(parts)
-           + f" | stage demand clips/s: {st or 'n/a'}")
+           + f" | stage demand clips/s: {st or 'n/a'}" + floor_txt)
     if problems:
         key = "; ".join(problems) + " | " + key
     hard = "no eager figure" in problems or any(p.startswith("pretrain_throughput") for p in problems)

@@ -31,7 +31,8 @@ torch.compile and/or activation checkpointing on both sides), each with its comp
 peak memory of one step (CUDA: torch.cuda.max_memory_allocated, total and over the pre-step
 level) and its MFU against the bf16 matmul rate measured in the same run; then ours alone, eager,
 at each TPL stage's clip length (`--stage-frames 2,4,8,16`): the clips/s a training step demands
-from the data loader. Results go to `--json` after every variant, so a run cut short keeps what
+from the data loader, and from those step times the time floor of TPL's default plan at this
+fixed batch against its FLOPs ratio (bench/tpl_floor.py's formula). Results go to `--json` after every variant, so a run cut short keeps what
 it measured; `--budget-s` skips what would not fit:
 
     python bench/pretrain_throughput.py --matrix --device cuda --size base --img-size 224 --batch 32
@@ -53,6 +54,7 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
+from tpl_floor import PLAN_STEPS, floor_ratio  # bench/ is sys.path[0]
 
 from progvid.interop.hf import to_transformers
 from progvid.models import videomae
@@ -519,6 +521,12 @@ def stage_rates(args: argparse.Namespace, device: torch.device, frames_list: lis
         print(f"  [stage {f} frames] ours {rate:.1f} clips/s", file=sys.stderr, flush=True)
         save()
     del m
+    st = res["stages"]
+    if all("step_ms" in st.get(str(f), {}) for f in PLAN_STEPS):  # TPL's default plan, fixed batch
+        floor, flops = floor_ratio({f: st[str(f)]["step_ms"] for f in PLAN_STEPS},
+                                   {f: st[str(f)]["train_macs_clip"] for f in PLAN_STEPS})
+        res["tpl_floor"] = {"floor": floor, "flops_ratio": flops}
+        save()
 
 
 def matrix(args: argparse.Namespace) -> None:
@@ -617,6 +625,12 @@ def matrix_report(res: dict[str, Any]) -> str:
                          f"{100 * r['mfu']:.1f}% |")
         else:
             lines.append(f"| {f} | {r} | | |")
+    if "tpl_floor" in res:
+        t = res["tpl_floor"]
+        lines += ["", f"TPL's default plan at this fixed batch (800 / 400 / 800 / 200 steps at 2 / 4 / 8 / 16 "
+                  f"frames against 800 16-frame steps; bench/tpl_floor.py): model time {t['floor']:.3f}x "
+                  f"the baseline's at {t['flops_ratio']:.3f}x its FLOPs (target FLOPs + 0.05: "
+                  f"{'under' if t['floor'] <= t['flops_ratio'] + 0.05 else 'over'})."]
     return "\n".join(lines)
 
 

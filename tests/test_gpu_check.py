@@ -82,6 +82,11 @@ def test_rehearsal_runs_every_part_and_survives_a_failing_one(tmp_path: Path) ->
                for v in step["variants"].values())
     assert all("hf" in v for k, v in step["variants"].items() if k != "compile")
     assert step["stages"] and all("clips_per_s" in v for v in step["stages"].values())
+    # every TPL stage length timed, so the plan's fixed-batch time floor is reported beside its
+    # FLOPs ratio (on the GPU: issue 16's target at ViT-B scale)
+    assert set(step["stages"]) == {"2", "4", "8", "16"}
+    assert step["tpl_floor"]["floor"] > 0 and 0 < step["tpl_floor"]["flops_ratio"] < 1
+    assert "TPL fixed-batch model time" in (out / "step" / "key.txt").read_text()
 
     loader = json.loads((out / "loader" / "result.json").read_text())
     assert loader["demand"]  # the step's stage rates reached the loader part

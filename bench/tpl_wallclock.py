@@ -84,8 +84,9 @@ def _cpu() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def loader_rate(data: Path, frames: int, clips_per_decode: int, batches: int) -> float:
-    cfg = load_config("tiny_tpl", [f"data.root={data}"])
+def loader_rate(data: Path, frames: int, clips_per_decode: int, batches: int,
+                sets: list[str] = ()) -> float:
+    cfg = load_config("tiny_tpl", [f"data.root={data}", *sets])
     samples = build_samples(cfg.data, "train").samples
     loader = train_loader(cfg.data, samples, frames=frames, batch_size=cfg.train.batch_size,
                           seed=0, rank=0, world=1, clips_per_decode=clips_per_decode)
@@ -102,8 +103,8 @@ def loader_rate(data: Path, frames: int, clips_per_decode: int, batches: int) ->
     return clips / (time.perf_counter() - t)
 
 
-def model_step_seconds(frames: int, steps: int = 40) -> float:
-    """Median seconds of one training step of the recipe's model alone at batch 8: forward with
+def model_step_seconds(frames: int, steps: int = 40, sets: list[str] = ()) -> float:
+    """Median seconds of one training step of the recipe's model alone at its batch: forward with
     fresh masks, backward, fused AdamW; one torch thread (what `train.threads: auto` gives the
     recipe's one-worker runs on 2 cores)."""
     from progvid.tasks.pretrain import build_model
@@ -111,9 +112,10 @@ def model_step_seconds(frames: int, steps: int = 40) -> float:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        model = build_model(load_config("tiny_tpl"))
+        cfg = load_config("tiny_tpl", list(sets))
+        model = build_model(cfg)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-        clip = torch.randn(8, 3, frames, model.img_size, model.img_size)
+        clip = torch.randn(cfg.train.batch_size, 3, frames, model.img_size, model.img_size)
         times = []
         for i in range(steps + 5):
             t = time.perf_counter()
@@ -136,11 +138,13 @@ def main() -> int:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--loader-batches", type=int, default=200)
     p.add_argument("--set", action="append", default=[], help="extra overrides for every run")
+    p.add_argument("--size", type=int, default=32, help="side of the synthetic videos (pixels)")
+    p.add_argument("--model-steps", type=int, default=40, help="timed steps per length, model alone")
     p.add_argument("--out", default=None, help="markdown results file")
     args = p.parse_args()
     work = Path(args.work)
     data = work / "data"
-    write_dataset(data, train=args.train, val=50, size=32, frames=16, seed=0, workers=2)
+    write_dataset(data, train=args.train, val=50, size=args.size, frames=16, seed=0, workers=2)
     names = args.variants.split(",")
     rows = []
     for r in range(args.rounds):
@@ -153,10 +157,11 @@ def main() -> int:
     rates = {}
     for frames in (2, 4, 8, 16):
         auto = max(1, 16 // frames)
-        rates[frames] = {k: loader_rate(data, frames, k, args.loader_batches) for k in sorted({1, auto})}
+        rates[frames] = {k: loader_rate(data, frames, k, args.loader_batches, args.set)
+                         for k in sorted({1, auto})}
         print(json.dumps({"loader_frames": frames, **{f"clips_per_s_{k}": v for k, v in rates[frames].items()}}),
               flush=True)
-    model_s = {f: model_step_seconds(f) for f in (2, 4, 8, 16)}
+    model_s = {f: model_step_seconds(f, args.model_steps, args.set) for f in (2, 4, 8, 16)}
     print(json.dumps({"model_step_ms": {f: 1000 * v for f, v in model_s.items()}}), flush=True)
     report = summarize(rows, rates, args, loads, model_s)
     print(report)
@@ -179,9 +184,11 @@ def summarize(rows: list[dict], rates: dict, args: argparse.Namespace, loads: tu
         f"torch {torch.__version__}, torch threads per run: train.threads auto; load average at the end "
         f"{loads[0]:.1f} / {loads[1]:.1f} / {loads[2]:.1f}",
         f"- command: `.venv/bin/python bench/tpl_wallclock.py --train {args.train} --epochs {args.epochs:g} "
-        f"--rounds {args.rounds}`" + (f" with {args.set}" if args.set else ""),
-        f"- data: {args.train} synthetic training videos, 32x32, 16 frames; recipes `tiny_videomae` / "
-        "`tiny_tpl` (width 96, depth 4, patch 8, batch 8, 1 loader worker)", "",
+        f"--rounds {args.rounds}" + (f" --size {args.size}" if args.size != 32 else "") + "`"
+        + (f" with {args.set}" if args.set else ""),
+        f"- data: {args.train} synthetic training videos, {args.size}x{args.size}, 16 frames; recipes "
+        "`tiny_videomae` / `tiny_tpl` (width 96, depth 4, patch 8, batch 8, 1 loader worker"
+        + (f"; overrides {args.set}" if args.set else "") + ")", "",
         "| variant | steps | training PFLOPs (MACs) | FLOPs / baseline | loop wall s (median) | "
         "wall / baseline | paired: each round / its baseline (median; range) | "
         "target (FLOPs ratio + 0.05) | CPU s (median) | CPU / baseline | data-wait per stage |",
@@ -203,13 +210,14 @@ def summarize(rows: list[dict], rates: dict, args: argparse.Namespace, loads: tu
         lines.append(f"| {name} | {rs[0]['steps']} | {rs[0]['pflops']:.4g} | {fr:.3f} | {wall:.1f} "
                      f"({each}) | {wall / base:.3f} | {pair} | {target} | {cpu:.1f} | "
                      f"{cpu / base_cpu:.3f} | {waits} |")
-    lines += ["", "Loader alone (recipe's 1 worker, batch 8), clips/s:", "",
+    lines += ["", "Loader alone (the recipe's worker count and batch), clips/s:", "",
               "| frames | 1 clip per decode | automatic (16 / f) | ratio |", "|---|---|---|---|"]
     for frames, r in rates.items():
         one = r[1]
         auto_k = max(r)
         lines.append(f"| {frames} | {one:.1f} | {r[auto_k]:.1f} ({auto_k} per decode) | {r[auto_k] / one:.2f} |")
-    lines += ["", "Model alone (forward, backward, fused AdamW; batch 8, one thread), median ms per step:", "",
+    lines += ["", "Model alone (forward, backward, fused AdamW; the recipe's batch, one thread), median ms "
+              "per step:", "",
               "| frames | ms per step | per frame, relative to 16 frames |", "|---|---|---|"]
     for f, t in model_s.items():
         lines.append(f"| {f} | {1000 * t:.2f} | {t / f / (model_s[16] / 16):.2f} |")

@@ -155,8 +155,10 @@ def main() -> int:
             print(json.dumps(row), flush=True)
     loads = os.getloadavg()
     rates = {}
+    batch = load_config("tiny_tpl", args.set).train.batch_size
     for frames in (2, 4, 8, 16):
-        auto = max(1, 16 // frames)
+        # what `plan.clips_per_decode: auto` cuts: about 16 / f, a divisor of the batch
+        auto = max(k for k in range(1, 16 // frames + 1) if batch % k == 0)
         rates[frames] = {k: loader_rate(data, frames, k, args.loader_batches, args.set)
                          for k in sorted({1, auto})}
         print(json.dumps({"loader_frames": frames, **{f"clips_per_s_{k}": v for k, v in rates[frames].items()}}),
@@ -187,8 +189,9 @@ def summarize(rows: list[dict], rates: dict, args: argparse.Namespace, loads: tu
         f"--rounds {args.rounds}" + (f" --size {args.size}" if args.size != 32 else "") + "`"
         + (f" with {args.set}" if args.set else ""),
         f"- data: {args.train} synthetic training videos, {args.size}x{args.size}, 16 frames; recipes "
-        "`tiny_videomae` / `tiny_tpl` (width 96, depth 4, patch 8, batch 8, 1 loader worker"
-        + (f"; overrides {args.set}" if args.set else "") + ")", "",
+        "`tiny_videomae` / `tiny_tpl` "
+        + ("with the overrides above (1 loader worker)" if args.set
+           else "(width 96, depth 4, patch 8, batch 8, 1 loader worker)"), "",
         "| variant | steps | training PFLOPs (MACs) | FLOPs / baseline | loop wall s (median) | "
         "wall / baseline | paired: each round / its baseline (median; range) | "
         "target (FLOPs ratio + 0.05) | CPU s (median) | CPU / baseline | data-wait per stage |",

@@ -6,7 +6,9 @@ One process runs every variant in turn, `--rounds` times in alternating order, o
 - `tpl_1clip`: the same plan cutting one clip per decode (how progvid ran TPL before);
 - `tpl_scaled`: the plan with `plan.batch_rule: scale` (batch x f_max / f_i, seed FIG. 10);
 - `tpl_1transfer`: the shipped plan with workers handing over one batch at a time
-  (`data.transfer_batches=1`, how progvid ran before batches were grouped per hand-over).
+  (`data.transfer_batches=1`, how progvid ran before batches were grouped per hand-over);
+- `videomae_dual`, `tpl_dual` (not run unless named in `--variants`): the baseline and the
+  shipped plan with VideoMAE V2's dual masking (`model.decoder_mask=running_cell`, ratio 0.5).
 Then the model alone (forward, backward, fused AdamW on random clips, one thread) at each
 length, which gives the fixed-batch floor: the wall ratio TPL would have with a free loader and
 a free training loop, sum_i steps_i x t(f_i) / (steps_base x t(16)).
@@ -50,6 +52,9 @@ VARIANTS = {
     "tpl_1clip": ("tiny_tpl", ["plan.clips_per_decode=1"]),
     "tpl_scaled": ("tiny_tpl", ["plan.batch_rule=scale", "plan.max_batch=64"]),
     "tpl_1transfer": ("tiny_tpl", ["data.transfer_batches=1"]),
+    # VideoMAE V2's dual masking (running cell, decoder ratio 0.5), alone and under TPL
+    "videomae_dual": ("tiny_videomae", ["model.decoder_mask=running_cell"]),
+    "tpl_dual": ("tiny_tpl", ["model.decoder_mask=running_cell"]),
 }
 
 
@@ -135,7 +140,7 @@ def main() -> int:
     p.add_argument("--train", type=int, default=400, help="training videos")
     p.add_argument("--epochs", type=float, default=16, help="N_e, epochs at 16 frames")
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--variants", default="videomae,tpl,tpl_1clip,tpl_scaled,tpl_1transfer")
     p.add_argument("--loader-batches", type=int, default=200)
     p.add_argument("--set", action="append", default=[], help="extra overrides for every run")
     p.add_argument("--size", type=int, default=32, help="side of the synthetic videos (pixels)")

@@ -57,6 +57,8 @@ VARIANTS = {
     "tpl_dual": ("tiny_tpl", ["model.decoder_mask=running_cell"]),
 }
 
+DEFAULT_VARIANTS = "videomae,tpl,tpl_1clip,tpl_scaled,tpl_1transfer"
+
 
 def run_variant(name: str, data: Path, work: Path, epochs: float, round_: int,
                 extra: list[str]) -> dict:
@@ -140,7 +142,7 @@ def main() -> int:
     p.add_argument("--train", type=int, default=400, help="training videos")
     p.add_argument("--epochs", type=float, default=16, help="N_e, epochs at 16 frames")
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--variants", default="videomae,tpl,tpl_1clip,tpl_scaled,tpl_1transfer")
+    p.add_argument("--variants", default=DEFAULT_VARIANTS)
     p.add_argument("--loader-batches", type=int, default=200)
     p.add_argument("--set", action="append", default=[], help="extra overrides for every run")
     p.add_argument("--size", type=int, default=32, help="side of the synthetic videos (pixels)")
@@ -186,12 +188,15 @@ def summarize(rows: list[dict], rates: dict, args: argparse.Namespace, loads: tu
     base_cpu = statistics.median(r["cpu_seconds"] for r in by["videomae"])
     base_flops = by["videomae"][0]["pflops"]
     lines = [
-        "# TPL wall-clock at equal N_e (CPU tiny setting)", "",
+        "# TPL wall-clock at equal N_e (CPU, " + ("recipes with overrides)" if args.set else "tiny setting)"), "",
         f"- date: {time.strftime('%Y-%m-%d')}; machine: {platform.machine()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}, torch threads per run: train.threads auto; load average at the end "
         f"{loads[0]:.1f} / {loads[1]:.1f} / {loads[2]:.1f}",
         f"- command: `.venv/bin/python bench/tpl_wallclock.py --train {args.train} --epochs {args.epochs:g} "
-        f"--rounds {args.rounds}" + (f" --size {args.size}" if args.size != 32 else "") + "`"
+        f"--rounds {args.rounds}" + (f" --size {args.size}" if args.size != 32 else "")
+        + (f" --variants {args.variants}" if args.variants != DEFAULT_VARIANTS else "")
+        + (f" --model-steps {args.model_steps}" if args.model_steps != 40 else "")
+        + (f" --loader-batches {args.loader_batches}" if args.loader_batches != 200 else "") + "`"
         + (f" with {args.set}" if args.set else ""),
         f"- data: {args.train} synthetic training videos, {args.size}x{args.size}, 16 frames; recipes "
         "`tiny_videomae` / `tiny_tpl` "

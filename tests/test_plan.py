@@ -155,10 +155,47 @@ def test_plan_cli_json_with_probe(synth_dir: Path, tmp_path: Path, capsys) -> No
     t = json.loads(capsys.readouterr().out)
     assert [s["frames"] for s in t["stages"]] == [2, 4]
     assert all(s["est_seconds"] > 0 for s in t["stages"]) and t["totals"]["est_seconds"] > 0
+    # the one-stage baseline (16 frames, not a stage of this plan) probed the same way
+    tot = t["totals"]
+    assert tot["baseline_est_seconds"] > 0
+    assert tot["time_ratio_to_baseline"] == pytest.approx(tot["est_seconds"] / tot["baseline_est_seconds"])
     for key in ("epochs_at_16", "pflops", "baseline_pflops", "flops_ratio_to_baseline"):
         assert key in t["totals"]
     assert main(["plan", str(tmp_path / "p.yaml")]) == 0
     assert "measured (training FLOPs" in capsys.readouterr().out
+
+
+def test_probe_estimates_the_baseline_time_and_measures_each_shape_once() -> None:
+    """With a probe, the plan's estimated time is set against the one-stage baseline's, measured
+    the same way; a step shape is measured once (the baseline's 16-frame step is the last
+    stage's); the ratio is the hand computation; the text says when fixed costs eat the saving."""
+    from progvid.progressive.plan import StageProbe, format_plan
+
+    calls = []
+
+    def probe(p):  # 3 ms per step whatever the clip, plus 1 ms per frame
+        calls.append((p.frames, p.batch_size))
+        return StageProbe(0.003 + 0.001 * p.frames)
+
+    cfg = cfg_with(TPL)
+    t = plan_table(cfg, 1000, 1, flops_per_clip=lambda f: 1e9 * f, probe=probe)
+    assert sorted(calls) == sorted({(f, cfg.train.batch_size) for f in (2, 4, 8, 16)})
+    steps = {s["frames"]: s["steps"] for s in t["stages"]}
+    est = sum(n * (0.003 + 0.001 * f) for f, n in steps.items())
+    base_steps = t["totals"]["baseline_frames_processed"] / 16 / cfg.train.batch_size
+    assert t["totals"]["est_seconds"] == pytest.approx(est)
+    assert t["totals"]["baseline_est_seconds"] == pytest.approx(base_steps * 0.019)
+    assert t["totals"]["time_ratio_to_baseline"] == pytest.approx(est / (base_steps * 0.019))
+    text = format_plan(t)
+    assert "x the one-stage baseline's" in text
+    assert ("fixed cost" in text) == (t["totals"]["time_ratio_to_baseline"]
+                                      > t["totals"]["flops_ratio_to_baseline"] + 0.05)
+    assert t["totals"]["time_ratio_to_baseline"] > 1.05  # 2.75x the steps at 3 ms each
+    free = plan_table(cfg, 1000, 1, flops_per_clip=lambda f: 1e9 * f,
+                      probe=lambda p: StageProbe(0.001 * p.frames))  # no fixed cost
+    assert free["totals"]["time_ratio_to_baseline"] == pytest.approx(
+        free["totals"]["flops_ratio_to_baseline"], rel=0.02)
+    assert "fixed cost" not in format_plan(free)
 
 
 def test_plan_without_data_counts_per_video(capsys) -> None:

@@ -191,19 +191,26 @@ def build_schedule(cfg: PretrainConfig, planned: list[PlannedStage],
 
 
 def probe_seconds_per_step(model: Any, frames: int, batch_size: int, img_size: int,
-                           device: Any = "cpu", precision: str = "fp32", steps: int = 3) -> float:
-    """Measured seconds per training step (forward, backward, AdamW) on random clips."""
+                           device: Any = "cpu", precision: str = "fp32", steps: int = 5,
+                           min_seconds: float = 0.2, warmup: int = 2) -> float:
+    """Measured seconds per training step (forward, backward, the trainer's fused AdamW) on
+    random clips: the median of at least `steps` steps and of about `min_seconds` (at most 50),
+    after `warmup` steps (the first calls at a new shape set up kernels and the allocator; with
+    one warm-up step a tiny model's short steps read 3x slow)."""
     import time
 
     import torch
 
+    from ..engine.trainer import param_groups
+
     device = torch.device(device)
     model = model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-6, fused=True)
     video = torch.randn(batch_size, model.in_chans, frames, img_size, img_size, device=device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    times = []
-    for i in range(steps + 1):  # the first step warms up kernels and the allocator
+    times: list[float] = []
+    i = 0
+    while len(times) < steps or (sum(times) < min_seconds and len(times) < 50):
         t0 = time.perf_counter()
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             loss = model(video).loss
@@ -212,8 +219,9 @@ def probe_seconds_per_step(model: Any, frames: int, batch_size: int, img_size: i
         opt.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        if i:
+        if i >= warmup:
             times.append(time.perf_counter() - t0)
+        i += 1
     return sorted(times)[len(times) // 2]
 
 
@@ -260,6 +268,8 @@ def plan_table(cfg: PretrainConfig, dataset_size: int | None, world: int = 1,
     sized = dataset_size is not None
     planned = build_plan(cfg, dataset_size if sized else 1, world)
     fpc = flops_per_clip or (lambda f: 0.0)
+    if probe is not None:  # one measurement per distinct step (the baseline's often is a stage's)
+        probe = _once_per_shape(probe)
     budget = cfg.budget.epochs * cfg.budget.scale
     stages = []
     for p in planned:
@@ -295,11 +305,31 @@ def plan_table(cfg: PretrainConfig, dataset_size: int | None, world: int = 1,
     totals["nominal_ratio_to_baseline"] = totals["frames_processed"] / totals["baseline_frames_processed"]
     if probe is not None and sized:
         totals["est_seconds"] = sum(s["est_seconds"] for s in stages)
+        # the one-stage baseline's step, measured the same way: does the plan save time here?
+        base_steps = steps_for(budget, dataset_size, base_batch)
+        base = PlannedStage(index=-1, frames=ref, share=1.0, epochs=budget,
+                            batch_size=cfg.train.batch_size, total_batch=base_batch, steps=base_steps,
+                            lr=0.0, min_lr=0.0, warmup_steps=0, sampling_rate=cfg.data.sampling_rate)
+        totals["baseline_est_seconds"] = base_steps * stage_timing(base, probe(base))["step_s"]
+        totals["time_ratio_to_baseline"] = (totals["est_seconds"] / totals["baseline_est_seconds"]
+                                            if totals["baseline_est_seconds"] else float("nan"))
     table = {"stages": stages, "totals": totals, "dataset_size": dataset_size, "world": world,
              "unit": "run" if sized else "per video"}
     if variant_flops is not None:
         table["comparison"] = _comparison(stages, base_clips, ref, variant_flops)
     return table
+
+
+def _once_per_shape(probe: Callable[[PlannedStage], StageProbe]) -> Callable[[PlannedStage], StageProbe]:
+    """`probe`, measured once per step shape (clip length, batch, stride, clips per decode)."""
+    seen: dict[tuple[int, int, int, int], StageProbe] = {}
+
+    def measure(p: PlannedStage) -> StageProbe:
+        key = (p.frames, p.batch_size, p.sampling_rate, p.clips_per_decode)
+        if key not in seen:
+            seen[key] = probe(p)
+        return seen[key]
+    return measure
 
 
 def _comparison(stages: list[dict[str, Any]], base_clips: float, ref: int,
@@ -352,7 +382,13 @@ def format_plan(table: dict[str, Any]) -> str:
            f"measured (training FLOPs as multiply-accumulates): {t['pflops']:.4g} {flops_head} "
            f"= {t['flops_ratio_to_baseline']:.3f} x the baseline's {t['baseline_pflops']:.4g}"]
     if has_time:
-        out.append(f"estimated time (measured throughput probe): {_hms(t['est_seconds'])}")
+        out.append(f"estimated time (measured throughput probe): {_hms(t['est_seconds'])}"
+                   + (f" = {t['time_ratio_to_baseline']:.3f} x the one-stage baseline's "
+                      f"{_hms(t['baseline_est_seconds'])} (FLOPs: {t['flops_ratio_to_baseline']:.3f} x)"
+                      if "baseline_est_seconds" in t else ""))
+        if t.get("time_ratio_to_baseline", 0.0) > t["flops_ratio_to_baseline"] + 0.05:
+            out.append("  short-clip steps cost more than their FLOPs here: each step has a fixed cost "
+                       "(optimizer, dispatch) that more tokens per step spread (bench/tpl_floor.md)")
     probed = [s for s in table["stages"] if "step_s" in s]
     if probed:
         out += ["", "measured per step (model on random clips; loader on the data with "

@@ -25,7 +25,7 @@ from ..progressive.plan import (
     plan_table,
     probe_seconds_per_step,
 )
-from .base import ClipTask, run_context, train, write_run_files
+from .base import ClipTask, cpu_threads, run_context, train, write_run_files
 from .preflight import preflight
 
 
@@ -124,8 +124,14 @@ def plan_report(cfg: PretrainConfig, *, dataset_size: int | None = None, world: 
                 loader = seconds_per_batch(it)
             return StageProbe(compute, loader, cfg.data.workers)
 
-    table = plan_table(cfg, dataset_size, world, lambda f: model_flops(model, f).train, measure,
-                       variant)
+    threads = torch.get_num_threads()
+    if probe and resolve_device(cfg.train.device).type == "cpu":  # as many as a run would use
+        torch.set_num_threads(cpu_threads(cfg.train.threads, cfg.data.workers))
+    try:
+        table = plan_table(cfg, dataset_size, world, lambda f: model_flops(model, f).train, measure,
+                           variant)
+    finally:
+        torch.set_num_threads(threads)
     table["workers"] = cfg.data.workers
     return table
 

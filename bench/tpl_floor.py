@@ -37,12 +37,16 @@ PLAN_STEPS = {2: 800, 4: 400, 8: 800, 16: 200}  # the default plan at the baseli
 BASE_STEPS = 800
 
 
+def plan_ratio(per_step: dict[int, float]) -> float:
+    """The default plan's total of a per-step cost (seconds, MACs) at 2, 4, 8 and 16 frames
+    against the one-stage baseline's, at the same batch."""
+    return sum(n * per_step[f] for f, n in PLAN_STEPS.items()) / (BASE_STEPS * per_step[16])
+
+
 def floor_ratio(step_s: dict[int, float], macs: dict[int, float]) -> tuple[float, float]:
     """(TPL's fixed-batch time floor, its FLOPs ratio) against the one-stage baseline, from the
     step time and the training MACs of one step at 2, 4, 8 and 16 frames (same batch)."""
-    floor = sum(n * step_s[f] for f, n in PLAN_STEPS.items()) / (BASE_STEPS * step_s[16])
-    flops = sum(n * macs[f] for f, n in PLAN_STEPS.items()) / (BASE_STEPS * macs[16])
-    return floor, flops
+    return plan_ratio(step_s), plan_ratio(macs)
 
 
 def build(spec: str, seed: int = 0) -> tuple[torch.nn.Module, int, int]:

@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 import torch
+from tpl_floor import plan_ratio  # bench/ is sys.path[0]
 
 from progvid.config import load_config
 from progvid.data.datasets import build_samples
@@ -111,9 +112,11 @@ def loader_rate(data: Path, frames: int, clips_per_decode: int, batches: int,
 
 
 def model_step_seconds(frames: int, steps: int = 40, sets: list[str] = ()) -> float:
-    """Median seconds of one training step of the recipe's model alone at its batch: forward with
-    fresh masks, backward, fused AdamW; one torch thread (what `train.threads: auto` gives the
-    recipe's one-worker runs on 2 cores)."""
+    """Median seconds of one training step of the recipe's model alone at its batch (progvid's
+    own probe, as `progvid plan --probe` times it: fresh masks, forward, backward, the trainer's
+    fused AdamW); one torch thread (what `train.threads: auto` gives the recipe's one-worker runs
+    on 2 cores)."""
+    from progvid.progressive.plan import probe_seconds_per_step
     from progvid.tasks.pretrain import build_model
 
     threads = torch.get_num_threads()
@@ -121,17 +124,8 @@ def model_step_seconds(frames: int, steps: int = 40, sets: list[str] = ()) -> fl
     try:
         cfg = load_config("tiny_tpl", list(sets))
         model = build_model(cfg)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-        clip = torch.randn(cfg.train.batch_size, 3, frames, model.img_size, model.img_size)
-        times = []
-        for i in range(steps + 5):
-            t = time.perf_counter()
-            model(clip).loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if i >= 5:
-                times.append(time.perf_counter() - t)
-        return statistics.median(times)
+        return probe_seconds_per_step(model, frames, cfg.train.batch_size, model.img_size,
+                                      steps=steps, min_seconds=0.0, warmup=5)
     finally:
         torch.set_num_threads(threads)
 
@@ -236,7 +230,7 @@ def summarize(rows: list[dict], rates: dict, args: argparse.Namespace, loads: tu
         lines.append(f"| {f} | {1000 * t:.2f} | {t / f / (model_s[16] / 16):.2f} |")
     if "tpl" in by:
         steps = _stage_steps(by["tpl"][0], by["videomae"][0]["steps"])
-        floor = sum(n * model_s[f] for f, n in steps.items()) / (by["videomae"][0]["steps"] * model_s[16])
+        floor = plan_ratio(model_s)  # the same as steps_f x t(f) / (steps_base x t(16))
         lines += ["", f"Fixed-batch floor: the shipped plan's steps per stage {steps} at those step times "
                   f"give **{floor:.3f}x** the baseline's model time, against a FLOPs ratio of "
                   f"{by['tpl'][0]['pflops'] / base_flops:.3f}."]

@@ -108,9 +108,11 @@ def plan_report(cfg: PretrainConfig, *, dataset_size: int | None = None, world: 
         except ConfigError:  # running-cell masking needs an even token grid
             return None
 
-    measure = None
+    measure, threads = None, torch.get_num_threads()
     if probe:
         device = resolve_device(cfg.train.device)
+        if device.type == "cpu":  # as many threads as a run would use beside its workers
+            torch.set_num_threads(cpu_threads(cfg.train.threads, cfg.data.workers))
         samples = build_samples(cfg.data, "train").samples if dataset_size else None
 
         def measure(p: PlannedStage) -> StageProbe:
@@ -124,9 +126,6 @@ def plan_report(cfg: PretrainConfig, *, dataset_size: int | None = None, world: 
                 loader = seconds_per_batch(it)
             return StageProbe(compute, loader, cfg.data.workers)
 
-    threads = torch.get_num_threads()
-    if probe and resolve_device(cfg.train.device).type == "cpu":  # as many as a run would use
-        torch.set_num_threads(cpu_threads(cfg.train.threads, cfg.data.workers))
     try:
         table = plan_table(cfg, dataset_size, world, lambda f: model_flops(model, f).train, measure,
                            variant)

@@ -81,7 +81,30 @@ def run_variant(name: str, data: Path, work: Path, epochs: float, round_: int,
     return {"variant": name, "round": round_, "seconds": res.seconds, "cpu_seconds": cpu,
             "steps": res.steps,
             "pflops": res.flops / 1e15, "final_loss": res.final_loss,
-            "data_wait": {s: statistics.mean(v) for s, v in sorted(wait.items())}}
+            "data_wait": {s: statistics.mean(v) for s, v in sorted(wait.items())},
+            "stages": stage_times(recs)}
+
+
+def stage_times(recs: list[dict]) -> dict[int, dict[str, float]]:
+    """Per stage, from a run's metric records (one every `train.log_every` steps, each with the
+    loop's elapsed `time`): its steps and seconds, the steady step time (median of the logged
+    intervals' time per step, in ms) and the excess over steps x steady (s): what the stage's
+    first steps at a new shape and any loader start-ups during it cost."""
+    out: dict[int, dict] = {}
+    prev_t, prev_step = 0.0, -1
+    for r in recs:
+        s = out.setdefault(int(r["stage"]), {"steps": 0, "seconds": 0.0, "per_step": []})
+        dt, ds = float(r["time"]) - prev_t, int(r["step"]) - prev_step
+        s["steps"] += ds
+        s["seconds"] += dt
+        s["per_step"].append(dt / ds)
+        prev_t, prev_step = float(r["time"]), int(r["step"])
+    res = {}
+    for k, s in out.items():
+        steady = statistics.median(s["per_step"])
+        res[k] = {"steps": s["steps"], "seconds": s["seconds"], "steady_ms": 1000 * steady,
+                  "excess_s": s["seconds"] - s["steps"] * steady}
+    return res
 
 
 def _cpu() -> float:
@@ -217,6 +240,20 @@ def summarize(rows: list[dict], rates: dict, args: argparse.Namespace, loads: tu
         lines.append(f"| {name} | {rs[0]['steps']} | {rs[0]['pflops']:.4g} | {fr:.3f} | {wall:.1f} "
                      f"({each}) | {wall / base:.3f} | {pair} | {target} | {cpu:.1f} | "
                      f"{cpu / base_cpu:.3f} | {waits} |")
+    if all("stages" in r for r in rows):
+        lines += ["", "Where each run's loop time goes, per stage (median over rounds): steps, seconds, the "
+                  "steady step time (median of the logged 5-step intervals) and the excess over steps x "
+                  "steady (the first steps at a new shape, the next stage's loader starting):", "",
+                  "| variant | per stage: steps, s, steady ms per step, excess s | excess in all, s |",
+                  "|---|---|---|"]
+        for name, rs in by.items():
+            stages = sorted(rs[0]["stages"], key=int)
+            med = {k: {f: statistics.median(r["stages"][k][f] for r in rs)
+                       for f in ("steps", "seconds", "steady_ms", "excess_s")} for k in stages}
+            each = "; ".join(f"{m['steps']:.0f}, {m['seconds']:.2f}, {m['steady_ms']:.1f}, {m['excess_s']:.2f}"
+                             for m in med.values())
+            total = statistics.median(sum(st["excess_s"] for st in r["stages"].values()) for r in rs)
+            lines.append(f"| {name} | {each} | {total:.2f} |")
     lines += ["", "Loader alone (the recipe's worker count and batch), clips/s:", "",
               "| frames | 1 clip per decode | automatic (16 / f) | ratio |", "|---|---|---|---|"]
     for frames, r in rates.items():

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -208,8 +209,6 @@ def test_clips_per_decode_batches(synth_dir) -> None:
 
 def _epoch_batches(loader, start, epochs=1):
     """The batches from `start` to the end of the epoch (and `epochs - 1` more epochs)."""
-    import itertools
-
     if not getattr(loader, "continuous", False):
         out = []
         for e in range(epochs):
@@ -253,6 +252,32 @@ def test_grouped_loader_serves_the_plain_batches(synth_dir, workers) -> None:
     assert transfer_batches(2, workers=0, batch_bytes=1) == 2
     with pytest.raises(ValueError, match="transfer_batches"):
         DataConfig(transfer_batches=0)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_grouped_loader_iterate_ends_after_its_batches(synth_dir, workers) -> None:
+    """`iterate(n)`: the first n batches of the endless iterator, across an epoch's end, and
+    then nothing; its workers are handed exactly those items (one batch, then groups, the last
+    group cut short), so they decode nothing a stage does not read."""
+    from progvid.data.datasets import build_samples
+    from progvid.data.loader import train_loader
+
+    d = DataConfig(root=str(synth_dir), train="train.csv", input_size=32, sampling_rate=2,
+                   workers=workers)
+    samples = build_samples(d, "train").samples
+    loader = train_loader(d, samples, frames=2, batch_size=2, seed=3, rank=0, world=1, group=3)
+    n = len(loader)
+    start = (n - 2) * loader.batch_size
+    loader.sampler.set_epoch(1, start=start)
+    endless = list(itertools.islice(iter(loader), 9))
+    for batches, sizes in ((9, [1, 3, 3, 2]), (1, [1]), (4, [1, 3])):
+        loader.sampler.set_epoch(1, start=start)
+        got = list(loader.iterate(batches))
+        assert len(got) == batches
+        for x, y in zip(got, endless, strict=False):
+            assert torch.equal(x["video"], y["video"]) and torch.equal(x["index"], y["index"])
+        hand_overs = [len(items) // loader.batch_size for items in loader._hand_overs]
+        assert hand_overs == sizes
 
 
 def test_grouped_loader_starts_its_workers_at_iter(synth_dir) -> None:

@@ -130,6 +130,22 @@ def test_prefetch_yields_the_same_batches_and_weights(tmp_path: Path, monkeypatc
         assert torch.equal(w_pieces, w_plain)
 
 
+def test_stage_iterators_end_with_what_their_stage_reads(tmp_path: Path, monkeypatch) -> None:
+    """Each iterator the feed starts is bounded by the micro-steps its stage has left (a
+    continuous loader's workers then stop at the stage's end): 5 steps x 2 micro-steps per
+    stage, epochs of 4 batches, the next stage's iterator started early."""
+    from progvid.engine import feed
+
+    bounds = []
+    iterate = feed._iterate
+    monkeypatch.setattr(feed, "_iterate", lambda loader, n: bounds.append(n) or iterate(loader, n))
+    monkeypatch.setattr(feed, "WARM_SECONDS", 1e9)
+    _run(tmp_path / "bounds", True, 2, ())
+    # stage 0 at micro-steps 0, 4, 8; stage 1's first iterator warmed after stage 0's first
+    # step; stage 1 at micro-steps 4 and 8
+    assert bounds == [10, 10, 6, 2, 6, 2]
+
+
 def test_next_stage_loaders_start_early_and_serve_the_same_batches(tmp_path: Path, monkeypatch) -> None:
     """With the next stage's loaders started before it begins (here from the first step of a
     stage on), the batches and weights are those of loaders built at the stage change, also

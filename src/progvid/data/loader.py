@@ -269,7 +269,9 @@ class GroupedLoader:
     (`sampler.set_epoch(epoch, start=position * batch_size)`). The epoch's short end is dropped
     as a training loader does. An iterator runs on into the following epochs (`continuous`):
     the workers start on the next epoch while the last batches of this one are used, so an
-    epoch boundary costs no wait; a plain pass is `itertools.islice(loader, len(loader))`."""
+    epoch boundary costs no wait; a plain pass is `itertools.islice(loader, len(loader))`.
+    `iterate(batches)` ends the iterator after that many batches, so that its workers decode
+    nothing past what a training stage reads."""
 
     drop_last = True
     continuous = True
@@ -281,8 +283,8 @@ class GroupedLoader:
                                     drop_last=True)
         options = _loader_options(workers, seed, device, 0.0)
         options["collate_fn"] = _collate_group
-        self.loader = DataLoader(dataset, batch_sampler=_GroupSampler(self.sampler, batch_size, group),
-                                 **options)
+        self._hand_overs = _GroupSampler(self.sampler, batch_size, group)
+        self.loader = DataLoader(dataset, batch_sampler=self._hand_overs, **options)
         self.num_workers = workers
         self.prefetch_factor = (self.loader.prefetch_factor or 0) * group
 
@@ -290,6 +292,14 @@ class GroupedLoader:
         return len(self.sampler) // self.batch_size
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self.iterate()
+
+    def iterate(self, batches: int | None = None) -> Iterator[dict[str, Any]]:
+        """The batches from the sampler's (epoch, start) on: `batches` of them, or without end.
+        A bound keeps the workers from decoding past a stage's last step: unbounded, they run
+        up to prefetch x group batches ahead, which at a stage's end nobody reads and which
+        share the cores with the next stage's workers as they start."""
+        self._hand_overs.limit = batches
         # the workers start here, not at the first `next`: the training feed makes the next
         # stage's iterator about a second before the stage begins so that its first batches
         # are decoded by then (a generator method would start nothing until it is read)
@@ -313,24 +323,31 @@ def _collate_group(items: list[dict[str, Any]]) -> dict[str, Any]:
 class _GroupSampler(Sampler):
     """The item lists of a `GroupedLoader`'s hand-overs: one batch, then `group` batches at a
     time, whole batches only; from the sampler's (epoch, start) on through the following
-    epochs, with no end (each item carries its epoch, so its clip is the one a fresh pass over
-    that epoch would give)."""
+    epochs, with no end, or `limit` batches in all (each item carries its epoch, so its clip is
+    the one a fresh pass over that epoch would give)."""
 
     def __init__(self, sampler: EpochSampler, batch_size: int, group: int) -> None:
         self.sampler, self.batch_size, self.group = sampler, batch_size, group
+        self.limit: int | None = None  # batches in all; read when an iterator starts
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         epoch, start = self.sampler.epoch, self.sampler.start
         whole = self.sampler.per_rank // self.batch_size * self.batch_size
+        left = None if self.limit is None else self.limit * self.batch_size  # items to hand over
         items: list[tuple[int, int]] = []
-        size = self.batch_size
-        while True:
+        size = self.batch_size if left is None else min(self.batch_size, left)
+        while size > 0:
             order = self.sampler.order(epoch)
             for i in order[start:whole]:
                 items.append((epoch, int(i)))
                 if len(items) == size:
                     yield items
-                    items, size = [], self.batch_size * self.group
+                    if left is not None:
+                        left -= size
+                    items = []
+                    size = self.batch_size * self.group if left is None else min(self.batch_size * self.group, left)
+                    if size == 0:
+                        return
             epoch, start = epoch + 1, 0
 
     def __len__(self) -> int:

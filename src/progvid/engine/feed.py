@@ -32,10 +32,11 @@ class BatchFeed:
     stage)` makes a stage's loaders, one per clip length."""
 
     def __init__(self, build: Callable[[int, Stage], dict[int, DataLoader]], device: torch.device,
-                 prefetch: bool) -> None:
+                 prefetch: bool, accum_steps: int = 1) -> None:
         self.build = build
         self.device = device
         self.prefetch = prefetch
+        self.accum_steps = accum_steps  # micro-steps per step: a stage reads steps x this batches
         self.loaders: dict[int, DataLoader] = {}
         self._it: Iterator | None = None  # the running iterator of this stage
         self._it_key: tuple[int, int] | None = None  # which loader/epoch it is on
@@ -83,7 +84,7 @@ class BatchFeed:
             return next(iter(loader))
         if self._it is None or self._it_key != key or self._it_pos != index:
             loader.sampler.set_epoch(epoch, start=pos * loader.batch_size)
-            self._it = iter(loader)
+            self._it = _iterate(loader, stage.steps * self.accum_steps - micro)
             self._it_key = key
         batch = next(self._it)
         self._it_pos = index + 1
@@ -133,7 +134,14 @@ class BatchFeed:
         loaders = self.build(nxt, nstage)
         loader = loaders[nstage.shape.frames]
         loader.sampler.set_epoch(0, start=0)
-        self._warm = _Warm(nxt, loaders, iter(loader))
+        self._warm = _Warm(nxt, loaders, _iterate(loader, nstage.steps * self.accum_steps))
+
+
+def _iterate(loader: Any, batches: int) -> Iterator:
+    """An iterator over `loader` from its sampler's place: a continuous loader's ends after the
+    `batches` its stage still reads (its workers then stop there); a plain loader's with its
+    epoch, as always."""
+    return loader.iterate(batches) if getattr(loader, "continuous", False) else iter(loader)
 
 
 def batches_per_epoch(loader: DataLoader) -> int:

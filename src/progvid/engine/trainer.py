@@ -213,7 +213,8 @@ class Trainer:
         # would tie the trainer and the feed into a cycle, which keeps a finished run's loader
         # workers alive until the garbage collector runs (in whichever process forks next)
         build = weakref.WeakMethod(self._stage_loaders)
-        self.feed = BatchFeed(lambda index, stage: build()(index, stage), device, settings.prefetch)
+        self.feed = BatchFeed(lambda index, stage: build()(index, stage), device, settings.prefetch,
+                              settings.accum_steps)
 
     # ---------------------------------------------------------------- state
     def state(self) -> dict[str, Any]:

@@ -40,7 +40,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loader_throughput import make_videos  # noqa: E402  (bench helper: realistic h264 files)
 
-from progvid.data.prepare import DEFAULT_GOP, DEFAULT_TUNE, prepare_dataset  # noqa: E402
+from progvid.data.prepare import prepare_dataset  # noqa: E402
+from progvid.data.reencode import DEFAULT_GOP, DEFAULT_TUNE  # noqa: E402
 from progvid.data.video import VideoReader, probe, read_clip  # noqa: E402
 
 LENGTHS = (2, 4, 8, 16)

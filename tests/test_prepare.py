@@ -20,13 +20,8 @@ import pytest
 from progvid.cli import main
 from progvid.config import load_config
 from progvid.data.datasets import build_samples, read_list
-from progvid.data.prepare import (
-    MANIFEST,
-    EncodeSettings,
-    output_size,
-    prepare_dataset,
-    reencode,
-)
+from progvid.data.prepare import MANIFEST, prepare_dataset
+from progvid.data.reencode import EncodeSettings, output_size, reencode
 from progvid.data.video import VideoReader, probe, read_clip
 from progvid.errors import DataError, ProgvidError
 from videos import make_frames, write_audio_only, write_text_as_video, write_video

@@ -38,6 +38,8 @@ def one_round(tree: str, tag: str, round_: int, data: str, work: str, epochs: fl
               variants: list[str]) -> None:
     """In a child process: run `variants` once with the bench code and package of `tree`,
     printing one JSON line per run."""
+    if not (Path(tree) / "bench" / "tpl_wallclock.py").is_file():
+        raise SystemExit(f"{tree} has no bench/tpl_wallclock.py to run")
     sys.path[:0] = [f"{tree}/bench", f"{tree}/src"]
     import tpl_wallclock
 
@@ -157,7 +159,8 @@ def main() -> int:
                        "--work", str(work), "--epochs", str(args.epochs), "--variants", args.variants]
                 out = subprocess.run(cmd, capture_output=True, text=True)
                 if out.returncode:
-                    raise SystemExit(f"round {r} at {tag}: {out.stderr.strip().splitlines()[-1:]}")
+                    last = (out.stderr.strip().splitlines() or ["no error output"])[-1]
+                    raise SystemExit(f"round {r} at {tag} ({args.base if tag == 'base' else args.head}): {last}")
                 for line in out.stdout.splitlines():
                     if line.startswith('{"variant"'):
                         rows.append(json.loads(line))

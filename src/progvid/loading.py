@@ -53,12 +53,12 @@ from .interop.hf import (
     config_geometry,
     from_pretrained,
     from_transformers,
-    read_official,
     read_preprocessor,
     read_transformers_folder,
     transformers_config,
 )
 from .interop.hub import hub_folder
+from .interop.official import read_official
 from .models.classifier import VideoClassifier
 from .models.hcml import HCMLNet
 from .models.resnet3d import resnet3d_from_hparams

@@ -108,3 +108,42 @@ def test_readme_examples_run(wheel: Path, tmp_path: Path) -> None:
         r = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tour, env=env,
                            capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, f"README block failed:\n{block}\n{r.stderr[-3000:]}"
+
+
+def _leaf_parsers(parser, path: tuple[str, ...] = ()):
+    """(command words, parser) for every runnable subcommand of the CLI."""
+    import argparse
+
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield path, parser
+        return
+    for name, child in subs[0].choices.items():
+        yield from _leaf_parsers(child, (*path, name))
+
+
+def test_readme_command_list_names_every_option() -> None:
+    """The README's `## Commands` block has one line per subcommand, and each line names every
+    option that subcommand takes (so a new flag cannot go unmentioned)."""
+    from progvid.cli import build_parser
+
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## Commands\s*\n```\n(.*?)```", text, flags=re.S)
+    assert block, "README.md lost its ## Commands block"
+    lines = {}
+    for line in block.group(1).splitlines():
+        words = re.match(r"progvid ((?:[a-z]+ ?)+)", line)
+        assert words, f"not a command line: {line!r}"
+        lines[words.group(1).split(" [")[0].strip()] = line
+    leaves = dict((" ".join(path), p) for path, p in _leaf_parsers(build_parser()))
+    for command, parser in leaves.items():
+        line = next((v for k, v in lines.items() if k == command or k.startswith(command + " ")), None)
+        assert line, f"README ## Commands has no line for `progvid {command}`"
+        for action in parser._actions:
+            longs = [o for o in action.option_strings if o.startswith("--") and o != "--help"]
+            if longs:
+                assert any(re.search(re.escape(o) + r"\b", line) for o in longs), \
+                    f"README ## Commands: `progvid {command}` does not name {longs[0]}"
+    for command in lines:
+        assert any(command == c or command.startswith(c + " ") for c in leaves), \
+            f"README ## Commands names `progvid {command}`, which the CLI does not have"

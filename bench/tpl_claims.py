@@ -326,10 +326,14 @@ def sweep(args: argparse.Namespace, deadline: float | None = None) -> int:
 
 
 def collect(args: argparse.Namespace) -> dict[str, list[dict]]:
+    """Finished runs by variant/budget, seeds 0 .. --seeds - 1 only: a results folder may hold
+    more seeds of some variants (bench/tpl_claims_results has 6 of the dual experiment's), and a
+    report says what its command asked for."""
     out: dict[str, list[dict]] = {}
     for path in sorted(Path(args.results).glob("*.json")):
         row = json.loads(path.read_text())
-        out.setdefault(row["key"].rsplit("/", 1)[0], []).append(row)
+        if row["seed"] < args.seeds:
+            out.setdefault(row["key"].rsplit("/", 1)[0], []).append(row)
     return out
 
 

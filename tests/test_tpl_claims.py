@@ -118,3 +118,13 @@ def test_bad_data_is_one_line_exit_2(tmp_path: Path) -> None:
                        env=env, cwd=tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert str(tmp_path / "train.csv") in r.stderr and "not found" in r.stderr
+
+
+def test_report_reads_only_the_seeds_asked_for(tmp_path: Path) -> None:
+    """A results folder with more seeds of one variant than --seeds reports --seeds of them."""
+    for seed in range(5):
+        (tmp_path / f"tpl_15_{seed}.json").write_text(json.dumps({"key": f"tpl/15/{seed}", "seed": seed, "probe": seed}))
+    args = tpl_claims.argparse.Namespace(results=str(tmp_path), seeds=3)
+    assert [r["seed"] for r in tpl_claims.collect(args)["tpl/15"]] == [0, 1, 2]
+    args.seeds = 5
+    assert len(tpl_claims.collect(args)["tpl/15"]) == 5

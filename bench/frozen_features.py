@@ -32,12 +32,9 @@ import torch
 from evidence import write_report  # bench/ is sys.path[0]
 
 from progvid.config import load_config
-from progvid.data.clips import test_dataset
-from progvid.data.datasets import build_samples
-from progvid.data.loader import build_loader
 from progvid.errors import ProgvidError
 from progvid.loading import load_videomae
-from progvid.tasks.evaluate import extract_features, knn, linear_probe
+from progvid.tasks.evaluate import knn, linear_probe, probe_features
 from progvid.tasks.pretrain import build_model
 
 MEASURES = [("knn_raw", "kNN, raw (as tpl_claims)"), ("knn_centred", "kNN, centred"),
@@ -57,19 +54,14 @@ def score(run: Path, frames: list[int], untrained: bool = False) -> tuple[int, d
         encoder = load_videomae(run).encoder
     out = {}
     for f in frames:
-        feats = []
-        for split in ("train", "val"):
-            samples = build_samples(data, split)
-            loader = build_loader(test_dataset(data, samples.samples, frames=f, seed=0), batch_size=32,
-                                  train=False, workers=0, seed=0, rank=0, world=1)
-            feats.append(extract_features(encoder, loader, "cpu", False, "temporal"))
-        (tx, ty), (vx, vy) = feats
-        classes = int(max(ty.max(), vy.max())) + 1
+        # what bench/tpl_claims.py's probe and kNN see (its probe_encoder calls), one split each
+        (tx, ty), (vx, vy), classes = probe_features(encoder, data, num_frames=f, seed=cfg.seed)
+        classes = classes or int(max(ty.max(), vy.max())) + 1
         mu, sd = tx.mean(0), tx.std(0) + 1e-6
         out[f] = {"classes": classes, "knn_raw": knn(tx, ty, vx, vy, num_classes=classes).top1,
                   "knn_centred": knn(tx - mu, ty, vx - mu, vy, num_classes=classes).top1,
                   "knn_std": knn((tx - mu) / sd, ty, (vx - mu) / sd, vy, num_classes=classes).top1,
-                  "probe": linear_probe(tx, ty, vx, vy, num_classes=classes).top1,
+                  "probe": linear_probe(tx, ty, vx, vy, num_classes=classes, seed=cfg.seed).top1,
                   "cos_to_mean": float(torch.nn.functional.cosine_similarity(tx, mu[None]).mean())}
     return int(cfg.seed), out
 

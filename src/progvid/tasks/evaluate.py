@@ -133,6 +133,20 @@ def probe_encoder(encoder: torch.nn.Module, data_cfg: DataConfig, *, num_frames:
     Features pool over space per temporal slot by default (`pool_tokens`): cheap evaluations
     exist to rank pre-training runs, and classes defined by motion are invisible to a global
     mean."""
+    (tx, ty), (vx, vy), classes = probe_features(encoder, data_cfg, num_frames=num_frames, seed=seed,
+                                                 device=device, batch_size=batch_size,
+                                                 progress=progress, pool=pool)
+    if method == "knn":
+        return knn(tx, ty, vx, vy, num_classes=classes)
+    return linear_probe(tx, ty, vx, vy, num_classes=classes, seed=seed)
+
+
+def probe_features(encoder: torch.nn.Module, data_cfg: DataConfig, *, num_frames: int, seed: int = 0,
+                   device: torch.device | str = "cpu", batch_size: int = 16, progress: bool = False,
+                   pool: str = "temporal") -> tuple[tuple[torch.Tensor, torch.Tensor],
+                                                    tuple[torch.Tensor, torch.Tensor], int | None]:
+    """The frozen features `probe_encoder` scores: ((train x, y), (val x, y), class count or
+    None when the data names no classes), centre views of a config's two splits."""
     d = data_cfg
     out = []
     names = None
@@ -143,11 +157,7 @@ def probe_encoder(encoder: torch.nn.Module, data_cfg: DataConfig, *, num_frames:
         loader = build_loader(ds, batch_size=batch_size, train=False, workers=d.workers, seed=seed,
                               rank=0, world=1)
         out.append(extract_features(encoder, loader, device, progress, pool))
-    (tx, ty), (vx, vy) = out
-    classes = len(names) if names else None
-    if method == "knn":
-        return knn(tx, ty, vx, vy, num_classes=classes)
-    return linear_probe(tx, ty, vx, vy, num_classes=classes, seed=seed)
+    return out[0], out[1], (len(names) if names else None)
 
 
 # --------------------------------------------------------------------------------------------

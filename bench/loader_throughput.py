@@ -39,6 +39,7 @@ from progvid.data.loader import build_loader, collate
 from progvid.data.sampling import TemporalSampler
 from progvid.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_clips, train_transform
 from progvid.data.video import VideoReader
+from progvid.tasks.base import cpu_threads
 
 try:
     import decord
@@ -488,6 +489,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--transfer", choices=("uint8", "float32"), default="uint8",
                    help="how our clips leave the workers (data.transfer; uint8 is then normalised "
                         "in the main process, counted in its CPU time)")
+    p.add_argument("--main-threads", default="auto",
+                   help="torch threads of the main process, which normalises our uint8 batches "
+                        "(auto: as `train.threads: auto` sets a training process, the cores the "
+                        "loader workers leave, at least 1)")
     p.add_argument("--prepare", action="store_true",
                    help="measure both loaders on the videos after `progvid data prepare` (its "
                         "defaults: short side 320, a keyframe every 16 frames, fastdecode)")
@@ -503,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.clips % args.batch or args.clips < args.batch:
         p.error("--clips must be a positive multiple of --batch")
 
+    torch.set_num_threads(cpu_threads(args.main_threads, args.workers))
     print("machine :", machine())
     print(f"versions: python {platform.python_version()}, torch {torch.__version__}, av {av.__version__} "
           f"(libavcodec {'.'.join(map(str, av.library_versions['libavcodec']))}), "
@@ -511,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"settings: {args.videos} videos {args.width}x{args.height} {args.seconds:g}s @{args.fps}fps "
           f"h264 yuv420p gop {args.gop} preset {args.preset} crf {args.crf}; clips {FRAMES}x stride "
           f"{STRIDE} -> {SIZE}; batch {args.batch}, workers {args.workers}, prefetch 4, our clips handed over as {args.transfer}; "
-          f"{args.rounds} rounds x {args.clips} clips per side; torch threads {torch.get_num_threads()}")
+          f"{args.rounds} rounds x {args.clips} clips per side; main-process torch threads {torch.get_num_threads()}")
 
     videos = make_videos(args.cache, args.videos, width=args.width, height=args.height,
                          seconds=args.seconds, fps=args.fps, gop=args.gop, preset=args.preset,

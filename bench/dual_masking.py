@@ -1,7 +1,7 @@
 """VideoMAE V2 dual masking vs v1, side by side: training MACs and measured step time.
 
 For each model size and clip length, one process builds the same VideoMAE twice (decoder mask
-none / running cell at ratio 0.5, identical weights) and times forward + backward + AdamW on
+none / running cell at `--decoder-ratio`, default 0.5, identical weights) and times forward + backward + AdamW on
 the same random clips, alternating v1 and dual step by step (median of `--steps` each, after a
 warm-up step). MACs are progvid's analytic count (`progressive.flops`, the official convention:
 the cube embedding counted on all tokens; `executed` counts what runs).
@@ -50,11 +50,11 @@ def step_time(model: torch.nn.Module, video: torch.Tensor, opt: torch.optim.Opti
 
 
 def measure(size: str, frames: int, img: int, batch: int, steps: int, device: str,
-            precision: str) -> dict:
+            precision: str, decoder_ratio: float = 0.5) -> dict:
     torch.manual_seed(0)
     v1 = videomae(size, num_frames=frames, img_size=img).to(device).train()
     dual = videomae(size, num_frames=frames, img_size=img, decoder_mask="running_cell",
-                    decoder_mask_ratio=0.5).to(device).train()
+                    decoder_mask_ratio=decoder_ratio).to(device).train()
     dual.load_state_dict(v1.state_dict())
     opts = {m: torch.optim.AdamW(m.parameters(), lr=1e-6, fused=True) for m in (v1, dual)}
     video = torch.randn(batch, 3, frames, img, img, device=device)
@@ -85,23 +85,26 @@ def main() -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--decoder-ratio", type=float, default=0.5, choices=(0.25, 0.5, 0.75),
+                   help="the running cell's decoder masking ratio (VideoMAE V2's default 0.5)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
     for size in args.sizes.split(","):
         for frames in (int(f) for f in args.frames.split(",")):
-            row = measure(size, frames, args.img, args.batch, args.steps, args.device, args.precision)
+            row = measure(size, frames, args.img, args.batch, args.steps, args.device, args.precision,
+                          args.decoder_ratio)
             rows.append(row)
             print(json.dumps(row), flush=True)
     load = os.getloadavg()
-    lines = ["# Dual masking (VideoMAE V2 running cell, decoder ratio 0.5) vs v1", "",
+    lines = [f"# Dual masking (VideoMAE V2 running cell, decoder ratio {args.decoder_ratio:g}) vs v1", "",
              f"- date: {time.strftime('%Y-%m-%d')}; {platform.machine()}, {os.cpu_count()} CPUs, "
              f"torch {torch.__version__}, device {args.device}, {args.precision}, {args.threads} threads; "
              f"load average at the end {load[0]:.1f}",
              f"- command: `.venv/bin/python bench/dual_masking.py --sizes {args.sizes} --frames "
              f"{args.frames} --img {args.img} --batch {args.batch} --steps {args.steps} --device "
-             f"{args.device} --precision {args.precision}`",
+             f"{args.device} --precision {args.precision} --threads {args.threads} --decoder-ratio {args.decoder_ratio:g}`",
              "- mask ratio 0.9 (tube), decoder 4 blocks; v1 and dual share weights and clips; steps "
              "alternate; median step time (forward, backward, fused AdamW)", "",
              "| model | frames | decoder tokens v1 -> dual | training GMACs v1 | dual | MACs ratio "

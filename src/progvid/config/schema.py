@@ -253,7 +253,7 @@ class SearchConfig(Section):
     batch_exponents: tuple[typing.Annotated[int, Field(ge=0, le=12)], ...] = Field(
         (3, 4, 5, 6), min_length=1)  # batch candidates min(2^j, bz_max)
     bz_max: int | None = Field(None, ge=1)  # None: measured from memory at the longest clip
-    metric: Literal["linear", "knn"] = "linear"  # cheap evaluation ranking phases 1-3
+    metric: Literal["linear", "knn"] = "linear"  # cheap evaluation ranking phases 1-3 (knn: raw cosine, which marks down features that share one direction: bench/frozen_features.md)
     probe_frames: int | None = Field(None, ge=1)  # clip length of the probe (None: max frames)
     proxy_epochs: float = Field(50.0, gt=0.0)  # budget N_e of one trial, epochs at ref_frames
     workers: int = Field(1, ge=1)  # trials run in parallel (the CLI's --workers wins)

@@ -653,6 +653,7 @@ def main() -> int:
         deadline = t0 + args.minutes * 60 if args.minutes is not None else None
         args.unfinished = sweep(args, deadline)
     text = report(args)
+    Path(args.report_dir).mkdir(parents=True, exist_ok=True)
     write_report(Path(args.report_dir) / "tpl_claims.md", text)  # keeps the hand-written reading
     print(text)
     return 0

@@ -8,7 +8,8 @@ One process runs every variant in turn, `--rounds` times in alternating order, o
 - `tpl_1transfer`: the shipped plan with workers handing over one batch at a time
   (`data.transfer_batches=1`, how progvid ran before batches were grouped per hand-over);
 - `videomae_dual`, `tpl_dual` (not run unless named in `--variants`): the baseline and the
-  shipped plan with VideoMAE V2's dual masking (`model.decoder_mask=running_cell`, ratio 0.5).
+  shipped plan with VideoMAE V2's dual masking (`model.decoder_mask=running_cell`, ratio 0.5);
+  `videomae_dual75`, `tpl_dual75`: the same at decoder ratio 0.75.
 Then the model alone (forward, backward, fused AdamW on random clips, one thread) at each
 length, which gives the fixed-batch floor: the wall ratio TPL would have with a free loader and
 a free training loop, sum_i steps_i x t(f_i) / (steps_base x t(16)).
@@ -56,6 +57,9 @@ VARIANTS = {
     # VideoMAE V2's dual masking (running cell, decoder ratio 0.5), alone and under TPL
     "videomae_dual": ("tiny_videomae", ["model.decoder_mask=running_cell"]),
     "tpl_dual": ("tiny_tpl", ["model.decoder_mask=running_cell"]),
+    # the same at decoder ratio 0.75 (the running cell keeps a quarter of the positions)
+    "videomae_dual75": ("tiny_videomae", ["model.decoder_mask=running_cell", "model.decoder_mask_ratio=0.75"]),
+    "tpl_dual75": ("tiny_tpl", ["model.decoder_mask=running_cell", "model.decoder_mask_ratio=0.75"]),
 }
 
 DEFAULT_VARIANTS = "videomae,tpl,tpl_1clip,tpl_scaled,tpl_1transfer"

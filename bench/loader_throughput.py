@@ -466,6 +466,15 @@ def throughput(videos: list[Path], args: argparse.Namespace) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+def _auto_or_positive(text: str) -> int | str:
+    """`auto` or a whole number >= 1 (argparse turns the error into one line and exit 2)."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected auto or a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--videos", type=int, default=12)
@@ -489,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--transfer", choices=("uint8", "float32"), default="uint8",
                    help="how our clips leave the workers (data.transfer; uint8 is then normalised "
                         "in the main process, counted in its CPU time)")
-    p.add_argument("--main-threads", default="auto",
+    p.add_argument("--main-threads", default="auto", type=_auto_or_positive,
                    help="torch threads of the main process, which normalises our uint8 batches "
                         "(auto: as `train.threads: auto` sets a training process, the cores the "
                         "loader workers leave, at least 1)")

@@ -129,8 +129,12 @@ def variants(frames: int) -> dict[str, list[str]]:
     return out
 
 
-DUAL = ["model.decoder_mask=running_cell", "model.decoder_mask_ratio=0.5"]  # VideoMAE V2's decoder masking
-DUAL75 = ["model.decoder_mask=running_cell", "model.decoder_mask_ratio=0.75"]  # the decoder keeps a quarter
+def dual(ratio: float) -> list[str]:
+    """VideoMAE V2's decoder masking (running cells) at decoder ratio `ratio`."""
+    return ["model.decoder_mask=running_cell", f"model.decoder_mask_ratio={ratio}"]
+
+
+DUAL, DUAL75 = dual(0.5), dual(0.75)  # V2's default; the decoder keeping a quarter
 SEARCHED: list[str] = []  # --searched FILE: the plan of `progvid search`'s best.yaml
 
 

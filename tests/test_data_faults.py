@@ -89,6 +89,20 @@ def test_quick_check_misses_what_deep_finds(damaged, tmp_path: Path, capsys) -> 
     assert out[1] == "1 readable, 1 unreadable, of 2"
 
 
+def test_prepare_refuses_what_reading_refuses(damaged, tmp_path: Path, capsys) -> None:
+    """`data prepare` decodes as a training read does: a damaged source is skipped with the
+    reason, not re-encoded into a clean-looking file whose damage no check can see any more."""
+    names = [n for n in DAMAGE if n.endswith(".mp4")]
+    lines = [f"{damaged[names[0]][0]} 0"] + [f"{damaged[n][1]} 1" for n in names]
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    assert main(["data", "prepare", str(tmp_path / "list.txt"), str(tmp_path / "out"),
+                 "--workers", "1"]) == 0
+    assert f"prepared 1 of {len(lines)} videos" in capsys.readouterr().out
+    skipped = [json.loads(ln) for ln in (tmp_path / "out" / "skipped.jsonl").read_text().splitlines()]
+    assert [s["line"] for s in skipped] == list(range(2, len(lines) + 1))
+    assert all("not decodable (damaged data: " in s["reason"] for s in skipped), skipped
+
+
 def test_deep_check_warns_when_timestamps_jump(tmp_path: Path, capsys) -> None:
     """WebM/Matroska skip a damaged cluster without a word: the frames after it shift."""
     src = write_video(tmp_path / "intra.mkv", make_frames(30), "mpeg4", gop=1)

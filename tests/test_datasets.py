@@ -78,6 +78,16 @@ def test_folder_and_unlabeled(synth_dir: Path, tmp_path: Path) -> None:
         read_unlabeled(tmp_path / "empty")
     with pytest.raises(DataError, match="nowhere: folder not found"):
         read_folder(tmp_path / "nowhere")
+    # a class list names the classes and their order; a folder of videos it misses is an error
+    listed = read_folder(tmp_path, ["b_cls", "a_cls", "c_cls"])  # c_cls: no folder, no videos
+    assert [(s.path.name, s.label) for s in listed.samples] == [("y.mp4", 0), ("x.mp4", 1)]
+    with pytest.raises(DataError, match=r": class folder\(s\) a_cls hold videos but are not in the "
+                                        r"class list of 2 classes \(a misspelt class\?\)"):
+        read_folder(tmp_path, ["b_cls", "a_cl"])
+    (tmp_path / "classes.txt").write_text("b_cls\n")
+    from progvid.data.check import read_dataset
+    with pytest.raises(DataError, match="a_cls hold videos"):  # `data check --labels` reads the same
+        read_dataset(tmp_path, labels=tmp_path / "classes.txt")
 
 
 def _dataset(samples, train=True, on_error="raise", num_sample=1, frames=8, clips=1, crops=1):
@@ -350,3 +360,31 @@ def test_stratified_subset_and_list_round_trip(tmp_path: Path) -> None:
     assert [(s.path, s.label) for s in back] == [(s.path, s.label) for s in chosen]
     with pytest.raises(ProgvidError, match="label fraction"):
         stratified_subset(samples, 0.0, seed=1)
+
+
+def test_a_dataset_smaller_than_one_batch_is_reported_not_waited_on(synth_dir, tmp_path) -> None:
+    """A loader that cannot fill one batch hands over nothing (a grouped loader's endless
+    iterator used to look for a whole batch forever), the planning probe says why, and a run
+    whose next stage's batch outgrows the data fails with the reason instead of hanging while
+    it warms that stage's loader."""
+    from engine_util import tiny_pretrain
+    from progvid.data.datasets import build_samples
+    from progvid.data.loader import GroupedLoader, seconds_per_batch, train_loader
+    from progvid.tasks.pretrain import run_pretrain
+
+    d = DataConfig(root=str(synth_dir), train="train.csv", input_size=32, sampling_rate=2, workers=0)
+    samples = build_samples(d, "train").samples
+    big = len(samples) + 1
+    for group in (1, 3):
+        loader = train_loader(d, samples, frames=2, batch_size=big, seed=0, rank=0, world=1, group=group)
+        assert isinstance(loader, GroupedLoader) == (group > 1)
+        assert list(itertools.islice(iter(loader), 1)) == []
+        with pytest.raises(ProgvidError, match=rf"smaller than one batch \({len(samples)} clips per "
+                                               rf"process, batch {big}\)"):
+            seconds_per_batch(loader)
+    cfg = tiny_pretrain(synth_dir, plan={"stages": [{"frames": 2, "share": 0.5},
+                                                    {"frames": 4, "share": 0.5, "batch_size": big}]},
+                        train__prefetch=True, data__transfer_batches=2, data__workers=1)  # grouped, started early
+    with pytest.raises(ProgvidError, match=rf"stage stage2: the dataset is smaller than one batch "
+                                           rf"\({big} clips per process\)"):
+        run_pretrain(cfg, out=str(tmp_path / "run"))

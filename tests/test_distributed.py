@@ -153,3 +153,27 @@ def test_each_local_rank_gets_its_own_gpu(monkeypatch) -> None:
     info = d.init_distributed(torch.device("cuda", 0))  # what run_context passes before it knows
     assert (info.rank, info.world, info.local_rank) == (1, 2, 1)
     assert bound == [torch.device("cuda", 1)] and started == ["nccl"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_rank_whose_launcher_is_process_1_lives_on(monkeypatch) -> None:
+    # in a container the launcher (torchrun, or --nproc) is often process 1: that alone must not
+    # look like a dead launcher; a parent that changed while the death signal was set up must
+    import ctypes
+    import signal
+
+    from progvid.engine import distributed as d
+
+    class LibC:  # the test process itself keeps no death signal
+        def prctl(self, *args) -> int:
+            return 0
+
+    parents, killed = [1, 1], []
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: LibC())
+    monkeypatch.setattr(d.os, "getppid", lambda: parents.pop(0))
+    monkeypatch.setattr(d.os, "kill", lambda pid, sig: killed.append(sig))
+    d._die_with_parent()
+    assert killed == []
+    parents[:] = [4242, 1]  # the launcher died in between: re-parented to process 1
+    d._die_with_parent()
+    assert killed == [signal.SIGTERM]

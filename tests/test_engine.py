@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from engine_util import losses, tiny_pretrain
 from progvid.engine import checkpoint as ckpt
 from progvid.engine.schedule import CosineLR, Schedule, Stage
 from progvid.engine.trainer import TrainingError
-from progvid.errors import CheckpointError
+from progvid.errors import CheckpointError, ConfigError
 from progvid.tasks.pretrain import run_pretrain
 
 
@@ -178,3 +179,48 @@ def test_a_finished_run_leaves_no_loader_workers(synth_dir: Path, tmp_path: Path
     finally:
         gc.enable()
     assert alive == []
+
+
+def test_resume_with_another_total_batch_is_refused(synth_dir: Path, tmp_path: Path) -> None:
+    # the checkpoint's step is a position in the schedule that wrote it: with twice the total
+    # batch the same step number would land past the middle of the plan
+    run_pretrain(tiny_pretrain(synth_dir, train__max_steps=3, train__ckpt_every=3), out=str(tmp_path / "r"))
+    config = (tmp_path / "r" / "config.yaml").read_text()
+    bigger = tiny_pretrain(synth_dir, optim={"base_lr": 1e-2, "warmup_epochs": 0.5, "accum_steps": 2})
+    with pytest.raises(ConfigError, match=r"step 3 of a schedule of stages of 6 steps, but this "
+                                          r"run's is 3: the total batch"):
+        run_pretrain(bigger, out=str(tmp_path / "r"), resume="auto")
+    assert (tmp_path / "r" / "config.yaml").read_text() == config  # nothing was rewritten
+    # the same total batch (half the per-process batch, twice the accumulation) resumes
+    same = tiny_pretrain(synth_dir, optim={"base_lr": 1e-2, "warmup_epochs": 0.5, "accum_steps": 2},
+                         train__batch_size=2)
+    assert run_pretrain(same, out=str(tmp_path / "r"), resume="auto").steps == 6
+    # --allow-changed-budget goes on at the same step of the new schedule
+    run_pretrain(tiny_pretrain(synth_dir, train__max_steps=2, train__ckpt_every=2), out=str(tmp_path / "a"))
+    assert run_pretrain(bigger, out=str(tmp_path / "a"), resume="auto", allow_changes=True).steps == 3
+
+
+def test_going_on_from_an_earlier_checkpoint_sets_the_later_ones_aside(
+        synth_dir: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    run_pretrain(tiny_pretrain(synth_dir, train__ckpt_every=1, train__keep_last=3), out=str(run))
+    assert [p.name for p in ckpt.list_checkpoints(run)] == [f"step_0000000{i}" for i in (4, 5, 6)]
+    early = run / "checkpoints" / "early"
+    shutil.copytree(ckpt.list_checkpoints(run)[0], early)  # step 4
+    cfg = tiny_pretrain(synth_dir, train__ckpt_every=1, train__keep_last=3, train__max_steps=5)
+    run_pretrain(cfg, out=str(run), resume=str(early))
+    assert "its later checkpoints are moved to" in capsys.readouterr().err
+    # the new branch's checkpoint is the newest; the abandoned ones are kept aside, not pruned
+    assert [p.name for p in ckpt.list_checkpoints(run)] == ["step_00000004", "step_00000005"]
+    assert ckpt.resolve_resume(run, "auto").name == "step_00000005"
+    aside = [p for p in (run / "checkpoints").iterdir() if p.name.startswith("superseded-")]
+    assert len(aside) == 1 and sorted(p.name for p in aside[0].iterdir()) == [
+        "step_00000005", "step_00000006"]
+
+
+def test_a_non_fp16_run_resumes_in_fp16(synth_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run_pretrain(tiny_pretrain(synth_dir, train__precision="bf16", train__max_steps=2,
+                               train__ckpt_every=2), out=str(run))
+    res = run_pretrain(tiny_pretrain(synth_dir, train__precision="fp16"), out=str(run), resume="auto")
+    assert res.steps == 6  # the gradient scaler starts afresh instead of failing on an empty state

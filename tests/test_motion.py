@@ -121,6 +121,25 @@ def test_warp_subpixel_is_bilinear() -> None:
     assert valid[0, 0, :, 3].sum() == 0 and valid[0, 0, :, :3].all()
 
 
+def test_warp_keeps_subpixel_flow_in_low_precision() -> None:
+    # A bf16 flow (what the flow network gives under bf16 autocast) is warped at float32
+    # positions: in bf16, x + 0.25 rounds back to x from x = 64 on, and the motion vanished.
+    img = torch.arange(256.0).view(1, 1, 1, 256).expand(1, 1, 2, 256).contiguous()
+    flow = torch.zeros(1, 2, 2, 256)
+    flow[:, 0] = 0.25
+    ref, ref_valid = warp(img, flow)
+    for dtype in (torch.bfloat16, torch.float16):
+        out, valid = warp(img, flow.to(dtype))
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, ref)
+        assert torch.equal(valid, ref_valid)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = warp(img, flow.to(torch.bfloat16))
+    torch.testing.assert_close(out[0, 0, 0, 200:210], img[0, 0, 0, 200:210] + 0.25)
+    low, _ = warp(img.to(torch.bfloat16), flow.to(torch.bfloat16))
+    assert low.dtype == torch.bfloat16  # the image's precision is kept for the result
+
+
 def test_photometric_loss_ignores_out_of_bounds_pixels() -> None:
     torch.manual_seed(0)
     f1, f2 = torch.rand(2, 3, 8, 10), torch.rand(2, 3, 8, 10)

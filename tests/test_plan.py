@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,30 @@ def test_plan_steps_and_lr_rules() -> None:
     glob = build_schedule(cfg_with(TPL, optim={"lr_rule": "global"}), planned)
     assert glob.lr(starts[1]) > 0  # one schedule: no restart at stage 2
     assert glob.lr(starts[1]) == pytest.approx(glob.stages[0].lr(starts[1]))
+
+
+def test_global_lr_follows_each_stages_batch() -> None:
+    # mechanism 2 with per-stage batches (plan.batch_rule: scale): one cosine over the run whose
+    # peak is lr_0 scaled by each stage's total batch, so the 16-frame stage at the base batch
+    # trains at lr_0, not at the 8x-batch first stage's rate
+    cfg = cfg_with(TPL, optim={"lr_rule": "global", "warmup_epochs": 0}, plan={"stages": TPL, "batch_rule": "scale"})
+    planned = build_plan(cfg, dataset_size=1000)
+    assert [p.batch_size for p in planned] == [128, 64, 32, 16]
+    sched = build_schedule(cfg, planned)
+    lr0 = 1.5e-4 * 16 / 256
+    last = sched.starts[3]
+    fixed = cfg_with(TPL, optim={"lr_rule": "global", "warmup_epochs": 0})
+    same = build_schedule(fixed, build_plan(fixed, dataset_size=1000))
+    # the shape of the schedule over the whole run, at the stage's own peak
+    frac = sched.lr(last) / lr0
+    assert 0 < frac < 1
+    assert sched.lr(0) == pytest.approx(8 * lr0)
+    assert sched.lr(sched.starts[1]) / (4 * lr0) == pytest.approx(
+        sched.stages[0].lr(sched.starts[1]) / (8 * lr0))
+    assert same.lr(0) == pytest.approx(lr0)  # equal batches: lr_0 throughout, as before
+    total, min0 = sched.total_steps, cfg.optim.min_lr * 16 / 256
+    shape = 0.5 * (1 + math.cos(math.pi * last / total))
+    assert sched.lr(last) == pytest.approx(min0 + (lr0 - min0) * shape)
 
 
 def test_budget_scale_and_fractional_epochs() -> None:

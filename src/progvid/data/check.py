@@ -97,7 +97,7 @@ def read_dataset(
             raise DataError(target, "an SSv2 split needs --labels LABELS_JSON")
         return read_ssv2(target, labels, root or target.parent)
     if fmt == "folder":
-        return read_folder(target)
+        return read_folder(target, read_class_names(labels) if labels is not None else None)
     if fmt == "unlabeled":
         return read_unlabeled(target)
     names = read_class_names(labels) if labels is not None else None

@@ -229,13 +229,23 @@ def _videos_under(folder: Path) -> list[Path]:
 
 
 def read_folder(root: str | Path, class_names: Sequence[str] | None = None) -> SampleSet:
-    """One sub-folder per class (`root/<class>/*.mp4`); classes sorted by name unless given."""
+    """One sub-folder per class (`root/<class>/*.mp4`); classes sorted by name unless given.
+    With `class_names`, a sub-folder holding videos that the list does not name is an error
+    (its videos would be left out silently); a listed class may have no folder (a small split
+    can lack a class)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "folder not found")
-    names = list(class_names) if class_names else sorted(p.name for p in root.iterdir() if p.is_dir())
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir())
+    names = list(class_names) if class_names else folders
     if not names:
         raise DataError(root, "no class sub-folders")
+    unlisted = [f for f in folders if f not in set(names) and _videos_under(root / f)]
+    if unlisted:
+        shown = ", ".join(unlisted[:5]) + (f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else "")
+        raise DataError(root, f"class folder(s) {shown} hold videos but are not in the class list "
+                              f"of {len(names)} classes (a misspelt class?); add them to the list "
+                              "or move them out")
     samples = [Sample(p, i) for i, name in enumerate(names) for p in _videos_under(root / name)]
     if not samples:
         raise DataError(root, f"no videos ({', '.join(VIDEO_EXTENSIONS)}) in class folders")

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ..errors import DataError
+from ..errors import DataError, ProgvidError
 from .clips import train_dataset
 from .datasets import VideoDataset
 
@@ -240,6 +240,11 @@ def seconds_per_batch(loader: DataLoader, batches: int = 6) -> float:
     and the batches they prefetched used up first; for planning, not for training."""
     import time
 
+    sampler = loader.sampler
+    per_rank = sampler.per_rank if hasattr(sampler, "per_rank") else len(sampler)
+    if per_rank < loader.batch_size:  # training loaders drop an epoch's short end
+        raise ProgvidError(f"the dataset is smaller than one batch ({per_rank} clips per process, "
+                           f"batch {loader.batch_size})")
     skip = 2 + loader.num_workers * (loader.prefetch_factor or 0)
     loader.sampler.set_epoch(0)
     it = iter(loader)
@@ -333,6 +338,8 @@ class _GroupSampler(Sampler):
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         epoch, start = self.sampler.epoch, self.sampler.start
         whole = self.sampler.per_rank // self.batch_size * self.batch_size
+        if whole == 0:  # not one whole batch in an epoch: nothing to hand over, ever
+            return
         left = None if self.limit is None else self.limit * self.batch_size  # items to hand over
         items: list[tuple[int, int]] = []
         size = self.batch_size if left is None else min(self.batch_size, left)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError, ProgvidError
-from .video import VideoInfo, probe
+from .video import VideoInfo, VideoReader, probe
 
 # Bump when the encoding itself changes: older outputs are then redone.
 FORMAT_VERSION = 1
@@ -108,18 +108,16 @@ def fsync(path: Path, directory: bool = False) -> None:
 
 def _transcode(src: Path, tmp: Path, info: VideoInfo, size: tuple[int, int],
                settings: EncodeSettings) -> int:
-    """Decode `src` from the start and encode every frame to `tmp`; returns frames written."""
+    """Decode `src` from the start and encode every frame to `tmp`; returns frames written.
+    The source is decoded as a training read decodes it (`VideoReader.decode_checked`): a frame
+    that may hold damaged pixels fails the file instead of being re-encoded into a clean one."""
     import av  # deferred: only encoding needs it here
 
     errors = (av.error.FFmpegError, OSError)
-    try:
-        inp = av.open(str(src), mode="r")
-    except errors as err:
-        raise DataError(src, f"cannot open as a video container ({err})") from None
+    reader = VideoReader(src)  # one thread: one process per core
     n = 0
     try:
-        ist = inp.streams.video[0]
-        ist.codec_context.thread_count = 1  # one process per core: no frame threads
+        ist = reader.stream
         rate = _frame_rate(ist, info)
         with av.open(str(tmp), mode="w", format="mp4") as out:
             options = {
@@ -139,9 +137,7 @@ def _transcode(src: Path, tmp: Path, info: VideoInfo, size: tuple[int, int],
             oc.color_range = 1  # MPEG (limited): full-range sources are converted below
             tb = Fraction(1) / rate
             try:
-                for frame in inp.decode(ist):
-                    if frame.is_corrupt:
-                        raise DataError(src, f"frame {n} is corrupt")
+                for frame in reader.decode_checked():
                     img = frame.reformat(width=size[0], height=size[1], format="yuv420p",
                                          interpolation="BICUBIC", threads=1,
                                          src_color_range=frame.color_range or None,
@@ -151,10 +147,10 @@ def _transcode(src: Path, tmp: Path, info: VideoInfo, size: tuple[int, int],
                     out.mux(ost.encode(img))
                     n += 1
             except errors as err:
-                raise DataError(src, f"decoding failed at frame {n} ({err})") from None
+                raise DataError(src, f"re-encoding failed at frame {n} ({err})") from None
             out.mux(ost.encode())
     finally:
-        inp.close()
+        reader.close()
     return n
 
 

@@ -4,9 +4,10 @@ Dtype contract
 --------------
 * Input clips are ``uint8`` tensors shaped ``(T, H, W, C)`` (what the decoder yields).
 * Every spatial transform (crops, resize, flip) returns the same layout and dtype. A resize
-  converts to float once per clip, resizes all frames in one ``interpolate`` call, then rounds
-  and clamps back to ``uint8`` - this keeps memory 4x smaller between steps and makes
-  ``Normalize`` the single place where floats appear.
+  runs torch's native antialiased bilinear kernel for ``uint8`` on all frames in one
+  ``interpolate`` call (no float round trip; it differs from resizing in float and rounding by
+  at most 1 grey level) - this keeps memory 4x smaller between steps and makes ``Normalize``
+  the single place where floats appear.
 * ``Normalize`` returns ``float32`` ``(C, T, H, W)``, the layout video models consume.
 
 Each transform is a callable ``__call__(clip, rng) -> clip``; all randomness comes from the

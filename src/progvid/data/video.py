@@ -115,10 +115,14 @@ def _cache_key(path: Path) -> tuple[str, int, int] | None:
     return (str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
+_TABLES_LOCK = threading.Lock()  # `data check` reads files from several threads
+
+
 def _remember(key: tuple[str, int, int], table: dict) -> None:
-    if len(_TABLES) >= _TABLES_MAX:
-        _TABLES.pop(next(iter(_TABLES)))  # oldest first
-    _TABLES[key] = table
+    with _TABLES_LOCK:
+        if len(_TABLES) >= _TABLES_MAX:
+            _TABLES.pop(next(iter(_TABLES)), None)  # oldest first
+        _TABLES[key] = table
 
 
 _LOCAL = threading.local()
@@ -460,6 +464,20 @@ class VideoReader:
         """Decode every frame from the start, converting none, and raise `DataError` at the
         first frame that is missing or may hold damaged pixels (as `read` would for it).
         Returns the frame count. This is what `progvid data check --deep` runs per file."""
+        for _ in self.decode_checked():
+            pass
+        return self.info.frames
+
+    @property
+    def stream(self) -> av.video.stream.VideoStream:
+        """The video stream read (its codec context holds the colour tags)."""
+        return self._vs
+
+    def decode_checked(self) -> Iterator[av.VideoFrame]:
+        """Every frame from the start in presentation order, each checked as `verify` checks
+        it: raises `DataError` at the first frame that is missing or may hold damaged pixels.
+        Damage the decoder reveals only once drained is raised after the last frame, so a
+        consumer (`data prepare`) must treat its output as finished only when this ends."""
         if self._container is None:
             raise ValueError(f"VideoReader for {self.path} is closed")
         n = self.info.frames
@@ -479,6 +497,7 @@ class VideoReader:
                     raise DataError(self.path, f"frame {idx} not decodable (damaged data: {why})")
                 taken.append((idx, seq))
                 done += 1
+                yield _frame
             self._settle(damage, taken)
         except _AV_ERRORS as err:
             raise DataError(self.path, f"decoding failed ({_reason(err)})") from None
@@ -486,7 +505,6 @@ class VideoReader:
             why = f"; {len(errors)} packet(s) failed to decode: {errors[0]}" if errors else ""
             raise DataError(self.path, f"frame {done} not decodable (only {done} of {n} frames "
                                        f"decoded{why})")
-        return n
 
     def timestamp_gap(self) -> str | None:
         """Why frames look lost, else None: in a stream whose frames are evenly spaced except

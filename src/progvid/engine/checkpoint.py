@@ -15,6 +15,7 @@ import os
 import pickle
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,23 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)
              and all((p / f).is_file() for f in (WEIGHTS, STATE, META))]
     return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+
+
+def set_aside_after(run_dir: str | Path, step: int) -> Path | None:
+    """Move the run's step checkpoints past `step` into `checkpoints/superseded-<UTC time>/`
+    (a run that goes on from an earlier checkpoint, e.g. `best`, leaves them behind: kept, they
+    would count as its newest, so pruning would remove the new ones first and `--resume auto`
+    would pick the abandoned branch). Returns the folder they went to (None: nothing to move)."""
+    later = [p for p in list_checkpoints(run_dir) if int(p.name[len(PREFIX):]) > step]
+    if not later:
+        return None
+    dest = Path(run_dir) / "checkpoints" / time.strftime("superseded-%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = dest.with_name(f"{dest.name}_{os.getpid()}") if dest.exists() else dest
+    dest.mkdir()
+    for p in later:
+        os.replace(p, dest / p.name)
+    _fsync_dir(dest.parent)
+    return dest
 
 
 def resolve_resume(run_dir: str | Path, resume: str | None) -> Path | None:

@@ -79,12 +79,15 @@ def _die_with_parent() -> None:
     import ctypes
     import signal
 
+    parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
-    if os.getppid() == 1:  # the launcher died before we asked
+    # the launcher died while we asked (we were re-parented). Not "parent is 1": in a container
+    # the launcher itself is often process 1.
+    if os.getppid() != parent:
         os.kill(os.getpid(), signal.SIGTERM)
 
 

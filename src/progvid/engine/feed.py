@@ -133,6 +133,8 @@ class BatchFeed:
             return  # random lengths read one batch per fresh iterator: nothing to start
         loaders = self.build(nxt, nstage)
         loader = loaders[nstage.shape.frames]
+        if batches_per_epoch(loader) <= 0:
+            return  # the stage's first batch reports it (the dataset is smaller than one batch)
         loader.sampler.set_epoch(0, start=0)
         self._warm = _Warm(nxt, loaders, _iterate(loader, nstage.steps * self.accum_steps))
 

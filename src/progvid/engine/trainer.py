@@ -48,7 +48,9 @@ class TrainingError(RuntimeError):
 
 @dataclass(frozen=True)
 class StepContext:
-    """What a task's `step` may depend on. `generator` is seeded from (seed, step) only."""
+    """What a task's `step` may depend on. `generator` (on the device) and `host_generator`
+    (on the CPU, for draws the host must read, such as mixup's box: reading a device draw
+    would wait for the device) are seeded from (seed, step) only; on CPU they are one."""
 
     step: int
     stage_index: int
@@ -58,6 +60,7 @@ class StepContext:
     world: int
     device: torch.device
     generator: torch.Generator
+    host_generator: torch.Generator
 
 
 class Task(Protocol):
@@ -231,7 +234,9 @@ class Trainer:
                 "torch": torch.get_rng_state(),
                 "numpy": _numpy_state(),
                 "python": repr(random.getstate()),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                # the training device's only: restorable on a machine with fewer GPUs
+                "cuda_device": (torch.cuda.get_rng_state(self.device)
+                                if self.device.type == "cuda" else None),
             },
         }
 
@@ -247,7 +252,8 @@ class Trainer:
         path = None
         finite = weights_finite(self.model)
         if self.dist.is_main and finite:
-            meta = {**self.meta, "schedule_steps": self.schedule.total_steps}
+            meta = {**self.meta, "schedule_steps": self.schedule.total_steps,
+                    "stage_steps": [st.steps for st in self.schedule.stages]}
             path = ckpt.save_checkpoint(self.run_dir, self.step, ckpt.plain_state_dict(self.model),
                                         self.state(), meta, keep_last=self.settings.keep_last,
                                         name=name)
@@ -259,8 +265,9 @@ class Trainer:
         state = ckpt.load_state(path)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
-            self.scaler.load_state_dict(state["scaler"])
-        except (KeyError, ValueError) as exc:
+            if state["scaler"]:  # empty when the run was not fp16: the scaler starts afresh
+                self.scaler.load_state_dict(state["scaler"])
+        except (KeyError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{path}: optimizer state does not match ({exc})") from None
         self.step = int(state["step"])
         self.flops = float(state.get("flops", 0.0))
@@ -270,8 +277,13 @@ class Trainer:
         rng = state.get("rng", {})
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
-        if rng.get("cuda") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        if self.device.type == "cuda":
+            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+            cuda = rng.get("cuda_device")
+            if cuda is None and index < len(rng.get("cuda") or []):  # older: every visible GPU's
+                cuda = rng["cuda"][index]
+            if cuda is not None:
+                torch.cuda.set_rng_state(cuda, self.device)
         if rng.get("numpy") is not None:
             name, keys, npos, has_gauss, cached = rng["numpy"]
             np.random.set_state((name, np.asarray(keys, dtype=np.uint32), npos, has_gauss, cached))
@@ -345,6 +357,8 @@ class Trainer:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
             _seed_global(_step_seed(s.seed, self.step, self.dist.rank), self.device)
             gen = torch.Generator(device=self.device).manual_seed(_step_seed(s.seed, self.step))
+            host_gen = gen if self.device.type == "cpu" else torch.Generator().manual_seed(
+                _step_seed(s.seed, self.step, rank=1))
             shape = self._shape_at(stage)
             losses: dict[str, torch.Tensor] = {}
             step_clips = 0
@@ -355,7 +369,7 @@ class Trainer:
                 batch = self.feed.batch(shape.frames, micro, stage)
                 win_wait += time.time() - t_wait
                 ctx = StepContext(self.step, pos.stage, stage, shape.frames, self.dist.rank,
-                                  self.dist.world, self.device, gen)
+                                  self.dist.world, self.device, gen, host_gen)
                 sync = k == s.accum_steps - 1 or not self.dist.enabled
                 with (contextlib.nullcontext() if sync else self.wrapped.no_sync()):
                     with _autocast(self.device, s.precision):
@@ -456,7 +470,8 @@ class Trainer:
             else:
                 norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
             bad = torch.maximum(bad, (~torch.isfinite(norm)).float().to(bad.device))
-        stop = torch.tensor(0.0 if self._signal is None else 1.0, device=self.device)
+        # a fill on the device, not a copy from the host (which waits for the device's queue)
+        stop = torch.full((), 0.0 if self._signal is None else 1.0, device=self.device)
         flags = all_max(torch.stack([bad.to(self.device), stop]))
         if s.precision != "fp16":
             self.optimizer.found_inf = flags[0]  # read inside the fused kernel

@@ -140,15 +140,19 @@ def warp(image: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
     n, _, h, w = image.shape
     if flow.shape[0] != n or flow.shape[2:] != image.shape[2:]:
         raise ConfigError(f"warp: flow {tuple(flow.shape)} does not match image {tuple(image.shape)}")
-    ys = torch.arange(h, device=flow.device, dtype=flow.dtype).view(1, h, 1)
-    xs = torch.arange(w, device=flow.device, dtype=flow.dtype).view(1, 1, w)
+    # Positions in float32 whatever the inputs' precision: under bf16 autocast a flow comes out
+    # of the network in bf16, whose spacing is a whole pixel from x = 128 on (a quarter from
+    # x = 32): sub-pixel motion would vanish and the valid mask would be off.
+    flow = flow.float()
+    ys = torch.arange(h, device=flow.device, dtype=torch.float32).view(1, h, 1)
+    xs = torch.arange(w, device=flow.device, dtype=torch.float32).view(1, 1, w)
     px, py = xs + flow[:, 0], ys + flow[:, 1]
     # align_corners=True: pixel 0 -> -1 and pixel size-1 -> +1
     gx = 2.0 * px / max(w - 1, 1) - 1.0
     gy = 2.0 * py / max(h - 1, 1) - 1.0
     grid = torch.stack((gx, gy), dim=-1)
-    warped = F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="zeros",
-                           align_corners=True)
+    warped = F.grid_sample(image.float(), grid, mode="bilinear", padding_mode="zeros",
+                           align_corners=True).to(image.dtype)
     valid = (px >= 0) & (px <= w - 1) & (py >= 0) & (py <= h - 1)
     return warped, valid.unsqueeze(1).to(image.dtype)
 

@@ -158,8 +158,10 @@ def build_schedule(cfg: PretrainConfig, planned: list[PlannedStage],
     for p in planned:
         if rule == "per_stage":
             lr, lr_offset = CosineLR(p.lr, p.min_lr, p.warmup_steps, p.steps), 0
-        elif rule == "global":  # one schedule over every stage, at the first stage's lr
-            lr, lr_offset = CosineLR(first.lr, first.min_lr, global_warmup, total), offset
+        elif rule == "global":  # one schedule over every stage; its peak follows each stage's
+            # total batch (lr_0 = base_lr x batch / 256: the same peak in every stage unless the
+            # stages' batches differ, as under plan.batch_rule: scale)
+            lr, lr_offset = CosineLR(p.lr, p.min_lr, global_warmup, total), offset
         else:
             lr, lr_offset = StepLR(p.lr, p.warmup_steps, p.steps), 0
         stages.append(Stage(

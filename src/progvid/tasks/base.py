@@ -20,7 +20,13 @@ from ..config import RunConfig, load_config, save_config, to_plain
 from ..data.datasets import Sample
 from ..data.loader import SkipLog, train_loader
 from ..data.transforms import normalize_clips
-from ..engine.checkpoint import clean_leftovers, list_checkpoints, resolve_resume
+from ..engine.checkpoint import (
+    clean_leftovers,
+    list_checkpoints,
+    load_meta,
+    resolve_resume,
+    set_aside_after,
+)
 from ..engine.distributed import (
     DistInfo,
     all_gather_objects,
@@ -60,6 +66,8 @@ class RunContext:
     run_dir: Path
     device: torch.device
     dist: DistInfo
+    resume: str | None = None  # --resume: a checkpoint, a run folder or "auto"
+    allow_changes: bool = False  # --allow-changed-budget
 
 
 # a run folder's path must leave room for the longest file a run writes in it
@@ -177,7 +185,7 @@ def run_context(cfg: RunConfig, out: str | None, config_path: str | None, *,
             err.collective = dist.enabled  # every rank got rank 0's verdict
             raise err
         torch.manual_seed(cfg.seed)
-        yield RunContext(run_dir, device, dist)
+        yield RunContext(run_dir, device, dist, resume, allow_changes)
     finally:
         lock.release()
         shutdown()
@@ -194,6 +202,11 @@ def train(ctx: RunContext, cfg: RunConfig, model: torch.nn.Module, task: Task, s
         if trainer.step > schedule.total_steps:
             raise ConfigError(f"{path}: the checkpoint is at step {trainer.step}, past the end of "
                               f"the new schedule ({schedule.total_steps} steps)")
+        if ctx.dist.is_main:
+            moved = set_aside_after(ctx.run_dir, trainer.step)
+            if moved is not None:
+                print(f"[progvid] the run goes on from step {trainer.step}: its later checkpoints "
+                      f"are moved to {moved}", file=sys.stderr)
     return trainer.fit(stop_at=cfg.train.max_steps)
 
 
@@ -256,8 +269,58 @@ class ClipTask:
         raise NotImplementedError
 
 
-def write_run_files(ctx: RunContext, cfg: RunConfig, files: dict[str, str] | None = None) -> None:
-    """On the main process: create the run folder, save the resolved config and `files`."""
+def schedule_problem(ctx: RunContext, schedule: Schedule) -> str | None:
+    """Why resuming with `schedule` would go on from the wrong place (None: fine). A checkpoint
+    holds a step number, a position in the schedule that wrote it; a schedule with other stage
+    lengths (another total batch: train.batch_size x processes x optim.accum_steps) would put
+    that step elsewhere, e.g. in a later stage, silently skipping the rest of the current one.
+    --allow-changed-budget accepts the new schedule (the run goes on at the same step number)."""
+    if ctx.resume is None or ctx.allow_changes:
+        return None
+    source = resolve_resume(ctx.run_dir, ctx.resume)
+    if source is None or not (source / "meta.json").is_file():
+        return None
+    try:
+        meta = load_meta(source)
+    except ProgvidError:
+        return None  # restoring reports a damaged checkpoint, naming the file
+    now = [st.steps for st in schedule.stages]
+    was = meta.get("stage_steps")
+    if was is None:  # written before the stages were recorded: compare the total
+        total = meta.get("schedule_steps")
+        if total is None or total == schedule.total_steps:
+            return None
+        was_text, now_text = f"{total} steps", f"{schedule.total_steps}"
+    elif list(was) == now:
+        return None
+    else:
+        was_text, now_text = f"stages of {_steps(was)} steps", _steps(now)
+    return (f"{source}: step {meta.get('step')} of a schedule of {was_text}, but this run's is "
+            f"{now_text}: the total batch (train.batch_size x processes x optim.accum_steps) or "
+            "the budget changed, so the step would land elsewhere in the plan; resume with the "
+            "same total batch (e.g. half the processes and twice optim.accum_steps), or pass "
+            "--allow-changed-budget to go on at the same step of the new schedule")
+
+
+def _steps(counts: list[int]) -> str:
+    return " / ".join(str(c) for c in counts)
+
+
+def write_run_files(ctx: RunContext, cfg: RunConfig, schedule: Schedule,
+                    files: dict[str, str] | None = None) -> None:
+    """Refuse a resume that `schedule` would misplace (`schedule_problem`, every rank raises);
+    then on the main process create the run folder, save the resolved config and `files`."""
+    problem = None
+    if ctx.dist.is_main:
+        try:
+            problem = schedule_problem(ctx, schedule)
+        except ProgvidError as exc:
+            problem = str(exc)
+    problem = from_main(problem)
+    if problem is not None:
+        err = ConfigError(problem)
+        err.collective = ctx.dist.enabled  # every rank got rank 0's verdict
+        raise err
     if not ctx.dist.is_main:
         return
     ctx.run_dir.mkdir(parents=True, exist_ok=True)

@@ -150,7 +150,7 @@ class FinetuneTask(ClipTask):
         # refuses unlabelled training videos when it is built
         labels = batch["label"].to(ctx.device, non_blocking=True)
         if self.mixup is not None:
-            video, targets = self.mixup(video, labels, ctx.generator)
+            video, targets = self.mixup(video, labels, ctx.host_generator)
 
             def cls_loss(logits: torch.Tensor) -> torch.Tensor:
                 return soft_cross_entropy(logits, targets)
@@ -202,7 +202,7 @@ def run_finetune(cfg: FinetuneConfig, *, out: str | None = None, resume: str | N
         model = kind.build(cfg, num_classes)
         schedule = finetune_schedule(cfg, len(ss.samples), ctx.dist.world,
                                      TRAIN_FACTOR * kind.forward_macs(model, cfg))
-        write_run_files(ctx, cfg)
+        write_run_files(ctx, cfg, schedule)
         meta = {"task": "finetune", "model_kind": cfg.model.name, "model": model.hparams,
                 "data": cfg.data.model_dump(mode="json"), "class_names": names,
                 "num_classes": num_classes, "eval": cfg.eval.model_dump(mode="json")}

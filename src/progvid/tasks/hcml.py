@@ -95,7 +95,7 @@ def run_hcml_pretrain(cfg: HCMLConfig, *, out: str | None = None, resume: str | 
         net = HCMLNet.from_hparams(hp)
         macs = 3.0 * measured_macs(net, cfg.data.num_frames, cfg.data.input_size)
         schedule = hcml_schedule(cfg, len(samples), ctx.dist.world, net.levels, macs)
-        write_run_files(ctx, cfg)
+        write_run_files(ctx, cfg, schedule)
         meta = {"task": "hcml", "model_kind": "hcml", "model": hp,
                 "data": cfg.data.model_dump(mode="json")}
         return train(ctx, cfg, net, HCMLPretrainTask(cfg, samples, ctx), schedule, meta,

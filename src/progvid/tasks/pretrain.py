@@ -78,7 +78,7 @@ def run_pretrain(cfg: PretrainConfig, *, out: str | None = None, resume: str | N
         model = build_model(cfg)
         planned = build_plan(cfg, len(samples), ctx.dist.world)
         schedule = build_schedule(cfg, planned, lambda f: model_flops(model, f).train)
-        write_run_files(ctx, cfg, {"plan.json": json.dumps(
+        write_run_files(ctx, cfg, schedule, {"plan.json": json.dumps(
             {"stages": [p.to_json() for p in planned], "total_steps": schedule.total_steps,
              "world": ctx.dist.world}, indent=2)})
         meta = {"task": "pretrain", "model_kind": "videomae", "model": model.hparams,

@@ -142,3 +142,102 @@ def test_synth_and_pretrain_cli(tmp_path: Path) -> None:
     r = subprocess.run([*exe, "pretrain", cfg, "--set", "plan.stages.0.frames=8"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "`plan.stages` is not set in the config" in r.stderr
+
+
+# ------------------------------------------------------------- review findings (2026-12-06)
+@pytest.mark.parametrize("argv", [
+    ["plan", "tiny_tpl", "--world", "0"], ["plan", "tiny_tpl", "--world", "-2"],
+    ["flops", "--patch", "0"], ["flops", "--tubelet", "0"], ["flops", "--size", "-224"],
+    ["flops", "--decoder-depth", "0"], ["data", "probe", "x.mp4", "--threads", "0"],
+    ["search", "tiny_search", "--workers", "0"], ["viz", "flow", "ck", "v.mp4", "--out", "o.png",
+                                                  "--pairs", "0"],
+], ids=lambda a: " ".join(a[:1] + a[-2:]))
+def test_counts_below_one_are_usage_errors(argv: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_config_errors_name_what_is_wrong(synth_dir: Path, tmp_path: Path, capsys) -> None:
+    root = f"data.root={synth_dir}"
+    cases = [
+        # plan runs the same checks as a run (the field named, a huge model refused at once)
+        (["plan", "tiny_tpl", "--set", root, "--set", "data.input_size=36"],
+         "data.input_size: 36 is not a multiple of model.patch_size = 8"),
+        (["plan", "tiny_tpl", "--set", "model.depth=1200", "--set", "model.embed_dim=8192",
+          "--set", "model.num_heads=8", "--dataset-size", "100"], "over the 5G limit"),
+        # what a run would refuse, validate refuses
+        (["config", "validate", "tiny_vit", "--set", root, "--set", "data.classes=null"],
+         "model.num_classes: not set and the data has no class names"),
+        (["config", "validate", "hcml/tiny_finetune", "--set", root, "--set", "data.num_frames=2",
+          "--set", "hcml.deltas=[2,3]"],
+         "data.num_frames: 2 frames leave 2 time step(s) at HCML level 1, too few to predict 2"),
+        (["config", "validate", "tiny_tpl", "--no-data", "--set", "task=[1]"], "unknown task [1]"),
+        (["config", "validate", "tiny_tpl", "--no-data", "--set", "train.threads=abc"],
+         "`train.threads`: Input should be a valid integer or 'auto' (got 'abc')"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (argv, err)
+    bare = tmp_path / "notask.yaml"
+    bare.write_text("model: {size: tiny}\n")
+    assert main(["pretrain", str(bare)]) == 2
+    assert "`task` is not set, but `model` belongs to a run's config" in capsys.readouterr().err
+    (tmp_path / "key.yaml").write_text("? [a]\n: 1\n")
+    assert main(["config", "validate", str(tmp_path / "key.yaml")]) == 2
+    assert "key.yaml:1: a key must be a plain name, not a list" in capsys.readouterr().err
+
+
+def test_eval_of_a_config_applies_its_data_overrides(monkeypatch, capsys) -> None:
+    import progvid.tasks.evaluate as ev
+
+    seen = {}
+
+    def fake(target, **kw):
+        seen.update(kw, target=target)
+        return {"num_videos": 1, "views": 1, "top1": 1.0, "top5": 1.0, "mean_class_accuracy": 1.0}
+
+    monkeypatch.setattr(ev, "evaluate_checkpoint", fake)
+    assert main(["eval", "tiny_vit", "--set", "out=runs/ft", "--set", "data.val=train.csv"]) == 0
+    assert seen["target"] == "runs/ft" and seen["data_overrides"] == ["data.val=train.csv"]
+
+
+def test_nproc_is_stripped_however_it_was_spelt(monkeypatch) -> None:
+    from progvid.cli import _launches, _strip_nproc
+
+    for argv in (["--nproc", "2"], ["--nproc=2"], ["--npro", "2"], ["--np=2"]):
+        assert _strip_nproc(["pretrain", "c", *argv, "--out", "o"]) == ["pretrain", "c", "--out", "o"]
+    args = build_parser().parse_args(["pretrain", "tiny_tpl", "--npro", "2"])
+    assert args.nproc == 2 and _launches(args)
+    monkeypatch.setenv("LOCAL_RANK", "0")  # inside a rank: run its share, never launch again
+    assert not _launches(args)
+
+
+def test_pictures_go_where_the_message_says(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    metrics = str(tiny_run / "metrics.jsonl")
+    assert main(["plot", "losses", metrics, "--out", str(tmp_path / "noext")]) == 0
+    assert (tmp_path / "noext.png").is_file()
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'noext.png'}"
+    assert main(["plot", "losses", metrics, "--out", str(tmp_path / "r.xyz")]) == 2
+    assert "r.xyz: unknown picture format '.xyz'" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main(["export", str(tiny_run), str(tmp_path / "file")]) == 2
+    assert "file: exists and is not a folder" in capsys.readouterr().err
+
+
+def test_recipe_descriptions_are_whole_sentences() -> None:
+    from progvid.config.recipes import list_recipes
+
+    for r in list_recipes():
+        d = r.description()
+        assert d.endswith(".") and len(d) < 130, (r.name, d)  # not cut mid-phrase
+
+
+def test_a_runs_saved_config_names_the_run(tiny_run: Path) -> None:
+    from progvid.config import load_config
+    from progvid.tasks.base import run_dir_for
+
+    saved = tiny_run / "config.yaml"
+    assert run_dir_for(load_config(saved), None, str(saved)) == tiny_run

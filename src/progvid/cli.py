@@ -135,7 +135,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     cfg = _load_task_config(args, "pretrain", "hcml")  # validate before launching anything
-    if args.nproc and args.nproc > 1:
+    if _launches(args):
         from .engine.distributed import launch
 
         return launch(args.nproc, _strip_nproc(sys.argv[1:]))
@@ -153,18 +153,25 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _strip_nproc(argv: list[str]) -> list[str]:
+    """`argv` without its --nproc option, however argparse took it (`--nproc 2`, `--nproc=2`,
+    or an abbreviation such as `--npro 2`): the ranks must not launch again."""
     out, skip = [], False
     for a in argv:
         if skip:
             skip = False
             continue
-        if a == "--nproc":
-            skip = True
-            continue
-        if a.startswith("--nproc="):
+        name, eq, _ = a.partition("=")
+        if len(name) > 2 and "--nproc".startswith(name):
+            skip = not eq
             continue
         out.append(a)
     return out
+
+
+def _launches(args: argparse.Namespace) -> bool:
+    """Whether this command starts `--nproc` ranks: not inside a rank (torchrun sets
+    LOCAL_RANK), which runs its share instead."""
+    return bool(args.nproc and args.nproc > 1 and "LOCAL_RANK" not in os.environ)
 
 
 def _load_task_config(args: argparse.Namespace, *tasks: str) -> Any:
@@ -195,7 +202,7 @@ def _names_config(target: str) -> bool:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     cfg = _load_task_config(args, "finetune")
-    if args.nproc and args.nproc > 1:
+    if _launches(args):
         from .engine.distributed import launch
 
         return launch(args.nproc, _strip_nproc(sys.argv[1:]))
@@ -239,7 +246,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.config = target
         target = str(run_dir_for(_load_task_config(args, "finetune"), None, target))
     r = evaluate_checkpoint(target, views=_parse_views(args.views), batch_size=args.batch_size,
-                            data_overrides=[] if args.config else args.set,
+                            # with a config, --set also places the run; its data.* also apply here
+                            data_overrides=[o for o in args.set or [] if o.startswith("data.")]
+                            if args.config else args.set,
                             device=_device(args.device))
     if args.json:
         _print_json({k: v for k, v in r.items() if k not in ("indices_evaluated",)})
@@ -282,9 +291,12 @@ def _write_out(target: str, write: Callable[[Any], Any]) -> None:
         write(sys.stdout)
         return
     out = Path(target)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as fh:
-        write(fh)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w", newline="") as fh:
+            write(fh)
+    except OSError as exc:
+        raise ProgvidError(f"{out}: cannot write ({exc.strerror or exc})") from None
     print(f"wrote {out}", file=sys.stderr)
 
 
@@ -304,9 +316,11 @@ def cmd_flops(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from .progressive.plan import format_plan
+    from .tasks.preflight import preflight
     from .tasks.pretrain import plan_report
 
     cfg = _load_task_config(args, "pretrain")
+    preflight(cfg, data=False)  # errors name the config field; a typo'd size fails at once
     table = plan_report(cfg, dataset_size=args.dataset_size, world=args.world, probe=args.probe)
     if args.json:
         _print_json(table)
@@ -475,12 +489,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "70%% of its frames feed training clips, the rest validation clips")
     p.add_argument("--train", type=int, default=200, help="training clips (default 200)")
     p.add_argument("--val", type=int, default=50, help="validation clips (default 50)")
-    p.add_argument("--size", type=int, default=64, help="frame size in pixels (default 64)")
-    p.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
+    p.add_argument("--size", type=_positive_int, default=64, help="frame size in pixels (default 64)")
+    p.add_argument("--frames", type=_positive_int, default=16, help="frames per clip (default 16)")
     p.add_argument("--classes", type=int, default=None, help="number of classes (default all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--format", choices=["mp4", "webm"], default="mp4")
-    p.add_argument("--workers", type=int, default=2, help="encoding processes (default 2)")
+    p.add_argument("--workers", type=_positive_int, default=2, help="encoding processes (default 2)")
     p.set_defaults(func=cmd_synth)
 
     data = sub.add_parser("data", help="inspect videos and datasets")
@@ -489,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = dsub.add_parser("probe", help="frames, fps, size and duration of one video")
     p.add_argument("video")
     p.add_argument("--json", action="store_true", help="print a JSON object")
-    p.add_argument("--threads", type=int, default=1, help="decoder threads")
+    p.add_argument("--threads", type=_positive_int, default=1, help="decoder threads")
     p.set_defaults(func=cmd_data_probe)
     p = dsub.add_parser("check", help="decode every entry of a dataset and report unreadable ones")
     p.add_argument("list", help="list file ('path [label]' lines), SSv2 split json, or folder")
@@ -497,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["list", "ssv2", "folder", "unlabeled"], default=None,
                    help="dataset layout (default: from the file type)")
     p.add_argument("--labels", default=None, help="SSv2 labels json or classes.txt")
-    p.add_argument("--workers", type=int, default=2, help="parallel checks (default 2)")
+    p.add_argument("--workers", type=_positive_int, default=2, help="parallel checks (default 2)")
     p.add_argument("--deep", action="store_true",
                    help="decode every frame (slow): finds damage in the middle of a file that "
                         "the quick check (first and last frames) misses")
@@ -575,9 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="multi-view testing of a fine-tuned run (top-1, top-5, confusion)")
     p.add_argument("target", metavar="CONFIG_OR_RUN",
                    help="run folder or checkpoint, transformers VideoMAEForVideoClassification "
-                        "folder or hub id (with these, --set data.* changes the data, e.g. "
-                        "data.val), or a finetune config (file or recipe name: evaluates the run "
-                        "it writes)")
+                        "folder or hub id, or a finetune config (file or recipe name: evaluates "
+                        "the run it writes); --set data.* changes the data, e.g. data.val")
     _add_run_options(p)
     p.add_argument("--views", default=None, metavar="CLIPSxCROPS",
                    help="test views, e.g. 5x3 (default: the run's eval settings)")
@@ -615,19 +628,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print stages and totals as JSON")
     p.add_argument("--probe", action="store_true",
                    help="measure a few training steps per stage to estimate wall time")
-    p.add_argument("--dataset-size", type=int, default=None,
+    p.add_argument("--dataset-size", type=_positive_int, default=None,
                    help="training clips (default: count the config's training list)")
-    p.add_argument("--world", type=int, default=1, help="processes the run will use (default 1)")
+    p.add_argument("--world", type=_positive_int, default=1, help="processes the run will use (default 1)")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("flops", help="exact per-clip VideoMAE FLOPs (multiply-accumulates)")
     p.add_argument("--model", default="base", choices=["tiny", "small", "base", "large", "huge"])
-    p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--patch", type=int, default=16)
-    p.add_argument("--tubelet", type=int, default=2)
+    p.add_argument("--frames", type=_positive_int, default=16)
+    p.add_argument("--size", type=_positive_int, default=224)
+    p.add_argument("--patch", type=_positive_int, default=16)
+    p.add_argument("--tubelet", type=_positive_int, default=2)
     p.add_argument("--mask-ratio", type=float, default=0.9)
-    p.add_argument("--decoder-depth", type=int, default=4)
+    p.add_argument("--decoder-depth", type=_positive_int, default=4)
     p.add_argument("--decoder-mask", choices=["none", "running_cell"], default="none",
                    help="VideoMAE V2 dual masking of the decoder (default none)")
     p.add_argument("--decoder-mask-ratio", type=float, default=0.5,
@@ -639,7 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help=_config_help("task: pretrain, with a `search:` section"))
     _add_run_options(p)
     p.add_argument("--out", default=None, help="search folder (default runs/search_<name>)")
-    p.add_argument("--workers", type=int, default=None, help="trials in parallel (default search.workers)")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="trials in parallel (default search.workers)")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("export", help="write a checkpoint in another format (transformers)")
@@ -664,7 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="HCML checkpoint (pre-training or fine-tuning) or run folder")
     p.add_argument("video")
     p.add_argument("--out", required=True, help="PNG to write")
-    p.add_argument("--pairs", type=int, default=4, help="frame pairs to show (default 4)")
+    p.add_argument("--pairs", type=_positive_int, default=4, help="frame pairs to show (default 4)")
     p.set_defaults(func=cmd_viz_flow)
 
     p = sub.add_parser("deploy", help="HCML without flow net and predictors: parameters and FLOPs")

@@ -31,13 +31,26 @@ def pyplot() -> Any:
 
 
 def save_figure(fig: Any, out_png: str | Path) -> Path:
-    """Lay out, write (creating the folder) and close a matplotlib figure."""
+    """Lay out, write (creating the folder) and close a matplotlib figure; returns the path
+    written: `.png` is added to a name without a suffix, an unknown suffix or a folder that
+    cannot be written is a one-line error naming the file."""
     plt = pyplot()
-    fig.tight_layout()
     out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    if not out.suffix:
+        out = out.with_name(out.name + ".png")
+    try:
+        kinds = fig.canvas.get_supported_filetypes()
+        if out.suffix[1:].lower() not in kinds:
+            raise ProgvidError(f"{out}: unknown picture format {out.suffix!r} (use one of: "
+                               f"{', '.join('.' + k for k in sorted(kinds))})")
+        fig.tight_layout()
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(out, dpi=100)
+        except OSError as exc:
+            raise ProgvidError(f"{out}: cannot write the picture ({exc.strerror or exc})") from None
+    finally:
+        plt.close(fig)
     return out
 
 

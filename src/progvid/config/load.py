@@ -82,9 +82,31 @@ def validate(cls: type[BaseModel], raw: Any, source: str) -> Any:
     try:
         return cls.model_validate(raw)
     except ValidationError as exc:
-        errors = exc.errors()
+        errors = _merge_union_errors(cls, exc.errors())
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ConfigError(f"{source}: {_format_error(cls, errors[0])}{more}") from None
+
+
+def _merge_union_errors(cls: type[BaseModel], errors: list[Any]) -> list[Any]:
+    """One error per field: pydantic reports a value that fits no member of a union (e.g.
+    `int | 'auto'`) once per member, the member's tag appended to the field's location."""
+    out: list[Any] = []
+    for err in errors:
+        loc = tuple(err["loc"])
+        owner = _model_at(cls, loc[:-1]) if len(loc) >= 2 and isinstance(loc[-1], str) else None
+        field = owner.model_fields.get(str(loc[-2])) if owner is not None else None
+        leaf = field is not None and not (isinstance(_unwrap(field.annotation), type)
+                                          and issubclass(_unwrap(field.annotation), BaseModel))
+        if not leaf:
+            out.append(err)
+            continue
+        msg = err["msg"].removeprefix("Input should be ").split(", ")[0]
+        same = next((o for o in out if tuple(o["loc"]) == loc[:-1] and o.get("union")), None)
+        if same is None:
+            out.append({**err, "loc": loc[:-1], "msg": f"Input should be {msg}", "union": True})
+        else:
+            same["msg"] += f" or {msg}"
+    return out
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -150,12 +172,20 @@ def load_config(
     raw = read_config(resolve_config(path), source)
     raw = apply_overrides(raw, overrides or [])
     if cls is None:
-        cls = config_class(raw.get("task", "data"), source)
+        task = raw.get("task")
+        if task is None:  # a data-only config, unless it holds a run's sections
+            runs = {k for name, c in TASKS.items() if name != "data" for k in c.model_fields}
+            extra = sorted(k for k in raw if k not in TASKS["data"].model_fields and k in runs)
+            if extra:
+                raise ConfigError(f"{source}: `task` is not set, but `{extra[0]}` belongs to a "
+                                  f"run's config: add `task: pretrain`, `finetune` or `hcml`")
+            task = "data"
+        cls = config_class(task, source)
     return validate(cls, raw, source)
 
 
 def config_class(task: Any, source: str) -> type[BaseModel]:
-    if task not in TASKS:
+    if not isinstance(task, str) or task not in TASKS:
         known = ", ".join(sorted(TASKS))
         raise ConfigError(f"{source}: `task`: unknown task {task!r} (known: {known})")
     return TASKS[task]

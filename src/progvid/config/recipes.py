@@ -50,17 +50,27 @@ class Recipe:
         return self.path.read_text()
 
     def description(self) -> str:
-        """The first line of the file's leading comment ('' without one)."""
+        """The first sentence of the file's leading comment ('' without one): up to its first
+        full stop outside parentheses, across comment lines."""
+        words: list[str] = []
         for line in self.text().splitlines():
             stripped = line.strip()
-            if not stripped:
-                continue
             if not stripped.startswith("#"):
-                return ""
+                if words or stripped:
+                    break
+                continue
             text = stripped.lstrip("#").strip()
-            if text:
-                return text
-        return ""
+            if not text:
+                if words:
+                    break
+                continue
+            words.append(text)
+        text, depth = " ".join(words), 0
+        for i, ch in enumerate(text):
+            depth += (ch == "(") - (ch == ")")
+            if depth == 0 and ch == "." and (i + 1 == len(text) or text[i + 1] == " "):
+                return text[: i + 1]
+        return text
 
     def task(self) -> str:
         """The task it configures, its bases included (`data` when none says)."""
@@ -164,6 +174,10 @@ def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = 
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, str | int | float | bool) and key is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a key must be a plain name, not a {type(key).__name__}",
+                key_node.start_mark)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark)

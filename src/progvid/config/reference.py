@@ -33,9 +33,16 @@ def _field_comments(cls: type[BaseModel]) -> dict[str, str]:
         lines = source.splitlines()
         for node in ast.parse(source).body[0].body:  # type: ignore[attr-defined]
             if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                above = []  # a comment block on the lines just above the field
+                i = node.lineno - 2
+                while i >= 0 and lines[i].strip().startswith("#"):
+                    above.insert(0, lines[i].strip().lstrip("#").strip())
+                    i -= 1
                 text = " ".join(lines[node.lineno - 1 : node.end_lineno])
-                if "#" in text:
-                    out[node.target.id] = text.split("#", 1)[1].strip()
+                after = text.split("#", 1)[1].strip() if "#" in text else ""
+                note = " ".join(part for part in (" ".join(above), after) if part)
+                if note:
+                    out[node.target.id] = note.replace("|", "\\|")
     return out
 
 
@@ -78,7 +85,10 @@ def _section(prefix: str, cls: type[BaseModel], out: list[str], seen: set[str]) 
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             nested.append((f"{prefix}{name}", ann))
             continue
-        rows.append(f"| `{prefix}{name}` | {_type_name(ann)} | {_default(field.default)} | "
+        default = _default(field.default)
+        if not prefix and name == "task" and field.default != "data":
+            default = "required"  # a config without `task` is read as a data-only one
+        rows.append(f"| `{prefix}{name}` | {_type_name(ann)} | {default} | "
                     f"{comments.get(name, '')} |")
     title = prefix.rstrip(".") or "(top level)"
     out += [f"### `{title}`", ""] + ([doc, ""] if doc else [])

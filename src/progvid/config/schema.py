@@ -156,7 +156,8 @@ class RunConfig(TaskConfig):
 
 
 class DataOnlyConfig(TaskConfig):
-    """A config that only describes data (`task: data`), e.g. for `data check` recipes."""
+    """A config that only describes data (`task: data`, or no `task`): a `base:` that run configs
+    share; `progvid config validate` checks it."""
 
     task: Literal["data"] = "data"
 
@@ -245,10 +246,10 @@ def _fraction(value: Any) -> Any:
 class SearchConfig(Section):
     """The greedy TPL configuration search (seed 000): its space, proxy budget and ranking."""
 
-    stages: tuple[typing.Annotated[int, Field(ge=1, le=4)], ...] = Field((1, 2, 3, 4), min_length=1)
-    frames: tuple[typing.Annotated[int, Field(ge=1)], ...] = Field((2, 4, 8, 12, 16), min_length=1)
+    stages: tuple[typing.Annotated[int, Field(ge=1, le=4)], ...] = Field((1, 2, 3, 4), min_length=1)  # stage counts the search tries (phase 1)
+    frames: tuple[typing.Annotated[int, Field(ge=1)], ...] = Field((2, 4, 8, 12, 16), min_length=1)  # clip lengths the stages choose from (phase 2)
     shares: tuple[typing.Annotated[float, Field(ge=0.0, le=1.0)], ...] = Field(
-        (0.0, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0), min_length=1)
+        (0.0, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0), min_length=1)  # budget shares a stage may take (phase 3); numbers or quoted fractions ("1/4")
     max_share_trials: int = Field(12, ge=1)  # phase 3 tries at most this many share tuples
     batch_exponents: tuple[typing.Annotated[int, Field(ge=0, le=12)], ...] = Field(
         (3, 4, 5, 6), min_length=1)  # batch candidates min(2^j, bz_max)

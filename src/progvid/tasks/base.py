@@ -324,6 +324,8 @@ def write_run_files(ctx: RunContext, cfg: RunConfig, schedule: Schedule,
     if not ctx.dist.is_main:
         return
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, ctx.run_dir / "config.yaml")
+    # with its folder as `out`, the saved copy names this run: `progvid eval RUN/config.yaml`,
+    # or a rerun of it, finds the run wherever it was made from
+    save_config(cfg.model_copy(update={"out": str(ctx.run_dir)}), ctx.run_dir / "config.yaml")
     for name, text in (files or {}).items():
         (ctx.run_dir / name).write_text(text)

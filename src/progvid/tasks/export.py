@@ -32,6 +32,9 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, fmt: str = "h
     if fmt not in FORMATS:
         raise ProgvidError(f"--format: unknown export format {fmt!r} (supported: "
                            f"{', '.join(FORMATS)})")
+    target = Path(out_dir)
+    if target.exists() and not target.is_dir():
+        raise ProgvidError(f"{target}: exists and is not a folder (OUT_DIR is the folder to write)")
     model, ckpt = load_model(checkpoint, EXPORT)
     d = ckpt.data
     out = export_hf(model, out_dir, class_names=ckpt.class_names, input_size=d.input_size,

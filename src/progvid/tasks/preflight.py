@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import DataConfig, FinetuneConfig, HCMLConfig, PretrainConfig, ViTConfig
+from ..config import (
+    DataConfig,
+    FinetuneConfig,
+    HCMLConfig,
+    HCMLModelConfig,
+    PretrainConfig,
+    ViTConfig,
+)
 from ..data.datasets import build_samples
 from ..errors import ConfigError
 from ..models.masking import running_cell_kept
@@ -70,11 +77,26 @@ def _finetune(cfg: FinetuneConfig) -> None:
         if not m.init:
             _vit_dims(m, "model")
         _clip_geometry(cfg.data, m.patch_size, m.tubelet_size, [cfg.data.num_frames], "model")
+    elif m.name == "hcml" and not m.init:  # with an HCML init the checkpoint's network counts
+        _hcml_frames(cfg.hcml, cfg.data.num_frames, "hcml")
+
+
+def _hcml_frames(m: HCMLModelConfig, frames: int, where: str) -> None:
+    """Every HCML level must keep more time steps than the shortest prediction reaches ahead
+    (each stage divides T by its temporal stride, rounding up)."""
+    if frames < 2:
+        raise ConfigError("data.num_frames: HCML needs at least 2 frames (motion between frames)")
+    t = frames
+    for level, stride in enumerate(m.temporal_strides, start=1):
+        t = -(-t // stride)
+        if level in m.levels and t <= min(m.deltas):
+            raise ConfigError(f"data.num_frames: {frames} frames leave {t} time step(s) at HCML "
+                              f"level {level}, too few to predict {min(m.deltas)} step(s) ahead "
+                              f"({where}.deltas, {where}.temporal_strides)")
 
 
 def _hcml(cfg: HCMLConfig) -> None:
-    if cfg.data.num_frames < 2:
-        raise ConfigError("data.num_frames: HCML needs at least 2 frames (motion between frames)")
+    _hcml_frames(cfg.model, cfg.data.num_frames, "model")
 
 
 CHECKS: dict[type, Any] = {PretrainConfig: _pretrain, FinetuneConfig: _finetune, HCMLConfig: _hcml}
@@ -91,6 +113,12 @@ def preflight(cfg: Any, *, data: bool = True) -> None:
     if data and hasattr(cfg, "train"):
         # a classifier's class count bounds the labels of a list without a class list
         classes = cfg.model.num_classes if isinstance(cfg, FinetuneConfig) else None
-        build_samples(cfg.data, "train", classes)
+        names = build_samples(cfg.data, "train", classes).class_names
         if cfg.data.val is not None:
             build_samples(cfg.data, "val", classes)
+        if isinstance(cfg, FinetuneConfig):
+            if classes is None and names is None:
+                raise ConfigError("model.num_classes: not set and the data has no class names "
+                                  "(set data.classes)")
+            if classes is not None and names is not None and len(names) != classes:
+                raise ConfigError(f"model.num_classes: {classes} but data.classes lists {len(names)}")

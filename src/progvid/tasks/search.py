@@ -252,7 +252,7 @@ def run_search(cfg: PretrainConfig, *, out: str | Path, workers: int | None = No
     cores // workers torch threads each; with 1 they run in this process. `progress`: a
     callable receiving one line per event, False for silence, None/True for stderr."""
     check_search(cfg)
-    workers = workers or cfg.search.workers
+    workers = cfg.search.workers if workers is None else workers
     if workers < 1:
         raise ConfigError(f"--workers: must be at least 1 (got {workers})")
     out = Path(out)

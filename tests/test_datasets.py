@@ -388,3 +388,11 @@ def test_a_dataset_smaller_than_one_batch_is_reported_not_waited_on(synth_dir, t
     with pytest.raises(ProgvidError, match=rf"stage stage2: the dataset is smaller than one batch "
                                            rf"\({big} clips per process\)"):
         run_pretrain(cfg, out=str(tmp_path / "run"))
+
+
+def test_where_an_entry_was_listed() -> None:
+    from progvid.data.datasets import listed_at
+
+    assert listed_at("train.csv", 12) == "train.csv:12: "
+    assert listed_at("split.json", 0) == "split.json: entry 0: "  # SSv2 entries count from 0
+    assert listed_at(None, 3) == listed_at("train.csv", None) == ""

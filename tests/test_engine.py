@@ -224,3 +224,22 @@ def test_a_non_fp16_run_resumes_in_fp16(synth_dir: Path, tmp_path: Path) -> None
                                train__ckpt_every=2), out=str(run))
     res = run_pretrain(tiny_pretrain(synth_dir, train__precision="fp16"), out=str(run), resume="auto")
     assert res.steps == 6  # the gradient scaler starts afresh instead of failing on an empty state
+
+
+def test_a_resave_killed_between_its_renames_keeps_the_checkpoint(tmp_path: Path) -> None:
+    w = {"a": torch.ones(3)}
+    ckpt.save_checkpoint(tmp_path, 4, w, {"step": 4}, {}, name="best")
+    root = tmp_path / "checkpoints"
+    # what a kill between the two renames of a re-save (step 6) leaves behind
+    os.replace(root / "best", root / ".tmp_old_best_77")
+    ckpt.save_checkpoint(tmp_path, 6, {"a": torch.zeros(3)}, {"step": 6}, {}, name="tmpbest")
+    os.replace(root / "tmpbest", root / ".tmp_best_77")
+    ckpt.clean_leftovers(tmp_path)
+    assert sorted(p.name for p in root.iterdir()) == ["best"]
+    assert ckpt.load_state(root / "best")["step"] == 6  # the new copy was complete: it wins
+    # killed before the new copy was complete: the old one comes back
+    os.replace(root / "best", root / ".tmp_old_best_78")
+    (root / ".tmp_best_78").mkdir()
+    ckpt.clean_leftovers(tmp_path)
+    assert sorted(p.name for p in root.iterdir()) == ["best"]
+    assert ckpt.load_state(root / "best")["step"] == 6

@@ -57,6 +57,7 @@ def cmd_data_probe(args: argparse.Namespace) -> int:
 
 def cmd_data_check(args: argparse.Namespace) -> int:
     from .data.check import check_list
+    from .data.datasets import listed_at
 
     report = check_list(args.list, root=args.root, fmt=args.format, labels=args.labels,
                         workers=args.workers, progress=sys.stderr.isatty() and not args.json,
@@ -66,8 +67,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     else:
         for tag, entries in (("BAD", report.bad), ("WARN", report.warnings)):
             for e in entries:
-                where = f"{e.source}:{e.line}: " if e.line is not None else ""
-                print(f"{tag} {where}{e.path}: {e.reason}")
+                print(f"{tag} {listed_at(e.source, e.line)}{e.path}: {e.reason}")
         warned = f" ({len(report.warnings)} with warnings)" if report.warnings else ""
         print(f"{report.ok} readable{warned}, {len(report.bad)} unreadable, "
               f"of {report.ok + len(report.bad)}")

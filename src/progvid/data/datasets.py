@@ -43,6 +43,16 @@ class Sample:
     line: int | None = None
 
 
+def listed_at(source: str | None, line: int | None) -> str:
+    """Where an entry was listed, as messages print it: `list.csv:12: ` (a line of a list
+    file) or `split.json: entry 3: ` (an SSv2 split's entry, counted from 0); '' if unknown."""
+    if source is None or line is None:
+        return ""
+    if str(source).endswith(".json"):
+        return f"{source}: entry {line}: "
+    return f"{source}:{line}: "
+
+
 @dataclass(frozen=True)
 class SampleSet:
     samples: list[Sample]

@@ -33,7 +33,7 @@ from typing import Any
 
 from ..errors import DataError, ProgvidError
 from .check import BadEntry, dataset_format, read_dataset
-from .datasets import Sample, read_class_names
+from .datasets import Sample, listed_at, read_class_names
 from .reencode import DEFAULT_GOP, DEFAULT_SHORT_SIDE, DEFAULT_TUNE, PART, EncodeSettings, reencode
 
 MANIFEST = "prepare.jsonl"
@@ -444,4 +444,4 @@ def prepare_dataset(
 
 
 def _where(entry: BadEntry) -> str:
-    return f"{entry.source}:{entry.line}: " if entry.line is not None else ""
+    return listed_at(entry.source, entry.line)

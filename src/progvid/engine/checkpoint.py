@@ -137,7 +137,22 @@ def clean_leftovers(run_dir: str | Path) -> list[Path]:
     """Remove the temporary folders of checkpoint writes killed half-way (call it while holding
     the run folder's lock, so no live writer owns them); returns what was removed."""
     root = Path(run_dir) / "checkpoints"
-    gone = sorted(p for p in root.glob(f"{TMP_PREFIX}*") if p.is_dir()) if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    # A re-save swaps the old copy aside, then the new one in: killed between the two renames,
+    # both sit under temporary names. The new copy was complete (written and synced before the
+    # swap), so it takes the name; else the old one gets it back.
+    for old in sorted(root.glob(f"{TMP_PREFIX}old_*")):
+        name, _, pid = old.name[len(TMP_PREFIX) + 4:].rpartition("_")
+        final = root / name
+        if not name or not pid.isdigit() or final.exists() or not old.is_dir():
+            continue
+        new = root / f"{TMP_PREFIX}{name}_{pid}"
+        complete = new.is_dir() and all((new / f).is_file() for f in (WEIGHTS, STATE, META))
+        os.replace(new if complete else old, final)
+        print(f"[progvid] {final}: restored from a re-save that was killed half-way",
+              file=sys.stderr)
+    gone = sorted(p for p in root.glob(f"{TMP_PREFIX}*") if p.is_dir())
     for p in gone:
         shutil.rmtree(p, ignore_errors=True)
     return gone

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import FinetuneConfig
-from ..data.datasets import build_samples
+from ..data.datasets import build_samples, listed_at
 from ..data.mixup import Mixup, soft_cross_entropy
 from ..engine.schedule import Schedule, cosine_stage, total_batch
 from ..engine.trainer import StepContext, TrainResult, param_groups
@@ -122,7 +122,7 @@ class FinetuneTask(ClipTask):
         super().__init__(cfg, samples, ctx)
         unlabelled = next((x for x in samples if x.label < 0), None)
         if unlabelled is not None:  # checked once here, not on every batch of the training step
-            where = (f"{unlabelled.source}:{unlabelled.line}: " if unlabelled.source else "")
+            where = listed_at(unlabelled.source, unlabelled.line)
             raise ConfigError(f"data.train: fine-tuning needs a label on every training video; "
                               f"{where}{unlabelled.path} has none")
         self.kind = KINDS[cfg.model.name]

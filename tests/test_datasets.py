@@ -382,6 +382,11 @@ def test_a_dataset_smaller_than_one_batch_is_reported_not_waited_on(synth_dir, t
         with pytest.raises(ProgvidError, match=rf"smaller than one batch \({len(samples)} clips per "
                                                rf"process, batch {big}\)"):
             seconds_per_batch(loader)
+    # the probe's figure: a grouped loader hands over `group` batches at once, most of them at
+    # no wait; per batch it still costs about what a plain loader's batch costs (a median read 0)
+    grouped = train_loader(d, samples, frames=4, batch_size=2, seed=0, rank=0, world=1, group=4)
+    plain = train_loader(d, samples, frames=4, batch_size=2, seed=0, rank=0, world=1, group=1)
+    assert seconds_per_batch(grouped) > 0.25 * seconds_per_batch(plain) > 0
     cfg = tiny_pretrain(synth_dir, plan={"stages": [{"frames": 2, "share": 0.5},
                                                     {"frames": 4, "share": 0.5, "batch_size": big}]},
                         train__prefetch=True, data__transfer_batches=2, data__workers=1)  # grouped, started early

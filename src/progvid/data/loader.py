@@ -236,8 +236,11 @@ class ShardSampler(Sampler):
 
 
 def seconds_per_batch(loader: DataLoader, batches: int = 6) -> float:
-    """Median seconds the loader takes to hand over a batch in steady state: its workers warm
-    and the batches they prefetched used up first; for planning, not for training."""
+    """Seconds the loader takes per batch in steady state: its workers warm and the batches
+    they prefetched used up first, then the mean over a window of at least `batches` batches
+    and three hand-overs (a `GroupedLoader` hands over `group` batches at once: all but the
+    first of a group come at no wait, so a median per batch would read 0); for planning, not
+    for training."""
     import time
 
     sampler = loader.sampler
@@ -245,21 +248,22 @@ def seconds_per_batch(loader: DataLoader, batches: int = 6) -> float:
     if per_rank < loader.batch_size:  # training loaders drop an epoch's short end
         raise ProgvidError(f"the dataset is smaller than one batch ({per_rank} clips per process, "
                            f"batch {loader.batch_size})")
+    group = getattr(loader, "group", 1)
     skip = 2 + loader.num_workers * (loader.prefetch_factor or 0)
+    window = max(batches, 3 * group)
     loader.sampler.set_epoch(0)
     it = iter(loader)
-    times = []
-    for i in range(batches + skip):
-        t = time.perf_counter()
+    start = 0.0
+    for i in range(window + skip):
+        if i == skip:
+            start = time.perf_counter()
         try:
             next(it)
         except StopIteration:
             loader.sampler.set_epoch(i + 1)
             it = iter(loader)
             next(it)
-        if i >= skip:
-            times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+    return (time.perf_counter() - start) / window
 
 
 class GroupedLoader:

@@ -52,6 +52,7 @@ from progvid.data.datasets import build_samples, stratified_subset, write_list
 from progvid.engine.distributed import resolve_device
 from progvid.errors import ProgvidError
 from progvid.loading import load_videomae
+from progvid.progressive.plan import build_plan
 from progvid.tasks.evaluate import mae_val_levels, probe_encoder
 from progvid.tasks.finetune import run_finetune
 from progvid.tasks.pretrain import run_pretrain
@@ -230,7 +231,9 @@ def main() -> int:
     if args.minutes is not None:
         sub_size = max(len(names), round(args.label_fraction * n_train))
         s_pre, s_ft = calibrate(pre0, ft0, work)
-        pre_steps = budget * n_train / pre0.train.batch_size  # 16-frame steps (TPL: fewer FLOPs)
+        # the plan's own step count (N_ei = p_i N_e f_ref / f_i epochs per stage: an 8-frame
+        # recipe takes twice the steps of 16-frame ones for the same N_e)
+        pre_steps = sum(p.steps for p in build_plan(pre0, n_train))
         ft_steps = 2 * ft_epochs * sub_size / ft0.train.batch_size  # two fine-tunings per seed
         need = args.seeds * (pre_steps * s_pre + ft_steps * s_ft)
         allowed = 0.8 * args.minutes * 60 - (time.time() - t0)  # a fifth for probes and evals
@@ -311,7 +314,7 @@ def report(r: dict, args: argparse.Namespace) -> str:
         "# Does pre-training learn here? (bench/evidence.py)", "",
         f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} ({r['seconds']:.0f} s). "
         f"Machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
-        f"torch {torch.__version__}, 1 torch thread.", "",
+        f"torch {torch.__version__}, {torch.get_num_threads()} torch thread(s).", "",
         "```", "python bench/evidence.py " + shlex.join(sys.argv[1:]), "```", "",
         f"Data: {args.data} ({r['train_clips']} training clips, {r['classes']} classes, chance "
         f"{r['chance']:.3f}). Pre-training `{args.pretrain}` for {r['budget_epochs']:.3g} epochs; "

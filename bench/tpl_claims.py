@@ -176,9 +176,10 @@ EXPERIMENTS: dict[str, dict] = {
     "dual": {"variants": ["videomae", "videomae_dual", "tpl", "tpl_dual"],
              "pairs": [("videomae", "videomae_dual"), ("tpl", "tpl_dual"), ("videomae", "tpl"), ("videomae", "tpl_dual")],
              "title": "Decoder masking (VideoMAE V2, running cells, ratio 0.5) with and without TPL (issue 13)"},
-    "dual75": {"variants": ["videomae", "videomae_dual", "videomae_dual75", "tpl", "tpl_dual75"],
+    "dual75": {"variants": ["videomae", "videomae_dual", "videomae_dual75", "tpl", "tpl_dual",
+                            "tpl_dual75"],
                "pairs": [("videomae", "videomae_dual75"), ("videomae_dual", "videomae_dual75"),
-                         ("tpl", "tpl_dual75"), ("videomae", "tpl_dual75")],
+                         ("tpl", "tpl_dual75"), ("tpl_dual", "tpl_dual75"), ("videomae", "tpl_dual75")],
                "title": "Decoder masking at ratio 0.75 (the decoder keeps a quarter of the tokens), "
                         "where issue 13's MACs targets hold"},
     "batch": {"variants": ["videomae", "tpl", "tpl_scaled"],
@@ -462,10 +463,26 @@ PAIRED = [("probe", "probe", 100, 1), ("knn", "kNN", 100, 1), ("finetune", "fine
           ("val_loss", "held-out loss", 1, 4), ("cpu_seconds", "CPU s", 1, 0)]
 
 
+# two-sided 95% quantiles of Student's t by degrees of freedom (1-30; beyond, the normal's)
+T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+        2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def t_interval(d: list[float]) -> tuple[float, float]:
+    """95% interval of the mean of `d` (paired differences): mean +- t(n-1) x sd / sqrt(n)."""
+    n = len(d)
+    m, sd = statistics.fmean(d), statistics.stdev(d)
+    half = (T975[n - 2] if n - 1 <= len(T975) else 1.960) * sd / n ** 0.5
+    return m - half, m + half
+
+
 def paired_table(groups: dict, pairs: list[tuple[str, str, str, str]]) -> list[str]:
     """For each (reference key, run key, their names): the run minus the reference on the same
-    seed, mean +- sd over the seeds both have (accuracies in points)."""
-    out = ["Paired differences, run minus reference on the same seed (accuracies in points, mean +- sd):", "",
+    seed, mean +- sd over the seeds both have and the 95% t-interval of the mean (accuracies in
+    points)."""
+    out = ["Paired differences, run minus reference on the same seed (accuracies in points): mean "
+           "+- sd of the differences [95% interval of the mean, t with n - 1 degrees of freedom]:", "",
            "| run | against | " + " | ".join(h for _, h, _, _ in PAIRED) + " | seeds |", "|---" * (len(PAIRED) + 3) + "|"]
     for ref_key, key, ref_name, name in pairs:
         ref = {r["seed"]: r for r in groups.get(ref_key, [])}
@@ -475,8 +492,12 @@ def paired_table(groups: dict, pairs: list[tuple[str, str, str, str]]) -> list[s
         cells = []
         for m, _, scale, digits in PAIRED:
             d = [(r[m] - ref[r["seed"]][m]) * scale for r in rows if m in r and m in ref[r["seed"]]]
-            sd = statistics.stdev(d) if len(d) > 1 else 0.0
-            cells.append(f"{statistics.fmean(d):+.{digits}f} +- {sd:.{digits}f}" if d else "")
+            if len(d) < 2:
+                cells.append(f"{d[0]:+.{digits}f}" if d else "")
+                continue
+            lo, hi = t_interval(d)
+            cells.append(f"{statistics.fmean(d):+.{digits}f} +- {statistics.stdev(d):.{digits}f} "
+                         f"[{lo:+.{digits}f}, {hi:+.{digits}f}]")
         out.append(f"| {name} | {ref_name} | " + " | ".join(cells) + f" | {len(rows)} |")
     return [*out, ""]
 

@@ -21,6 +21,9 @@ Then the loader alone: clips/s at 2, 4, 8 and 16 frames with the recipe's worker
 clip per decode and the automatic number.
 
     .venv/bin/python bench/tpl_wallclock.py --out bench/tpl_wallclock.md
+
+bench/tpl_wallclock.md is a dated log of runs with hand-written readings: `--out` appends the
+report to an existing file as a new section (its title a level lower), never overwriting it.
 """
 # ruff: noqa: E402
 
@@ -196,7 +199,11 @@ def main() -> int:
     report = summarize(rows, rates, args, loads, model_s)
     print(report)
     if args.out:
-        Path(args.out).write_text(report)
+        out = Path(args.out)
+        if out.exists():  # a log: the new run becomes its next section
+            title, _, body = report.partition("\n")
+            report = out.read_text().rstrip("\n") + "\n\n#" + title + f" ({time.strftime('%Y-%m-%d')})\n" + body
+        out.write_text(report)
     return 0
 
 

@@ -47,6 +47,26 @@ def test_phases_log_their_losses(hcml_run: Path) -> None:
     assert all("contrastive_2" in r for r in rows if r["stage"] == 2)
 
 
+def test_each_phase_is_charged_what_it_runs(hcml_run: Path) -> None:
+    """FLOPs per phase: the flow net alone in phase 0; level 1 the trunk up to it plus the flow
+    net (its target); level 2 the trunk up to level 2 only; training = 3 x that forward."""
+    import copy
+
+    from progvid.models.hcml import HCMLNet, count_macs
+    from progvid.tasks.hcml import hcml_hparams, phase_macs
+
+    net = HCMLNet.from_hparams(hcml_hparams(hcml_cfg(Path(".")).model, 1))
+    macs = phase_macs(net, 4, 32)
+    frame = torch.empty(1, 3, 32, 32, device="meta")
+    flow = 4 * count_macs(copy.deepcopy(net.flow_net).to("meta"), frame, frame)
+    assert macs[0] == flow and macs[1] > flow and 0 < macs[2] < flow
+    rows = [json.loads(x) for x in (hcml_run / "metrics.jsonl").read_text().splitlines()]
+    per_step = [b["flops"] - a["flops"] for a, b in zip(rows, rows[1:], strict=False)]
+    # steps 1, 2 (flow), 4, 5 (level 1), 7, 8 (level 2): 4 clips per step, 3 x forward, MACs
+    for i, phase in ((0, 0), (1, 0), (3, 1), (4, 1), (6, 2), (7, 2)):
+        assert per_step[i] == pytest.approx(4 * 3 * macs[phase], rel=1e-9), (i, phase)
+
+
 def test_lower_levels_stay_frozen(hcml_run: Path) -> None:
     after_flow = ckpt.load_weights(hcml_run / "checkpoints" / "step_00000003")
     final = ckpt.load_weights(hcml_run / "checkpoints" / "step_00000009")

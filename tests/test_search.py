@@ -92,7 +92,10 @@ def test_search_config_errors(synth_dir: Path) -> None:
 
     check(r"search.frames: 3 is not a multiple", search={"stages": [1, 2], "frames": [2, 3]})
     check(r"data.val", data__val=None)
-    check(r"search.shares: no 2 values", search={"stages": [2], "frames": [2, 4], "shares": [1.0]})
+    check(r"search.shares: no 2 positive values", search={"stages": [2], "frames": [2, 4], "shares": [1.0]})
+    # a 3-stage plan with a zero share is a 2-stage plan: phase 1 would rank no 3-stage plan
+    check(r"search.shares: no 3 positive values .* phase 1 has no 3-stage plan",
+          search={"stages": [3], "frames": [2, 4, 8], "shares": [0, 0.5, 1]})
     check(r"plan.multigrid", plan={"stages": [{"frames": 4, "share": 1.0}], "multigrid": True})
     for bad, msg in [({"stages": [5]}, r"search.stages.0"), ({"frames": []}, "search.frames"),
                      ({"stages": [3], "frames": [2, 4]}, "need at least"),
@@ -185,3 +188,22 @@ def test_search_cli_bad_config(tmp_path, capsys) -> None:
     cfg.write_text("task: pretrain\nsearch:\n  stages: [5]\n")
     assert main(["search", str(cfg), "--out", str(tmp_path / "s")]) == 2
     assert "search.stages" in capsys.readouterr().err
+
+
+def test_candidates_that_are_one_plan_are_listed_once(synth_dir: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two candidates that differ only in stages with share 0 are the same trial: one row in the
+    phase (two copies made the noise verdict compare the winner with itself: a lead of 0)."""
+    from progvid.tasks.trials import Candidate
+
+    def fake(job):
+        return {"trial_id": job["trial_id"], "phase": job["phase"], "stages": job["stages"],
+                "proxy_epochs": 1, "final_loss": 1.0, "top1": 0.5, "top5": 1.0, "pflops": 1.0,
+                "seconds": 0.0}
+
+    monkeypatch.setattr(S, "execute_trial", fake)
+    search = S._Search(_search_cfg(synth_dir), tmp_path, 1, lambda line: None)
+    a, b = Candidate((2, 4), (0.0, 1.0), (4, 4)), Candidate((4,), (1.0,), (4,))
+    assert search.job(a, "frames")["trial_id"] == search.job(b, "frames")["trial_id"]
+    search.evaluate("frames", [a, b, Candidate((2, 4), (0.5, 0.5), (4, 4))], "top1")
+    assert len(search.phases["frames"]) == 2

@@ -165,3 +165,29 @@ def test_next_stage_loaders_start_early_and_serve_the_same_batches(tmp_path: Pat
     assert early == plain and torch.equal(w_early, w_plain)
     pieces, w_pieces = _run(tmp_path / "pieces", True, 1, (4, 5))
     assert pieces == plain and torch.equal(w_pieces, w_plain)
+
+
+class PhasedTask(ToyTask):
+    """A loss term per stage, as HCML's phases have: `term_a` in stage 0, `term_b` in stage 1,
+    each equal to its step number."""
+
+    def step(self, model, batch, ctx: StepContext):
+        out = super().step(model, batch, ctx)
+        name = "term_a" if ctx.stage_index == 0 else "term_b"
+        return {**out, name: torch.tensor(float(ctx.step))}
+
+
+def test_each_loss_term_is_averaged_over_the_steps_that_gave_it(tmp_path: Path) -> None:
+    import json
+
+    torch.manual_seed(0)
+    stages = (Stage(3, 2, 4, ConstantLR(0.1)), Stage(3, 2, 4, ConstantLR(0.05)))
+    tr = Trainer(torch.nn.Linear(1, 1), PhasedTask(), Schedule(stages), tmp_path,
+                 TrainSettings(log_every=4, tensorboard=False, progress=False),
+                 device=torch.device("cpu"))
+    tr.fit()
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    # a record at each stage's end (a window never spans two stages) and every 4 steps
+    assert [(r["step"], r["stage"]) for r in rows] == [(2, 0), (3, 1), (5, 1)]
+    assert rows[0]["term_a"] == 1.0 and "term_b" not in rows[0]  # steps 0, 1, 2
+    assert rows[1]["term_b"] == 3.0 and rows[2]["term_b"] == 4.5  # step 3; steps 4, 5

@@ -48,6 +48,33 @@ def measured_macs(model: torch.nn.Module, frames: int, size: int) -> float:
     return float(count_macs(copy.deepcopy(model).to("meta"), video))
 
 
+class _UpTo(torch.nn.Module):
+    """The trunk run as a self-supervised phase runs it: stem and stages up to `level`."""
+
+    def __init__(self, trunk: torch.nn.Module, level: int) -> None:
+        super().__init__()
+        self.trunk, self.level = trunk, level
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return self.trunk.forward_levels(video, upto=self.level)[1][self.level]
+
+
+def phase_macs(net: HCMLNet, frames: int, size: int) -> dict[int, float]:
+    """Forward MACs per clip of what each self-supervised phase runs (meta device): phase 0 the
+    flow network on every frame pair; level l the trunk up to level l, and the flow network too
+    when level 0 is l's lower level (its flow is the prediction target). The contrastive
+    predictors are left out (a few small linear maps)."""
+    video = torch.empty(1, 3, frames, size, size, device="meta")
+    frame = torch.empty(1, 3, size, size, device="meta")
+    trunk = copy.deepcopy(net.trunk).to("meta")
+    flow = frames * count_macs(copy.deepcopy(net.flow_net).to("meta"), frame, frame)
+    out = {0: float(flow)}
+    for level in net.levels:
+        out[level] = float(count_macs(_UpTo(trunk, level), video)
+                           + (flow if net.lower_level(level) == 0 else 0))
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # self-supervised phases
 
@@ -73,8 +100,10 @@ class HCMLPretrainTask(ClipTask):
 
 
 def hcml_schedule(cfg: HCMLConfig, dataset_size: int, world: int, levels: tuple[int, ...],
-                  flops_per_clip: float = 0.0) -> Schedule:
-    """Stage 0 trains the flow net; stage k trains level `levels[k-1]`; each warmup + cosine."""
+                  flops_per_clip: dict[int, float] | None = None) -> Schedule:
+    """Stage 0 trains the flow net; stage k trains level `levels[k-1]`; each warmup + cosine.
+    `flops_per_clip`: training MACs per clip of each phase (0 for none given)."""
+    flops_per_clip = flops_per_clip or {}
     o = cfg.optim
     phases = [(0, cfg.phases.flow_epochs), *((lv, cfg.phases.level_epochs) for lv in levels)]
     return Schedule(tuple(cosine_stage(
@@ -82,7 +111,7 @@ def hcml_schedule(cfg: HCMLConfig, dataset_size: int, world: int, levels: tuple[
         batch=total_batch(cfg.train.batch_size, world, o.accum_steps), base_lr=o.base_lr,
         min_lr=o.min_lr, warmup_epochs=o.warmup_epochs, num_frames=cfg.data.num_frames,
         batch_size=cfg.train.batch_size, name="flow" if phase == 0 else f"level{phase}",
-        flops_per_clip=flops_per_clip, phase=phase) for phase, epochs in phases))
+        flops_per_clip=flops_per_clip.get(phase, 0.0), phase=phase) for phase, epochs in phases))
 
 
 def run_hcml_pretrain(cfg: HCMLConfig, *, out: str | None = None, resume: str | None = None,
@@ -93,7 +122,10 @@ def run_hcml_pretrain(cfg: HCMLConfig, *, out: str | None = None, resume: str | 
         samples = build_samples(cfg.data, "train").samples
         hp = hcml_hparams(cfg.model, num_classes=1)  # the head is trained by `finetune`
         net = HCMLNet.from_hparams(hp)
-        macs = 3.0 * measured_macs(net, cfg.data.num_frames, cfg.data.input_size)
+        # training = 3 x the forward of what each phase runs (the convention; frozen parts
+        # below a phase's level need no weight gradients, so this is an upper bound)
+        macs = {k: 3.0 * v for k, v in
+                phase_macs(net, cfg.data.num_frames, cfg.data.input_size).items()}
         schedule = hcml_schedule(cfg, len(samples), ctx.dist.world, net.levels, macs)
         write_run_files(ctx, cfg, schedule)
         meta = {"task": "hcml", "model_kind": "hcml", "model": hp,

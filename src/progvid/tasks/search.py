@@ -94,9 +94,10 @@ def check_search(cfg: PretrainConfig) -> None:
         raise ConfigError(f"search.probe_frames: {s.probe_frames} is not a multiple of the tubelet "
                           f"size {tub}")
     for n in s.stages:
-        if not share_tuples(s.shares, n, last_trains=s.end_length() is not None):
-            raise ConfigError(f"search.shares: no {n} values from {sorted(s.shares)} sum to 1 "
-                              f"with the last one positive (needed for {n} stage(s))")
+        options = share_tuples(s.shares, n, last_trains=s.end_length() is not None)
+        if not any(min(t) > 0 for t in options):  # zero shares would drop stages from the plan
+            raise ConfigError(f"search.shares: no {n} positive values from {sorted(s.shares)} sum "
+                              f"to 1, so phase 1 has no {n}-stage plan (search.stages lists {n})")
     if cfg.data.val is None:
         raise ConfigError("data.val: the search ranks trials on the validation split; set data.val")
     if cfg.data.format == "unlabeled":
@@ -174,7 +175,10 @@ class _Search:
                 rec["first_phase"], rec["phase"] = rec.get("phase"), phase
             rows.append(rec)
         seen = {r["trial_id"] for r in self.phases[phase]}
-        self.phases[phase].extend(r for r in rows if r["trial_id"] not in seen)
+        for r in rows:  # candidates that reduce to one plan (zero shares) are one trial
+            if r["trial_id"] not in seen:
+                seen.add(r["trial_id"])
+                self.phases[phase].append(r)
         i = min(range(len(rows)), key=lambda k: rank_key(rows[k], by))
         if rows[i].get("error"):
             raise ProgvidError(f"search: every trial of phase `{phase}` failed ({rows[i]['error']})")

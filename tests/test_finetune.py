@@ -94,6 +94,7 @@ def test_distributed_eval_covers_each_video_once(ft_run: Path, tmp_path: Path) -
                         "--nproc_per_node", "2", "-m", "progvid", "eval", str(ft_run),
                         "--views", "1x1", "--device", "cpu", "--json"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["num_videos"] == 12  # one rank prints: the output parses
     ev = json.loads((ft_run / "eval.json").read_text())
     assert ev["indices_evaluated"] == list(range(12)) and ev["num_videos"] == 12
 
@@ -198,3 +199,40 @@ def test_unlabelled_training_video_is_a_clear_error(synth_dir: Path, tmp_path: P
     cfg = tiny_finetune(synth_dir, data__train=str(tmp_path / "train.csv"), data__val=None)
     with pytest.raises(ConfigError, match="needs a label on every training video"):
         run_finetune(cfg, out=str(tmp_path / "run"))
+
+
+def test_tied_scores_give_one_prediction_everywhere() -> None:
+    """top-1, the confusion matrix and the per-class accuracies take the same class among tied
+    scores (top-1 once said 0 with a correct video on the confusion's diagonal)."""
+    probs = torch.full((4, 10), 0.1)
+    m = classification_metrics(probs, torch.tensor([0, 1, 8, 9]), 10)
+    diag = sum(m["confusion"][i][i] for i in range(10))
+    assert m["top1"] == diag / 4
+    assert m["mean_class_accuracy"] == pytest.approx(
+        sum(m["per_class_accuracy"][c] for c in (0, 1, 8, 9)) / 4)
+
+
+def test_eval_refuses_labels_it_cannot_score_and_writes_beside_the_caller(
+        ft_run: Path, synth_dir: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    import shutil
+
+    from progvid.engine.checkpoint import list_checkpoints, load_weights
+
+    unl = tmp_path / "unl"
+    unl.mkdir()
+    shutil.copy(synth_dir / "videos" / "val_00000.mp4", unl / "a.mp4")
+    assert main(["eval", str(ft_run), "--views", "1x1", "--set", "data.format=unlabeled",
+                 "--set", f"data.val={unl}", "--set", "data.root=/"]) == 2
+    assert "a.mp4: has no label" in capsys.readouterr().err
+    # a checkpoint folder kept outside its run: results go to the current folder, and a file
+    # of the folder stands for the folder
+    shelf = tmp_path / "shelf" / "models" / "good"
+    shutil.copytree(list_checkpoints(ft_run)[-1], shelf)
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", str(shelf / "model.safetensors"), "--views", "1x1"]) == 0
+    assert (tmp_path / "eval.json").is_file() and not (tmp_path / "shelf" / "eval.json").exists()
+    capsys.readouterr()
+    # an official-layout fine-tuned file is named for what it is, not half-loaded
+    torch.save(load_weights(shelf), tmp_path / "ft.pth")
+    assert main(["export", str(tmp_path / "ft.pth"), str(tmp_path / "x")]) == 2
+    assert "reads official files whole as pre-training models only" in capsys.readouterr().err

@@ -140,6 +140,19 @@ def test_export_cli_of_a_finetuned_run(transformers, tmp_path: Path, capsys) -> 
     assert ckpt.data.sampling_rate == 2 and ckpt.data.input_size == 32
     assert list(ckpt.data.mean) == pytest.approx(DATA["mean"])
     assert (ckpt.eval.clips, ckpt.eval.crops) == (1, 1)
+    # damaged: truncated weights or bad eval settings are one line naming the file, exit 2
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    (bad / "model.safetensors").write_bytes((out / "model.safetensors").read_bytes()[:5000])
+    capsys.readouterr()
+    assert main(["export", str(bad), str(tmp_path / "again")]) == 2
+    assert f"{bad}: cannot load the transformers VideoMAEForVideoClassification" in capsys.readouterr().err
+    shutil.copy(out / "model.safetensors", bad / "model.safetensors")
+    (bad / "progvid.json").write_text(json.dumps({**side, "eval": {"crops": 2}}))
+    with pytest.raises(CheckpointError, match=r"bad/progvid.json: bad `eval` settings"):
+        _ = load_classifier(bad)[1].eval
 
 
 def test_pretraining_export_has_a_preprocessor(transformers, tmp_path: Path, capsys) -> None:

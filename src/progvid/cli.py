@@ -250,6 +250,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                             data_overrides=[o for o in args.set or [] if o.startswith("data.")]
                             if args.config else args.set,
                             device=_device(args.device))
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun every rank has the result; one prints it
     if args.json:
         _print_json({k: v for k, v in r.items() if k not in ("indices_evaluated",)})
     else:

@@ -108,7 +108,8 @@ class Checkpoint:
         try:
             return EvalConfig.model_validate(raw)
         except ValidationError:
-            raise CheckpointError(f"{self.path / META}: bad `eval` settings") from None
+            where = SIDECAR if self.task == "transformers" else META  # an export keeps them aside
+            raise CheckpointError(f"{self.path / where}: bad `eval` settings") from None
 
     def describe(self) -> str:
         """What this checkpoint is, for messages."""
@@ -269,6 +270,8 @@ _NO_CHECKPOINTING = {"videomae": {"grad_checkpointing": False}, "vit": {"grad_ch
 def load_model(source: str | Path, want: Want) -> tuple[nn.Module, Checkpoint]:
     """(model in eval mode with the checkpoint's weights, its Checkpoint) for `want`."""
     path = locate(source)
+    if path.is_file() and (path.parent / META).is_file():  # a file of a checkpoint folder
+        path = path.parent
     if is_transformers_folder(path):
         return _load_transformers(path, want)
     if path.is_file():
@@ -316,7 +319,7 @@ def _load_transformers(path: Path, want: Want) -> tuple[nn.Module, Checkpoint]:
             model: nn.Module = classifier_from_transformers(hf)[0]
         else:
             model = from_transformers(hf)
-    except (ProgvidError, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - damaged weights or configs raise many kinds
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: cannot load the transformers {arch} ({first})") from None
     hp = dict(model.hparams)
@@ -338,7 +341,12 @@ def _load_official(path: Path, want: Want) -> tuple[nn.Module, Checkpoint]:
     keys = _official_keys(raw)
     kind = ("videomae" if any(k.startswith("decoder.") for k in keys)
             else "vit" if "head.weight" in keys else "encoder")
-    want.check(Checkpoint(path, "official", kind, {}, DataConfig(), {}))
+    found = Checkpoint(path, "official", kind, {}, DataConfig(), {})
+    want.check(found)
+    if kind != "videomae":
+        raise CheckpointError(f"{path}: {found.describe()}: progvid reads official files whole "
+                              "as pre-training models only; a fine-tuned or encoder-only file "
+                              "can start a fine-tuning (model.init)")
     geometry, sd = read_official(raw, path, decoder=True)
     model = VideoMAE(**geometry)
     load_exact(model, sd, f"{path}: weights do not fit the inferred VideoMAE")

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..config import DataConfig, apply_overrides, validate
 from ..data.check import read_dataset
 from ..data.clips import test_dataset
-from ..data.datasets import VIDEO_EXTENSIONS, Sample, build_samples
+from ..data.datasets import VIDEO_EXTENSIONS, Sample, build_samples, listed_at
 from ..data.loader import ShardSampler, build_loader, collate
 from ..engine.distributed import DistInfo, init_distributed, resolve_device
 from ..errors import ConfigError, DataError, ProgvidError
@@ -189,8 +189,10 @@ def video_probabilities(model: torch.nn.Module, loader: DataLoader, device: torc
 
 def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
     """top-1, top-5, mean per-class accuracy and the confusion matrix (rows: true class)."""
-    top1, top5 = topk_accuracy(probs, labels)
-    pred = probs.argmax(dim=1)
+    top = probs.topk(min(5, probs.shape[1]), dim=1).indices
+    pred = top[:, 0]  # one choice among tied scores for top-1, the confusion and the classes
+    top1 = (pred == labels).float().mean().item()
+    top5 = (top == labels[:, None]).any(dim=1).float().mean().item()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     confusion.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
     per_class = confusion.diag().float() / confusion.sum(dim=1).clamp(min=1).float()
@@ -246,8 +248,8 @@ def evaluate_checkpoint(checkpoint: str | Path, *, views: tuple[int, int] | None
                         out_dir: str | None = None, progress: bool | None = None,
                         data_overrides: Sequence[str] = ()) -> dict:
     """Multi-view evaluation of a classifier on its val split; writes eval.json and the
-    confusion picture into the run folder (for a transformers folder or hub id: `out_dir`, by
-    default the current folder). `data_overrides` (`data.KEY=VALUE`) change the recorded data
+    confusion picture into the run folder (for a transformers folder, hub id or a checkpoint
+    folder outside a run: `out_dir`, by default the current folder). `data_overrides` (`data.KEY=VALUE`) change the recorded data
     settings, e.g. to point a transformers classifier at a labelled list. Under torchrun every
     rank evaluates a shard.
 
@@ -267,6 +269,14 @@ def evaluate_checkpoint(checkpoint: str | Path, *, views: tuple[int, int] | None
     if device.type == "cuda" and dist.enabled:  # one GPU per rank under torchrun
         device = resolve_device("cuda", dist.local_rank)
     samples = build_samples(d, "val", ckpt.num_classes).samples
+    n_out = ckpt.num_classes or (len(ckpt.class_names) if ckpt.class_names else None)
+    for s in samples:  # every video needs a label the classifier can give
+        if s.label < 0 or (n_out is not None and s.label >= n_out):
+            why = ("has no label" if s.label < 0 else
+                   f"has label {s.label}, outside the classifier's {n_out} classes")
+            where = listed_at(s.source, s.line).rstrip(": ") or "data.val"
+            raise DataError(s.path, f"{why} (listed at {where}); evaluation needs a label in "
+                                    f"0..{(n_out or 1) - 1} on every video")
     show = sys.stderr.isatty() if progress is None else progress
     idx, probs, labels, skipped = split_probabilities(
         model, d, samples, clips=clips, crops=crops, batch_size=batch_size, device=device,
@@ -284,8 +294,9 @@ def evaluate_checkpoint(checkpoint: str | Path, *, views: tuple[int, int] | None
                    "indices_evaluated": idx.tolist(),
                    "skipped": [{"path": p, "reason": r} for p, r in skipped]})
     if dist.is_main:
-        own = ckpt.task not in ("transformers", "official")
-        run = Path(out_dir) if out_dir else ckpt.path.parent.parent if own else Path.cwd()
+        # a run's checkpoint: into its run folder; anything else: the current folder
+        in_run = ckpt.task not in ("transformers", "official") and ckpt.path.parent.name == "checkpoints"
+        run = Path(out_dir) if out_dir else ckpt.path.parent.parent if in_run else Path.cwd()
         run.mkdir(parents=True, exist_ok=True)
         (run / "eval.json").write_text(json.dumps(result, indent=2))
         confusion_figure(result["confusion"], ckpt.class_names, run / "confusion.png")

@@ -243,3 +243,12 @@ def test_a_resave_killed_between_its_renames_keeps_the_checkpoint(tmp_path: Path
     ckpt.clean_leftovers(tmp_path)
     assert sorted(p.name for p in root.iterdir()) == ["best"]
     assert ckpt.load_state(root / "best")["step"] == 6
+
+
+def test_a_file_that_is_no_checkpoint_is_named_as_such(tmp_path: Path) -> None:
+    (tmp_path / "g.pth").write_text("garbage\n")
+    (tmp_path / "s.pth").write_text("abc")
+    with pytest.raises(CheckpointError, match=r"g.pth: cannot read weights: not a PyTorch checkpoint"):
+        ckpt.load_weights(tmp_path / "g.pth")
+    with pytest.raises(CheckpointError, match=r"s.pth: cannot read weights: damaged or not a PyTorch"):
+        ckpt.load_weights(tmp_path / "s.pth")

@@ -264,14 +264,44 @@ def _safe_torch_load(file: Path, what: str) -> Any:
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        # torch's message opens with the same paragraph for every refusal; the line naming a
+        # GLOBAL says the file would run code, anything else that it is no PyTorch file at all
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        code = next((ln for ln in lines if "GLOBAL" in ln), None)
+        if code is None and not _is_pickle(file):
+            raise CheckpointError(f"{file}: cannot read {what}: not a PyTorch checkpoint file "
+                                  "(no pickle in it)") from None
         raise CheckpointError(
             f"{file}: refused to load {what}: the file holds objects that would run code "
-            f"({first[:160]})"
+            f"({(code or 'a pickle torch refuses to load safely')[:160]})"
         ) from None
     except Exception as exc:  # noqa: BLE001 - any other failure means a damaged or foreign file
-        text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{file}: cannot read {what} ({text})") from None
+        text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise CheckpointError(f"{file}: cannot read {what}: damaged or not a PyTorch checkpoint "
+                              f"file ({type(exc).__name__}{': ' + text if text else ''})") from None
+
+
+def _is_pickle(file: Path) -> bool:
+    """Whether `file` is a pickle (or a torch zip archive holding one), read opcode by opcode
+    without running anything."""
+    import io
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(file):
+            with zipfile.ZipFile(file) as zf:
+                name = next((n for n in zf.namelist() if n.endswith("data.pkl")), None)
+                if name is None:
+                    return False
+                data = zf.read(name)
+        else:
+            data = file.read_bytes()
+        for _ in pickletools.genops(io.BytesIO(data)):
+            pass
+        return True
+    except Exception:  # noqa: BLE001 - any parse failure: not a pickle
+        return False
 
 
 def load_state(path: str | Path) -> dict[str, Any]:

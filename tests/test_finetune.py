@@ -236,3 +236,17 @@ def test_eval_refuses_labels_it_cannot_score_and_writes_beside_the_caller(
     torch.save(load_weights(shelf), tmp_path / "ft.pth")
     assert main(["export", str(tmp_path / "ft.pth"), str(tmp_path / "x")]) == 2
     assert "reads official files whole as pre-training models only" in capsys.readouterr().err
+
+
+def test_an_init_of_another_size_than_the_config_names_is_reported(
+        synth_dir: Path, tiny_run: Path, capsys) -> None:
+    from progvid.tasks.finetune import build_classifier
+
+    cfg = tiny_finetune(synth_dir, model__init=str(tiny_run), model__embed_dim=None, model__depth=None,
+                        model__size="small")
+    model = build_classifier(cfg, 4)
+    assert model.hparams["embed_dim"] == 32  # the init's geometry
+    err = capsys.readouterr().err
+    assert "describe a 384-wide, 12-deep encoder (small), but model.init's is 32 wide, 2 deep" in err
+    build_classifier(tiny_finetune(synth_dir, model__init=str(tiny_run)), 4)
+    assert "model.init's is" not in capsys.readouterr().err  # the same geometry: nothing said

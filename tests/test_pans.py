@@ -112,6 +112,16 @@ def test_pan_errors_name_the_field_or_file(tmp_path, capsys):
                  str(tmp_path / "nope.mp4")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope.mp4" in err[0] and "not found" in err[0]
+    # refused before anything is written: a pan that cannot fit its still, and a one-frame
+    # source (training and validation clips would pan over the same still)
+    with pytest.raises(ProgvidError, match=r"size 112 with 16 frames does not fit a pan"):
+        write_dataset(tmp_path / "e", kind="pan", size=112, frames=16)
+    from videos import make_frames, write_video
+
+    one = write_video(tmp_path / "one.mp4", make_frames(1, 48, 64))
+    with pytest.raises(DataError, match=r"one.mp4: one frame only: pans need at least 2"):
+        write_dataset(tmp_path / "f", kind="pan", sources=[one])
+    assert not (tmp_path / "e").exists() and not (tmp_path / "f").exists()
 
 
 def test_damaged_source_is_one_clean_line_from_worker_processes(tmp_path, capsys):

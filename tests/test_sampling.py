@@ -156,9 +156,14 @@ def test_multi_clip_stride_short_video() -> None:
 
 
 def test_multi_clip_segments() -> None:
+    # VideoMAE's SSv2 test views: the segments' middles and their starts (ssv2.py)
     clips = multi_clip_indices(80, 8, 2, mode="segments")
-    np.testing.assert_array_equal(clips[0], 2 + 10 * np.arange(8))  # offset 0.25 of 10
-    np.testing.assert_array_equal(clips[1], 7 + 10 * np.arange(8))  # offset 0.75
+    np.testing.assert_array_equal(clips[0], 5 + 10 * np.arange(8))  # offset 0.5 of 10
+    np.testing.assert_array_equal(clips[1], 10 * np.arange(8))  # offset 0
+    tick = 50 / 16  # the official indices int(tick / 2 + tick * x) and int(tick * x), n = 50
+    official = ([int(tick / 2 + tick * x) for x in range(16)], [int(tick * x) for x in range(16)])
+    got = multi_clip_indices(50, 16, 2, mode="segments")
+    assert [c.tolist() for c in got] == [official[0], official[1]]
     (single,) = multi_clip_indices(80, 8, 1, mode="segments")
     np.testing.assert_array_equal(single, segment_indices(80, 8, train=False))
     for c in multi_clip_indices(3, 8, 4, mode="segments"):

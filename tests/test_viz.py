@@ -166,6 +166,11 @@ def test_plot_losses_two_runs(tmp_path: Path) -> None:
     recs = read_metrics(a)
     assert len(recs) == 6
     assert [r["step"] for r in stage_changes(recs)] == [3, 5]
+    assert [r["flops"] for r in stage_changes(recs)] == [3e9, 5e9]  # at the old stage's end
+    # records every 4 steps plus one at each stage's end: the line goes at the boundary
+    sparse = [{"step": 3, "stage": 0, "flops": 4.0}, {"step": 5, "stage": 0, "flops": 6.0},
+              {"step": 9, "stage": 1, "flops": 12.0}]
+    assert stage_changes(sparse) == [{"stage": 1, "step": 6, "flops": 6.0}]
     assert stage_changes(read_metrics(b)) == []
     png = plot_losses([tmp_path / "a", b], tmp_path / "loss.png", keys=("loss", "flops"))
     assert png.read_bytes()[:4] == _PNG

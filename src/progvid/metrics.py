@@ -36,13 +36,16 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 def stage_changes(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The records where the `stage` field differs from the previous record's."""
+    """Where the `stage` field changes: {"stage": the new stage, "step": the step after the
+    old stage's last record, "flops": the cumulative FLOPs at that record}. The trainer writes a
+    record at each stage's last step, so that is the boundary itself (the new stage's first
+    record comes up to `log_every` steps later)."""
     out, prev = [], None
-    for i, rec in enumerate(records):
+    for rec in records:
         stage = rec.get("stage")
-        if i > 0 and stage is not None and prev is not None and stage != prev:
-            out.append(rec)
-        prev = stage if stage is not None else prev
+        if stage is not None and prev is not None and stage != prev.get("stage"):
+            out.append({"stage": stage, "step": prev["step"] + 1, "flops": prev.get("flops")})
+        prev = rec if stage is not None else prev
     return out
 
 

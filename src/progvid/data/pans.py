@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from progvid.errors import DataError
+
 PAN_CLASSES: tuple[str, ...] = ("pan_E", "pan_NE", "pan_N", "pan_NW", "pan_W", "pan_SW",
                                 "pan_S", "pan_SE")
 STILL_SIDE = 128  # stills' short side in pixels: room for a zoomed window and its travel
@@ -84,11 +86,16 @@ def pick_still(rng: np.random.Generator, split: str, sources: Sequence[str], see
         cut = round(TRAIN_SHARE * DEAD_LEAVES)
         lo, hi = (0, cut) if split == "train" else (cut, DEAD_LEAVES)
         return _dead_leaves_still(seed, int(rng.integers(lo, hi)))
-    frames = _source_frames(str(Path(sources[int(rng.integers(len(sources)))])))
+    source = Path(sources[int(rng.integers(len(sources)))])
+    frames = _source_frames(str(source))
+    if len(frames) < 2:  # `write_dataset` refuses such a source first
+        raise DataError(source, "a pan source needs at least 2 frames (train and "
+                                          "validation must not share a still)")
+    # frames on either side of the cut are neighbours of one shot: measured on the three
+    # footage clips, 2 of 151 validation stills are within the usual frame-to-frame difference
+    # of a training still
     cut = max(1, min(len(frames) - 1, round(TRAIN_SHARE * len(frames))))
     lo, hi = (0, cut) if split == "train" else (cut, len(frames))
-    if hi <= lo:  # a one-frame source: both splits share it
-        lo, hi = 0, len(frames)
     return frames[int(rng.integers(lo, hi))]
 
 

@@ -10,7 +10,9 @@ Conventions
   *reserves a window* of ``span = t * rate`` frames (VideoMAE's ``clip_len * frame_sample_rate``)
   and its frames are ``start, start + rate, ..., start + (t - 1) * rate``, so the last frame is
   ``start + span - rate``. Training picks ``start`` uniformly in ``[0, n - span]``; testing
-  centres the window.
+  centres the window. (VideoMAE's Kinetics loader spreads its 16 frames with ``np.linspace``
+  over the whole 64-frame window, kinetics.py: steps of 4 or 5 frames ending on frame 63; here
+  the steps are exactly ``rate``, the last frame 60: a 5% shorter span, kept for a regular grid.)
 * **Short videos** (``span > n``): mode ``"clamp"`` (the default, as VideoMAE pads with the last
   frame) starts at 0 and clamps indices to ``n - 1``, so the stride is kept and the tail repeats
   the last frame. Mode ``"loop"`` wraps indices modulo ``n`` (the clip then loops the video and
@@ -130,13 +132,15 @@ def multi_clip_indices(
     ``"stride"`` (needs ``rate``): window starts evenly spaced over ``[0, n - span]`` like
     VideoMAE's multi-clip testing (one clip is centred); a video shorter than the window gives
     ``clips`` identical clips padded per ``pad``. ``"segments"``: clip ``k`` takes the frame at
-    relative offset ``(k + 0.5) / clips`` inside each of ``t`` equal segments.
+    relative offset ``(0.5 + k / clips) mod 1`` inside each of ``t`` equal segments: one clip the
+    segments' middles, two clips their middles and starts, as VideoMAE's SSv2 test loader
+    (ssv2.py: frames ``int(tick / 2 + tick * x)`` and ``int(tick * x)``, one view each).
     """
     _check(n, t, rate)
     if int(clips) < 1:
         raise ValueError(f"clips must be >= 1, got {clips}")
     if mode == "segments":
-        return [_segment_at(n, t, (k + 0.5) / clips) for k in range(clips)]
+        return [_segment_at(n, t, (0.5 + k / clips) % 1.0) for k in range(clips)]
     if mode != "stride":
         raise ValueError(f"mode must be 'stride' or 'segments', got {mode!r}")
     if rate is None:

@@ -280,6 +280,20 @@ def _check_params(train: int, val: int, size: int, frames: int, classes: int, se
         raise ProgvidError(f"seed must be >= 0, got {seed}")
     if workers < 1:
         raise ProgvidError(f"workers must be >= 1, got {workers}")
+    if kind == "pan":
+        from .pans import SPEED, STILL_SIDE, TRAIN_SHARE, ZOOM
+        from .video import probe
+
+        travel = size + SPEED[1] * (frames - 1)  # the window and its path at the top speed
+        if travel > STILL_SIDE / ZOOM[0]:
+            raise ProgvidError(f"size {size} with {frames} frames does not fit a pan: window and "
+                               f"travel take {travel:g} pixels of a {STILL_SIDE}-pixel still "
+                               f"(size + {SPEED[1]:g} x (frames - 1) must be <= {STILL_SIDE / ZOOM[0]:g})")
+        for src in sources:
+            if probe(src).frames < 2:  # probe: a DataError naming the file if it is no video
+                raise DataError(Path(src), f"one frame only: pans need at least 2, the first "
+                                           f"{TRAIN_SHARE:.0%} for training clips and the rest "
+                                           "for validation clips, which must not share a still")
 
 
 def _pool_context() -> mp.context.BaseContext:

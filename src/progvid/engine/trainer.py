@@ -48,9 +48,10 @@ class TrainingError(RuntimeError):
 
 @dataclass(frozen=True)
 class StepContext:
-    """What a task's `step` may depend on. `generator` (on the device) and `host_generator`
-    (on the CPU, for draws the host must read, such as mixup's box: reading a device draw
-    would wait for the device) are seeded from (seed, step) only; on CPU they are one."""
+    """What a task's `step` may depend on. `generator` (on the device; seeded from (seed,
+    step) only, so every rank draws the same masks for the global batch) and `host_generator`
+    (on the CPU, for draws the host must read, such as mixup's box: reading a device draw would
+    wait for the device; seeded from (seed, step, rank)). One process on CPU: they are one."""
 
     step: int
     stage_index: int
@@ -358,8 +359,10 @@ class Trainer:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
             _seed_global(_step_seed(s.seed, self.step, self.dist.rank), self.device)
             gen = torch.Generator(device=self.device).manual_seed(_step_seed(s.seed, self.step))
-            host_gen = gen if self.device.type == "cpu" else torch.Generator().manual_seed(
-                _step_seed(s.seed, self.step, rank=1))
+            # host draws (mixup's mode, lambda and box) differ per rank, as each of VideoMAE's
+            # processes draws its own; one process on CPU keeps the device generator
+            host_gen = gen if self.device.type == "cpu" and not self.dist.enabled else (
+                torch.Generator().manual_seed(_step_seed(s.seed, self.step, self.dist.rank) ^ 0x5DEECE66D))
             shape = self._shape_at(stage)
             losses: dict[str, torch.Tensor] = {}
             step_clips = 0

@@ -29,6 +29,7 @@ from ..errors import ConfigError
 from ..loading import classifier_from_pretrained
 from ..models.classifier import classifier, layer_decay_groups
 from ..models.common import unwrap
+from ..models.vit import ENCODER_SIZES
 from ..progressive.flops import TRAIN_FACTOR, encoder_flops
 from .base import ClipTask, RunContext, run_context, train, write_run_files
 from .evaluate import evaluate_checkpoint, split_probabilities, topk_accuracy
@@ -47,6 +48,14 @@ def _build_vit(cfg: FinetuneConfig, num_classes: int) -> torch.nn.Module:
             num_heads=m.num_heads, grad_checkpointing=m.grad_checkpointing,
             class_names=build_samples(d, "train").class_names if d.classes else None)
         print(f"[progvid] {report}", file=sys.stderr)
+        named = ENCODER_SIZES.get(m.size, (None, None, None))
+        want = (m.embed_dim or named[0], m.depth or named[1])
+        got = (model.hparams.get("embed_dim"), model.hparams.get("depth"))
+        if None not in want and got != want:
+            print(f"[progvid] model.size / embed_dim / depth describe a {want[0]}-wide, "
+                  f"{want[1]}-deep encoder ({m.size}), but model.init's is {got[0]} wide, "
+                  f"{got[1]} deep: its geometry is used; check that the recipe fits it",
+                  file=sys.stderr)
         return model
     overrides = {k: v for k, v in {"embed_dim": m.embed_dim, "depth": m.depth,
                                    "num_heads": m.num_heads}.items() if v is not None}

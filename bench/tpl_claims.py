@@ -116,6 +116,10 @@ def variants(frames: int) -> dict[str, list[str]]:
            "tpl_global_lr": [tpl, "optim.lr_rule=global"], "tpl_step_decay": [tpl, "optim.lr_rule=step"],
            "random_length": [tpl, "plan.multigrid=true"],
            "random_uniform": [tpl, "plan.multigrid=true", "plan.multigrid_mix=uniform"],
+           # progvid's multigrid baseline before 2026-12-06: one stage, one cosine over the run
+           "random_length_one": [tpl, "plan.multigrid=true", "plan.multigrid_stages=one"],
+           "random_uniform_one": [tpl, "plan.multigrid=true", "plan.multigrid_mix=uniform",
+                                  "plan.multigrid_stages=one"],
            "videomae_dual": [plan([frames]), *DUAL], "tpl_dual": [tpl, *DUAL],
            "videomae_dual75": [plan([frames]), *DUAL75], "tpl_dual75": [tpl, *DUAL75],
            "tpl_scaled": [tpl, "plan.batch_rule=scale"]}
@@ -151,8 +155,11 @@ def label(variant: str, frames: int) -> str:
     if any("batch_size" in st for st in stages):
         shares += "; batch " + "/".join(str(st.get("batch_size", "-")) for st in stages)
     extra = {"tpl_global_lr": ", one global warm-up + cosine", "tpl_step_decay": ", step decay per stage",
-             "random_length": ", random length per iteration (the plan's mix)",
-             "random_uniform": ", random length per iteration (each length equally often)", "searched": ", progvid search's best",
+             "random_length": ", random length per iteration (the plan's mix) in each stage",
+             "random_uniform": ", random length per iteration (each length equally often) in each stage",
+             "random_length_one": ", random length per iteration (the plan's mix), one stage and one cosine",
+             "random_uniform_one": ", random length per iteration (each length equally often), one stage and one cosine",
+             "searched": ", progvid search's best",
              "searched_b32": ", progvid search's best shape at the config's batch",
              "videomae_dual": ", dual masking", "tpl_dual": ", dual masking",
              "videomae_dual75": ", dual masking at decoder ratio 0.75", "tpl_dual75": ", dual masking at decoder ratio 0.75",
@@ -171,7 +178,11 @@ EXPERIMENTS: dict[str, dict] = {
                "pairs": [("videomae", "stages_2"), ("videomae", "stages_3"), ("videomae", "stages_4"),
                          ("videomae", "stages_5"), ("stages_3", "stages_4")],
                "title": "Number of stages, budget spread uniformly (seed FIG. 11)"},
-    "random": {"variants": ["tpl", "random_length", "random_uniform"],
+    "random": {"variants": ["tpl", "random_length", "random_uniform", "random_length_one",
+                            "random_uniform_one"],
+               "pairs": [("tpl", "random_length"), ("tpl", "random_uniform"),
+                         ("tpl", "random_length_one"), ("tpl", "random_uniform_one"),
+                         ("random_length_one", "random_length")],
                "title": "Progressive vs random clip length per iteration (seed FIG. 12)"},
     "dual": {"variants": ["videomae", "videomae_dual", "tpl", "tpl_dual"],
              "pairs": [("videomae", "videomae_dual"), ("tpl", "tpl_dual"), ("videomae", "tpl"), ("videomae", "tpl_dual")],

@@ -131,7 +131,26 @@ def test_multigrid_runs(synth_dir: Path, tmp_path: Path) -> None:
                                                    {"frames": 4, "share": 0.5}], "multigrid": True})
     run_pretrain(cfg, out=str(tmp_path / "mg"))
     rows = [json.loads(x) for x in (tmp_path / "mg" / "metrics.jsonl").read_text().splitlines()]
-    assert {r["frames"] for r in rows} == {2, 4} and {r["stage"] for r in rows} == {0}
+    # the plan's two stages (steps, lr restarts), each drawing lengths 2 and 4 at random
+    assert {r["frames"] for r in rows} == {2, 4} and {r["stage"] for r in rows} == {0, 1}
+    assert len({r["frames"] for r in rows if r["stage"] == 0}) == 2
+
+
+def test_multigrid_keeps_the_plans_stages_and_schedule() -> None:
+    """Seed FIG. 12: "the rest setting is kept the same" as TPL's: the same stages, steps and
+    per-stage cosine, only the length is drawn at random; `multigrid_stages: one` is the earlier
+    single stage with one cosine. Per-length batches would change the mix: refused."""
+    tpl = build_schedule(cfg_with(TPL), build_plan(cfg_with(TPL), 100))
+    cfg = cfg_with(TPL, plan={"stages": TPL, "multigrid": True})
+    mg = build_schedule(cfg, build_plan(cfg, 100))
+    assert [s.steps for s in mg.stages] == [s.steps for s in tpl.stages]
+    assert all(mg.lr(k) == tpl.lr(k) for k in range(0, mg.total_steps, 97))
+    assert all(len(s.frame_choices) == 4 for s in mg.stages)
+    one = cfg_with(TPL, plan={"stages": TPL, "multigrid": True, "multigrid_stages": "one"})
+    (single,) = build_schedule(one, build_plan(one, 100)).stages
+    assert single.steps == tpl.total_steps
+    with pytest.raises(ConfigError, match="plan.multigrid: every clip length is drawn at one batch"):
+        build_plan(cfg_with(TPL, plan={"stages": TPL, "multigrid": True, "batch_rule": "scale"}), 100)
 
 
 @pytest.mark.parametrize("mix", ["plan", "uniform"])
@@ -142,7 +161,8 @@ def test_multigrid_draws_the_plans_mix_of_lengths(mix: str) -> None:
 
     from progvid.engine.trainer import Trainer
 
-    cfg = cfg_with(TPL, plan={"stages": TPL, "multigrid": True, "multigrid_mix": mix})
+    cfg = cfg_with(TPL, plan={"stages": TPL, "multigrid": True, "multigrid_mix": mix,
+                              "multigrid_stages": "one"})
     tpl = build_plan(cfg_with(TPL), 100)
     flops = {2: 1.0, 4: 2.5, 8: 6.0, 16: 14.0}
     sched = build_schedule(cfg, build_plan(cfg, 100), flops_per_clip=flops.get)
@@ -163,6 +183,11 @@ def test_multigrid_draws_the_plans_mix_of_lengths(mix: str) -> None:
 def test_keep_span_sampling() -> None:
     cfg = cfg_with(TPL, data={"sampling_rate": 2}, plan={"stages": TPL, "temporal": "span"})
     assert [p.sampling_rate for p in build_plan(cfg, 100)] == [16, 8, 4, 2]  # 32 frames of time
+    # the span is the longest stage that runs: a dropped 16-frame stage sets nothing
+    dropped = [{"frames": 2, "share": 0.25}, {"frames": 4, "share": 0.25},
+               {"frames": 8, "share": 0.5}, {"frames": 16, "share": 0.0}]
+    cfg = cfg_with(dropped, data={"sampling_rate": 2}, plan={"stages": dropped, "temporal": "span"})
+    assert [p.sampling_rate for p in build_plan(cfg, 100)] == [8, 4, 2]
     stride = cfg_with(TPL, data={"sampling_rate": 2})
     assert [p.sampling_rate for p in build_plan(stride, 100)] == [2, 2, 2, 2]
 
@@ -282,3 +307,17 @@ def test_clips_per_decode_and_batch_rule() -> None:
     for p, q in zip(scaled, base, strict=True):  # the lr follows the total batch
         assert p.lr == pytest.approx(q.lr * p.batch_size / q.batch_size)
         assert p.epochs == q.epochs and p.steps <= q.steps
+
+
+def test_probe_counts_every_micro_batch_of_a_step() -> None:
+    """With gradient accumulation a step runs `accum_steps` probed micro-batches: its time and
+    clips/s follow (the estimate once ignored accumulation, 4x too fast at accum 4)."""
+    from progvid.progressive.plan import StageProbe, stage_timing
+
+    cfg = cfg_with(TPL, optim={"accum_steps": 4})
+    p = build_plan(cfg, 1000)[0]
+    one = stage_timing(p, StageProbe(0.1, 0.05, 1))
+    four = stage_timing(p, StageProbe(0.1, 0.05, 1), accum_steps=4)
+    assert four["step_s"] == pytest.approx(4 * one["step_s"]) == pytest.approx(0.4)
+    assert four["clips_per_s"] == pytest.approx(p.total_batch / 0.4)
+    assert four["data_wait"] == one["data_wait"] == 0.0

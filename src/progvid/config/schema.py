@@ -227,6 +227,7 @@ class PlanConfig(Section):
     temporal: Literal["stride", "span"] = "stride"  # keep frame stride, or keep the time span
     multigrid: bool = False  # random clip length per iteration among the stages' (baseline)
     multigrid_mix: Literal["plan", "uniform"] = "plan"  # plan: lengths drawn in proportion to the plan's steps (TPL's mix and FLOPs in random order); uniform: equally often
+    multigrid_stages: Literal["plan", "one"] = "plan"  # plan: the plan's stages, steps and lr schedule, each drawing its lengths at random (seed FIG. 12: the rest of the setting as TPL's); one: a single stage with one warm-up + cosine over the run (progvid's baseline before 2026-12-06)
     clips_per_decode: AutoOrPositive = "auto"  # training clips cut from one decoded video; auto: about f_max / f_i (1 at the longest length)
     batch_rule: Literal["fixed", "scale"] = "fixed"  # scale: stage batch = train.batch_size x f_max / f_i, capped by max_batch: faster, less accurate (seed FIG. 10; bench/tpl_claims.md)
     max_batch: int | None = Field(None, ge=1)  # per-process batch cap of batch_rule scale (memory)

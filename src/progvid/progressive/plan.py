@@ -78,6 +78,10 @@ def validate_plan(cfg: PretrainConfig, tubelet: int | None = None) -> list[tuple
     kept = [(i, st) for i, st in stages if st.share > 0]
     if not kept:
         raise ConfigError("plan.stages: every stage has share 0")
+    if cfg.plan.multigrid and (cfg.plan.batch_rule != "fixed" or any(st.batch_size for _, st in stages)):
+        raise ConfigError("plan.multigrid: every clip length is drawn at one batch size, so "
+                          "per-length batches (plan.batch_rule: scale, a stage's batch_size) "
+                          "would change the mix of work; use plan.batch_rule: fixed")
     return kept
 
 
@@ -102,8 +106,8 @@ def build_plan(cfg: PretrainConfig, dataset_size: int, world: int = 1) -> list[P
         warm_epochs = st.warmup_epochs if st.warmup_epochs is not None else (
             cfg.optim.warmup_epochs * epochs / budget)
         rate = cfg.data.sampling_rate
-        if cfg.plan.temporal == "span":  # keep the time span of the longest stage
-            span = cfg.plan.stages[-1].frames * cfg.data.sampling_rate
+        if cfg.plan.temporal == "span":  # keep the time span of the longest stage that runs
+            span = longest * cfg.data.sampling_rate
             rate = max(1, int(span / st.frames + 0.5))
         out.append(PlannedStage(
             index=i, frames=st.frames, share=st.share, epochs=epochs, batch_size=bs,
@@ -172,24 +176,35 @@ def build_schedule(cfg: PretrainConfig, planned: list[PlannedStage],
             reset_optimizer=cfg.optim.reset_between_stages))
         offset += p.steps
     if cfg.plan.multigrid:
-        # multigrid baseline (seed FIG. 12): one stage of the plan's total steps, the clip length
-        # drawn per iteration from the plan's lengths. "plan" draws each length in proportion to
-        # the steps the plan gives it, so the run sees TPL's mix of lengths (and its FLOPs, in
-        # expectation) in random order: only the order differs. "uniform" draws them equally often.
+        # multigrid baseline (seed FIG. 12): the clip length drawn per iteration from the plan's
+        # lengths. "plan" draws each length in proportion to the steps the plan gives it, so the
+        # run sees TPL's mix of lengths (and its FLOPs, in expectation) in random order: only
+        # the order differs; "uniform" draws them equally often. multigrid_stages "plan" keeps
+        # the plan's stages, steps and lr schedule (the seed: "the rest setting is kept the
+        # same"), each stage drawing from every length; "one" runs one stage with one cosine.
         choices = tuple(dataclasses.replace(s.shape, clips_per_decode=_divisor_at_most(
             first.batch_size, s.clips_per_decode)) for s in stages)
-        if cfg.plan.multigrid_mix == "plan":
-            weights = tuple(p.steps / total for p in planned)
-        else:
-            weights = tuple(1 / len(choices) for _ in choices)
+        weights = multigrid_weights(cfg, planned)
         mean_flops = sum(w * c.flops_per_clip for w, c in zip(weights, choices, strict=True))
-        lr = CosineLR(first.lr, first.min_lr, global_warmup, total)
-        stages = [Stage(steps=total, num_frames=max(c.frames for c in choices),
-                        batch_size=first.batch_size, lr=lr, name="multigrid",
-                        flops_per_clip=mean_flops, sampling_rate=first.sampling_rate,
-                        frame_choices=choices,
-                        frame_weights=weights if cfg.plan.multigrid_mix == "plan" else ())]
+        drawn = {"num_frames": max(c.frames for c in choices), "flops_per_clip": mean_flops,
+                 "frame_choices": choices,
+                 "frame_weights": weights if cfg.plan.multigrid_mix == "plan" else ()}
+        if cfg.plan.multigrid_stages == "one":
+            lr = CosineLR(first.lr, first.min_lr, global_warmup, total)
+            stages = [Stage(steps=total, batch_size=first.batch_size, lr=lr, name="multigrid",
+                            sampling_rate=first.sampling_rate, **drawn)]
+        else:
+            stages = [dataclasses.replace(st, name=f"multigrid{i + 1}", **drawn)
+                      for i, st in enumerate(stages)]
     return Schedule(tuple(stages))
+
+
+def multigrid_weights(cfg: PretrainConfig, planned: list[PlannedStage]) -> tuple[float, ...]:
+    """How often the multigrid baseline draws each of the plan's lengths."""
+    if cfg.plan.multigrid_mix == "plan":
+        total = sum(p.steps for p in planned)
+        return tuple(p.steps / total for p in planned)
+    return tuple(1 / len(planned) for _ in planned)
 
 
 def probe_seconds_per_step(model: Any, frames: int, batch_size: int, img_size: int,
@@ -237,11 +252,14 @@ class StageProbe:
     workers: int = 0
 
 
-def stage_timing(p: PlannedStage, probe: StageProbe, max_wait: float = 0.05) -> dict[str, Any]:
-    """Expected seconds per step, clips/s, data-wait fraction and the loader workers that keep
-    data-wait under `max_wait`, assuming the workers overlap the step (they prefetch)."""
-    step = max(probe.compute_s, probe.loader_s or 0.0)
-    wait = max(0.0, (probe.loader_s or 0.0) - probe.compute_s) / step if step else 0.0
+def stage_timing(p: PlannedStage, probe: StageProbe, max_wait: float = 0.05,
+                 accum_steps: int = 1) -> dict[str, Any]:
+    """Expected seconds per optimizer step (`accum_steps` micro-batches of the probed one),
+    clips/s, data-wait fraction and the loader workers that keep data-wait under `max_wait`,
+    assuming the workers overlap the step (they prefetch)."""
+    micro = max(probe.compute_s, probe.loader_s or 0.0)
+    step = accum_steps * micro
+    wait = max(0.0, (probe.loader_s or 0.0) - probe.compute_s) / micro if micro else 0.0
     out = {"compute_s": probe.compute_s, "loader_s": probe.loader_s, "step_s": step,
            "clips_per_s": p.total_batch / step if step else float("nan"), "data_wait": wait}
     if probe.loader_s is not None:
@@ -282,7 +300,7 @@ def plan_table(cfg: PretrainConfig, dataset_size: int | None, world: int = 1,
         if not sized:
             row.update(steps=None, warmup_steps=None)
         if probe is not None:
-            row.update(stage_timing(p, probe(p)))
+            row.update(stage_timing(p, probe(p), accum_steps=cfg.optim.accum_steps))
             if sized:
                 row["est_seconds"] = p.steps * row["step_s"]
         stages.append(row)
@@ -312,9 +330,21 @@ def plan_table(cfg: PretrainConfig, dataset_size: int | None, world: int = 1,
         base = PlannedStage(index=-1, frames=ref, share=1.0, epochs=budget,
                             batch_size=cfg.train.batch_size, total_batch=base_batch, steps=base_steps,
                             lr=0.0, min_lr=0.0, warmup_steps=0, sampling_rate=cfg.data.sampling_rate)
-        totals["baseline_est_seconds"] = base_steps * stage_timing(base, probe(base))["step_s"]
+        totals["baseline_est_seconds"] = base_steps * stage_timing(
+            base, probe(base), accum_steps=cfg.optim.accum_steps)["step_s"]
         totals["time_ratio_to_baseline"] = (totals["est_seconds"] / totals["baseline_est_seconds"]
                                             if totals["baseline_est_seconds"] else float("nan"))
+    if cfg.plan.multigrid:  # every stage draws its lengths: expected work of the mix
+        weights = multigrid_weights(cfg, planned)
+        mean = sum(w * fpc(p.frames) for w, p in zip(weights, planned, strict=True))
+        mean_frames = sum(w * p.frames for w, p in zip(weights, planned, strict=True))
+        clips = sum(s["clips"] for s in stages)
+        totals["multigrid"] = {
+            "mix": cfg.plan.multigrid_mix, "stages": cfg.plan.multigrid_stages,
+            "expected_pflops": clips * mean / 1e15,
+            "expected_nominal_ratio": clips * mean_frames / totals["baseline_frames_processed"],
+            "expected_flops_ratio": (clips * mean / 1e15 / totals["baseline_pflops"]
+                                     if totals["baseline_pflops"] else float("nan"))}
     table = {"stages": stages, "totals": totals, "dataset_size": dataset_size, "world": world,
              "unit": "run" if sized else "per video"}
     if variant_flops is not None:
@@ -383,6 +413,18 @@ def format_plan(table: dict[str, Any]) -> str:
            f"= {t['nominal_ratio_to_baseline']:.3f} x the one-stage baseline",
            f"measured (training FLOPs as multiply-accumulates): {t['pflops']:.4g} {flops_head} "
            f"= {t['flops_ratio_to_baseline']:.3f} x the baseline's {t['baseline_pflops']:.4g}"]
+    if sized and abs(t["nominal_ratio_to_baseline"] - 1.0) > 0.01:
+        out.append(f"  each stage's steps are rounded up: on {table['dataset_size']} clips the plan "
+                   f"reads {t['nominal_ratio_to_baseline']:.3f} x the baseline's frames, not 1 (the "
+                   "rounding vanishes on larger datasets)")
+    mg = t.get("multigrid")
+    if mg:
+        where = ("in each of the stages above (their steps and lr schedule)" if mg["stages"] == "plan"
+                 else "in one stage of the same total steps, one warm-up + cosine")
+        out.append(f"multigrid baseline: clip lengths drawn at random per step ({mg['mix']} mix) "
+                   f"{where}; the rows above are the plan it draws from. Expected: "
+                   f"{mg['expected_pflops']:.4g} {flops_head} = {mg['expected_flops_ratio']:.3f} x "
+                   f"the baseline's FLOPs, {mg['expected_nominal_ratio']:.3f} x its frames")
     if has_time:
         out.append(f"estimated time (measured throughput probe): {_hms(t['est_seconds'])}"
                    + (f" = {t['time_ratio_to_baseline']:.3f} x the one-stage baseline's "

@@ -356,6 +356,8 @@ def tiny_worker(args: argparse.Namespace) -> int:
     gloo on CPU), then runs the spec's progvid commands in this one process. progvid skips the
     process group for a world of one; here the group stays up (all-reduces and gathers go
     through nccl) and the trainer wraps the model in DDP as it does with more processes."""
+    import signal
+
     import torch
     import torch.distributed as dist
 
@@ -365,6 +367,11 @@ def tiny_worker(args: argparse.Namespace) -> int:
 
     spec = json.loads(Path(args.spec).read_text())
     cuda = spec["device"] == "cuda"
+    # stopped (the part ran out of time, or torchrun died: the death signal below): finish the
+    # command under way (a run saves and stops at its next step) and start no other
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    pdist._die_with_parent()
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if "WORLD_SIZE" in os.environ and not dist.is_initialized():
@@ -374,6 +381,9 @@ def tiny_worker(args: argparse.Namespace) -> int:
     pruns.shutdown = lambda: None  # keep the group between the commands
     results = []
     for name, argv in spec["commands"]:
+        if stop["now"]:
+            print(f"[tiny-worker] {name}: not started (stopped)", flush=True)
+            break
         t = time.perf_counter()
         try:
             rc = cli(["--debug", *argv])
@@ -382,6 +392,8 @@ def tiny_worker(args: argparse.Namespace) -> int:
         except BaseException:  # noqa: BLE001 - recorded; the next command still runs
             traceback.print_exc()
             rc = 1
+        if rc == 143:  # the run stopped on a SIGTERM (the trainer's handler had it)
+            stop["now"] = True
         results.append({"name": name, "rc": rc, "seconds": time.perf_counter() - t})
         print(f"[tiny-worker] {name}: rc {rc} in {results[-1]['seconds']:.1f} s", flush=True)
         Path(spec["result"]).write_text(json.dumps({"backend": backend, "runs": results}))
@@ -574,16 +586,45 @@ def fmt(x: Any) -> str:
     return f"{x:.4f}" if isinstance(x, float) else "n/a"
 
 
+KILL_GRACE = 35  # torchrun gives its workers 30 s after a SIGTERM before it kills them
+
+
 def wait_all(procs: dict[str, tuple[subprocess.Popen, Any, Path]], result: dict[str, Any]) -> None:
-    for name, (proc, log, _) in procs.items():
-        if proc.returncode is not None:
-            continue
-        try:
-            proc.wait(timeout=max(budget_left(), 1))
-        except subprocess.TimeoutExpired:
-            kill_group(proc)
-            result["combos"].setdefault(name, {})["timed_out"] = True
+    """Wait for every combo until the part's budget, less the time to stop the rest and still
+    write the summary; then stop all the late ones at once (one grace period, not one each)."""
+    deadline = time.monotonic() + max(budget_left() - KILL_GRACE - 15, 1)
+    for name, (proc, _, _) in procs.items():
+        if proc.returncode is None:
+            try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                result["combos"].setdefault(name, {})["timed_out"] = True
+    late = [proc for proc, _, _ in procs.values() if proc.poll() is None]
+    kill_groups(late, KILL_GRACE)
+    for _, log, _ in procs.values():
         log.close()
+
+
+def kill_groups(procs: list[subprocess.Popen], grace: float) -> None:
+    """`kill_group` for several children together: SIGTERM to all, one shared grace period,
+    then SIGKILL to what is left."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+        end = time.monotonic() + (grace if sig == signal.SIGTERM else 5)
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(end - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                pass
+        procs = [p for p in procs if p.poll() is None]
+        if not procs:
+            return
 
 
 # --------------------------------------------------------------------------------------------
@@ -671,21 +712,24 @@ def loader_settings(rehearsal: bool) -> dict[str, Any]:
 
 def measure_loader(videos: list[Path], frames: int, workers: int, s: dict[str, Any],
                    device: str) -> dict[str, float]:
-    """Steady-state clips/s of progvid's training loader (pinned memory and a non-blocking copy
-    to the GPU on CUDA): one batch per worker of warm-up, then at least `measure_s` seconds."""
+    """Steady-state clips/s of progvid's training loader as a pre-training stage builds it
+    (`train_loader`: uint8 clips, several batches per hand-over, the plan's automatic clips per
+    decode for this length, pinned memory and a non-blocking copy to the GPU on CUDA): one batch
+    per worker of warm-up, then at least `measure_s` seconds."""
     import torch
 
-    from progvid.data.datasets import Sample, VideoDataset
-    from progvid.data.loader import build_loader
-    from progvid.data.sampling import TemporalSampler
-    from progvid.data.transforms import train_transform
+    from progvid.config import DataConfig
+    from progvid.data.datasets import Sample
+    from progvid.data.loader import train_loader
 
     samples = [Sample(videos[i % len(videos)]) for i in range(20_000)]
-    ds = VideoDataset(samples, sampler=TemporalSampler("stride", frames, s["stride"]),
-                      transform=train_transform(s["size"], crop="multiscale", flip=True),
-                      train=True, seed=0)
-    loader = build_loader(ds, batch_size=s["batch"], train=True, workers=workers, seed=0,
-                          device=device)
+    d = DataConfig(input_size=s["size"], sampling_rate=s["stride"], crop="multiscale", flip=True,
+                   workers=workers)
+    per_decode = max(1, round(max(s["frames"]) / frames))  # plan.clips_per_decode: auto
+    while s["batch"] % per_decode:
+        per_decode -= 1
+    loader = train_loader(d, samples, frames=frames, batch_size=s["batch"], seed=0, rank=0,
+                          world=1, device=device, clips_per_decode=per_decode)
     loader.sampler.set_epoch(0)
     it = iter(loader)
     t_start = time.perf_counter()
@@ -775,7 +819,7 @@ def cmd_loader(args: argparse.Namespace) -> int:
     result["demand"] = demand
     tpl_reserve = 25.0 if rehearsal else 60.0
     problems = []
-    for f in s["frames"]:
+    for f in sorted(s["frames"], reverse=True):  # the longest clips first: the costliest decode
         for w in s["workers"]:
             if budget_left() < tpl_reserve + (6 if rehearsal else 10):
                 result["supply"][f"{f}/{w}"] = {"skipped": "time budget"}
@@ -795,6 +839,8 @@ def cmd_loader(args: argparse.Namespace) -> int:
             if "clips_per_s" in r and f in demand:
                 result["estimate"][f"{f}/{w}"] = max(0.0, 1.0 - r["clips_per_s"] / demand[f])
     rec = None
+    unmeasured = sorted({f for f in s["frames"] for w in s["workers"]
+                         if "skipped" in result["supply"].get(f"{f}/{w}", {})})
     if demand:
         for w in s["workers"]:
             est = [result["estimate"].get(f"{f}/{w}") for f in s["frames"]]
@@ -818,6 +864,8 @@ def cmd_loader(args: argparse.Namespace) -> int:
         for f in s["frames"])
     key = f"clips/s at {'/'.join(map(str, s['workers']))} workers vs step demand: {sup}"
     key += (f" | smallest worker count with est. data-wait <5% at every stage: {rec}" if rec
+            else f" | not measured for lack of time at {'/'.join(map(str, unmeasured))} frames: "
+                 "no worker count can be recommended" if demand and unmeasured
             else " | no worker count keeps est. data-wait <5% at every stage" if demand
             else " | no step demand (step part)")
     if tpl and tpl["stages"]:

@@ -170,3 +170,21 @@ def test_bundle_carries_the_footage(tmp_path: Path) -> None:
     assert sorted(p.name for p in dest.iterdir()) == ["a.mp4"]
     with pytest.raises(SystemExit, match="no videos there"):
         gb.copy_footage(tmp_path / "empty", dest)
+
+
+def test_late_children_are_stopped_together() -> None:
+    """A part out of time stops its late children at once: SIGTERM to every group, one shared
+    grace period, then SIGKILL to whatever ignored it (stopping them one by one took a grace
+    period each, and the part's summary was lost to the outer timeout)."""
+    import time
+
+    gc = _bench_module("gpu_check")
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    procs = [subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+             for code in ("import time; time.sleep(60)", stubborn, stubborn)]
+    time.sleep(0.5)  # the stubborn ones have set their handler
+    t0 = time.monotonic()
+    gc.kill_groups(procs, grace=1.0)
+    assert time.monotonic() - t0 < 4  # one grace period for all, not one each
+    assert all(p.poll() is not None for p in procs)
+    assert procs[0].returncode == -15 and procs[1].returncode == procs[2].returncode == -9

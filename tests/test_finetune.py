@@ -210,6 +210,7 @@ def test_tied_scores_give_one_prediction_everywhere() -> None:
     assert m["top1"] == diag / 4
     assert m["mean_class_accuracy"] == pytest.approx(
         sum(m["per_class_accuracy"][c] for c in (0, 1, 8, 9)) / 4)
+    assert m["per_class_accuracy"][5] is None  # a class absent from the split
 
 
 def test_eval_refuses_labels_it_cannot_score_and_writes_beside_the_caller(

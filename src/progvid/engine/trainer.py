@@ -229,6 +229,7 @@ class Trainer:
             "flops": self.flops,
             "clips_seen": self.clips_seen,
             "nonfinite_total": self.nonfinite_total,
+            "nonfinite_run": self.nonfinite_run,  # a resumed run continues the streak
             "best": self.best,
             "data_position": self._data_position(self.step),
             "rng": {
@@ -274,6 +275,7 @@ class Trainer:
         self.flops = float(state.get("flops", 0.0))
         self.clips_seen = int(state.get("clips_seen", 0))
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
+        self.nonfinite_run = int(state.get("nonfinite_run", 0))
         self.best = state.get("best")
         rng = state.get("rng", {})
         if "torch" in rng:

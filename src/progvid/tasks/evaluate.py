@@ -199,7 +199,10 @@ def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, num_classe
     present = confusion.sum(dim=1) > 0
     return {"top1": top1, "top5": top5,
             "mean_class_accuracy": per_class[present].mean().item() if present.any() else 0.0,
-            "per_class_accuracy": per_class.tolist(), "confusion": confusion.tolist(),
+            # null for a class the split does not hold (0.0 would read as all of them wrong)
+            "per_class_accuracy": [a if p else None for a, p in zip(per_class.tolist(),
+                                                                    present.tolist(), strict=True)],
+            "confusion": confusion.tolist(),
             "num_videos": int(labels.numel())}
 
 

@@ -207,3 +207,15 @@ def test_candidates_that_are_one_plan_are_listed_once(synth_dir: Path, tmp_path:
     assert search.job(a, "frames")["trial_id"] == search.job(b, "frames")["trial_id"]
     search.evaluate("frames", [a, b, Candidate((2, 4), (0.5, 0.5), (4, 4))], "top1")
     assert len(search.phases["frames"]) == 2
+
+
+def test_a_trial_that_ran_out_of_memory_is_tried_again_on_a_rerun(tmp_path: Path) -> None:
+    from progvid.tasks.trials import TrialStore
+
+    path = tmp_path / "trials.jsonl"
+    store = TrialStore(path)
+    store.add({"trial_id": "a", "top1": 0.5})
+    store.add({"trial_id": "b", "top1": None, "error": "OutOfMemoryError: CUDA out of memory"})
+    store.add({"trial_id": "c", "top1": None, "error": "TrainingError: loss not finite"})
+    again = TrialStore(path)
+    assert set(again.records) == {"a", "c"}  # b runs again; c would fail the same way

@@ -156,7 +156,9 @@ def tail_loss(records: Sequence[dict[str, Any]], fraction: float = 0.1) -> float
 
 
 class TrialStore:
-    """`trials.jsonl`: one record per finished trial, appended, flushed and fsynced."""
+    """`trials.jsonl`: one record per finished trial, appended, flushed and fsynced. A trial
+    that ran out of GPU memory is read back as not run, so a rerun tries it again (memory may be
+    free then); one that failed on its own (non-finite losses) stays failed: it would again."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -169,6 +171,9 @@ class TrialStore:
                 except json.JSONDecodeError:
                     continue  # a line cut by a crash
                 if isinstance(rec, dict) and "trial_id" in rec:
+                    if str(rec.get("error", "")).startswith("OutOfMemoryError"):
+                        self.records.pop(rec["trial_id"], None)
+                        continue
                     self.records[rec["trial_id"]] = rec
             if text and not text.endswith("\n"):
                 with path.open("a") as fh:

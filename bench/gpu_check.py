@@ -110,18 +110,7 @@ def run(cmd: list[str], log: Path | None = None, timeout: float | None = None,
 def kill_group(proc: subprocess.Popen, grace: float = 10) -> None:
     """Stop a child started with start_new_session=True and everything in its group (torchrun
     passes the SIGTERM on to its workers, which run in sessions of their own)."""
-    import signal
-
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    kill_groups([proc], grace)
 
 
 def progvid_cmd(*args: str) -> list[str]:

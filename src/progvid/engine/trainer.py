@@ -68,6 +68,7 @@ class Task(Protocol):
     def loader(self, stage_index: int, stage: Stage, shape: ClipShape, *, dist: DistInfo,
                device: torch.device) -> DataLoader: ...
 
+    # the same loss terms on every step of a stage (a stage may change them: HCML's phases)
     def step(self, model: torch.nn.Module, batch: Any, ctx: StepContext) -> dict[str, torch.Tensor]: ...
 
     def clips(self, batch: Any) -> int: ...
@@ -335,7 +336,6 @@ class Trainer:
         history: list[dict[str, Any]] = []
         stage_idx = -1
         sums: dict[str, torch.Tensor] = {}  # loss sums of the good steps since the last record
-        counts: dict[str, torch.Tensor] = {}  # good steps that gave each loss term
         good = torch.zeros((), device=self.device)
         win_t0, win_wait, win_clips = time.time(), 0.0, 0
         last_loss = float("nan")
@@ -398,8 +398,6 @@ class Trainer:
             ok = 1.0 - flags[0]
             for name, v in losses.items():  # a skipped step adds nothing (not even its NaN)
                 sums[name] = sums.get(name, 0.0) + torch.where(ok > 0, v, torch.zeros_like(v))
-                # per term: a task's terms may change with the stage (HCML's phases)
-                counts[name] = counts.get(name, 0.0) + ok
             good = good + ok
             self.step += 1
             # the previous step's verdict, read while this step's work is queued (no stall)
@@ -410,20 +408,20 @@ class Trainer:
             win_clips += step_clips
             log.advance(1, {"ep": f"{self._epoch(pos.step_in_stage, shape.frames):.2f}",
                             "clips/s": f"{win_clips / max(time.time() - win_t0, 1e-9):.1f}"})
-            # a record per log_every steps, and one at each stage's end (a window never spans
-            # two stages, whose losses may differ in kind)
+            # a record per log_every steps, and one at each stage's end: a window never spans
+            # two stages, whose loss terms may differ (HCML's phases), so every term of a window
+            # comes from each of its good steps
             if (self.step % s.log_every == 0 or self.step == end or self._stop is not None
                     or pos.step_in_stage + 1 >= stage.steps):
                 self._account(pending, log)
                 pending = None
                 names = list(sums)
-                packed = torch.stack([*(sums[n] for n in names), *(counts[n] for n in names),
-                                      good]).double()
+                packed = torch.stack([*(sums[n] for n in names), good]).double()
                 reduced = all_mean(packed).tolist()
                 n_good = reduced[-1]
                 elapsed = max(time.time() - win_t0, 1e-9)
-                means = {n: (v / c if c else float("nan"))
-                         for n, v, c in zip(names, reduced, reduced[len(names):-1], strict=False)}
+                means = {n: (v / n_good if n_good else float("nan"))
+                         for n, v in zip(names, reduced, strict=False)}
                 if n_good:
                     last_loss = means["loss"]
                 record = {"step": self.step - 1, "stage": pos.stage, "frames": shape.frames,
@@ -439,7 +437,7 @@ class Trainer:
                 log.log(record)
                 log.set_postfix(loss=last_loss, lr=lr)
                 history.append(record)
-                sums, counts, good = {}, {}, torch.zeros((), device=self.device)
+                sums, good = {}, torch.zeros((), device=self.device)
                 win_t0, win_wait, win_clips = time.time(), 0.0, 0
             self.feed.warm_next(self.schedule, pos.stage, pos.step_in_stage, self.step, end,
                                 time.time() - t_step)

@@ -278,12 +278,12 @@ def schedule_problem(ctx: RunContext, schedule: Schedule) -> str | None:
     if ctx.resume is None or ctx.allow_changes:
         return None
     source = resolve_resume(ctx.run_dir, ctx.resume)
-    if source is None or not (source / "meta.json").is_file():
+    if source is None:
         return None
     try:
         meta = load_meta(source)
     except ProgvidError:
-        return None  # restoring reports a damaged checkpoint, naming the file
+        return None  # no metadata, or damaged: restoring reports it, naming the file
     now = [st.steps for st in schedule.stages]
     was = meta.get("stage_steps")
     if was is None:  # written before the stages were recorded: compare the total

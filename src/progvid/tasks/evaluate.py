@@ -76,10 +76,16 @@ def extract_features(encoder: torch.nn.Module, loader: DataLoader, device: torch
     return torch.cat(feats), torch.cat(labels)
 
 
-def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """Top-1 and top-5 accuracy of (N, K) scores (top-K when K < 5)."""
-    k = min(5, scores.shape[1])
-    top = scores.topk(k, dim=1).indices
+def top_classes(scores: torch.Tensor) -> torch.Tensor:
+    """(N, min(5, K)) class indices of (N, K) scores, best first (one choice among ties)."""
+    return scores.topk(min(5, scores.shape[1]), dim=1).indices
+
+
+def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor,
+                  top: torch.Tensor | None = None) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy of (N, K) scores (top-K when K < 5); `top`: their
+    `top_classes`, when already computed."""
+    top = top_classes(scores) if top is None else top
     hit1 = (top[:, 0] == labels).float().mean().item()
     hit5 = (top == labels[:, None]).any(dim=1).float().mean().item()
     return hit1, hit5
@@ -189,10 +195,9 @@ def video_probabilities(model: torch.nn.Module, loader: DataLoader, device: torc
 
 def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
     """top-1, top-5, mean per-class accuracy and the confusion matrix (rows: true class)."""
-    top = probs.topk(min(5, probs.shape[1]), dim=1).indices
-    pred = top[:, 0]  # one choice among tied scores for top-1, the confusion and the classes
-    top1 = (pred == labels).float().mean().item()
-    top5 = (top == labels[:, None]).any(dim=1).float().mean().item()
+    top = top_classes(probs)
+    top1, top5 = topk_accuracy(probs, labels, top)
+    pred = top[:, 0]  # the top-1 choice among tied scores, for the confusion and the classes too
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     confusion.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
     per_class = confusion.diag().float() / confusion.sum(dim=1).clamp(min=1).float()

@@ -42,10 +42,14 @@ def measured_macs(model: torch.nn.Module, frames: int, size: int) -> float:
     video = torch.empty(1, 3, frames, size, size, device="meta")
     if isinstance(model, HCMLNet):
         trunk = copy.deepcopy(model.trunk).to("meta")
-        flow = copy.deepcopy(model.flow_net).to("meta")
-        frame = torch.empty(1, 3, size, size, device="meta")
-        return float(count_macs(trunk, video) + frames * count_macs(flow, frame, frame))
+        return float(count_macs(trunk, video) + _flow_macs(model, frames, size))
     return float(count_macs(copy.deepcopy(model).to("meta"), video))
+
+
+def _flow_macs(net: HCMLNet, frames: int, size: int) -> int:
+    """Forward MACs of the flow network over a clip's `frames` frame pairs (meta device)."""
+    frame = torch.empty(1, 3, size, size, device="meta")
+    return frames * count_macs(copy.deepcopy(net.flow_net).to("meta"), frame, frame)
 
 
 class _UpTo(torch.nn.Module):
@@ -65,9 +69,8 @@ def phase_macs(net: HCMLNet, frames: int, size: int) -> dict[int, float]:
     when level 0 is l's lower level (its flow is the prediction target). The contrastive
     predictors are left out (a few small linear maps)."""
     video = torch.empty(1, 3, frames, size, size, device="meta")
-    frame = torch.empty(1, 3, size, size, device="meta")
     trunk = copy.deepcopy(net.trunk).to("meta")
-    flow = frames * count_macs(copy.deepcopy(net.flow_net).to("meta"), frame, frame)
+    flow = _flow_macs(net, frames, size)
     out = {0: float(flow)}
     for level in net.levels:
         out[level] = float(count_macs(_UpTo(trunk, level), video)
